@@ -1,0 +1,41 @@
+# migrate-harness: the README's two commands are `make test-kernel` and `make test`.
+# Both run `setup` first; it is idempotent and quick once everything is installed.
+PYTHON   ?= python3
+SPEC     ?=
+SOURCE   ?=
+REV      ?=
+PATCHES  ?=
+CONFIGS  ?=
+OUT      ?= out/latest
+PYTEST_ARGS ?=
+
+APT_PACKAGES = qemu-system-x86 qemu-utils busybox-static dropbear-bin openssh-sftp-server \
+	linux-source-6.1 linux-source-6.12 gcc make libc6-dev flex bison bc libelf-dev libssl-dev \
+	cpio xz-utils ccache rsync patch git kmod
+
+HARNESS_ARGS = $(if $(SPEC),--spec $(SPEC)) $(if $(SOURCE),--source $(SOURCE)) $(if $(REV),--rev $(REV)) \
+	$(foreach p,$(PATCHES),--patch $(p)) $(foreach c,$(CONFIGS),--config $(c)) --out $(OUT)
+
+.PHONY: setup test-kernel test unit bench lint
+
+setup: .setup-stamp
+
+# Re-run when the dependency lists change; apt-get runs only if a package is missing.
+.setup-stamp: Makefile pyproject.toml
+	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); }
+	$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+	@touch $@
+
+test-kernel: setup
+	$(PYTHON) -m harness.cli run $(HARNESS_ARGS)
+
+test: setup
+	$(PYTHON) -m pytest -ra $(PYTEST_ARGS) tests
+
+unit: setup
+	$(PYTHON) -m pytest -ra -m unit tests
+
+lint: setup
+	$(PYTHON) -m compileall -q harness tests

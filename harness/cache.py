@@ -1,0 +1,30 @@
+"""Where the harness keeps what is expensive to make: kernel trees, builds,
+guest images, ccache. Always outside the checkout; $MIGRATE_HARNESS_CACHE
+moves it."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+def root() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "migrate-harness"
+    path = Path(os.environ.get("MIGRATE_HARNESS_CACHE", default))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def subdir(name: str) -> Path:
+    path = root() / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def digest(*parts: str | bytes, length: int = 12) -> str:
+    """A short stable hash of the parts, for cache keys."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:length]

@@ -1,0 +1,88 @@
+"""Command line: argument parsing only, and the one place errors become exit codes.
+
+Exit codes: 0 all passed; 1 a test failed or the kernel crashed; 2 the
+harness could not do its job (bad input, build failure, QEMU would not start).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from harness import spec as specs
+from harness.errors import HarnessError
+
+EXIT_PASS, EXIT_FAIL, EXIT_HARNESS = 0, 1, 2
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", type=Path, help="YAML run spec (default: built-in defaults)")
+    p.add_argument("--source", help="kernel tree or git checkout (default: Debian's linux-source-6.1)")
+    p.add_argument("--rev", help="git revision of --source to build")
+    p.add_argument("--patch", action="append", default=[], type=Path, help="patch to apply (repeatable, in order)")
+    p.add_argument("--config", action="append", default=[], type=Path, help="extra config fragment (repeatable)")
+    p.add_argument("--out", type=Path, help="artifacts directory (default: out/run-TIMESTAMP)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description="Build, boot and test a kernel's page migration.")
+    sub = p.add_subparsers(dest="command", required=True)
+    _spec_args(sub.add_parser("run", help="build, boot, run the tests, report (the main job)"))
+    _spec_args(sub.add_parser("build", help="prepare the source and build the kernel only"))
+    rep = sub.add_parser("report", help="print the summary of an earlier run")
+    rep.add_argument("dir", type=Path)
+    return p
+
+
+def _load_spec(args: argparse.Namespace) -> specs.Spec:
+    spec = specs.load(args.spec)
+    return specs.with_overrides(spec, source=args.source, rev=args.rev, patches=args.patch, configs=args.config)
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    return args.out or Path("out") / time.strftime("run-%Y%m%d-%H%M%S")
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds through every `finally`, which stops QEMU
+
+
+def execute(args: argparse.Namespace) -> int:
+    from harness import pipeline
+    from harness.results import report
+
+    if args.command == "report":
+        print(report.summary(report.load(args.dir)))
+        return EXIT_PASS if report.load(args.dir).ok else EXIT_FAIL
+    spec = _load_spec(args)
+    out = _out_dir(args)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.command == "build":
+        kb = pipeline.build_kernel(spec, out)
+        print(kb.bzimage)
+        return EXIT_PASS
+    result = pipeline.run(spec, out)
+    print(report.summary(result))
+    print(f"artifacts: {out}")
+    return EXIT_PASS if result.ok else EXIT_FAIL
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(format="harness: %(message)s", level=logging.INFO, stream=sys.stderr)
+    signal.signal(signal.SIGTERM, _terminate)
+    args = parser().parse_args(argv)
+    try:
+        return execute(args)
+    except HarnessError as e:
+        print(f"harness: error ({e.stage}): {e}", file=sys.stderr)
+        return EXIT_HARNESS
+    except KeyboardInterrupt:
+        print("harness: interrupted; QEMU stopped, artifacts kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

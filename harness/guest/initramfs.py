@@ -1,0 +1,149 @@
+"""Guest assets: the initramfs.
+
+Two newc archives, concatenated (the kernel unpacks both):
+- a base part, cached by content: busybox, dropbear and the shared libraries
+  its binary names (read with ldd, not kept by hand), /init rendered from
+  guest-tools/init/init.j2, the boot checks;
+- a run part, a few KiB: what the spec expects (topology, swap) and the
+  run's SSH keys, so that every run has keys of its own.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from harness import cache
+from harness.commands import need_tool, run
+from harness.errors import GuestError
+from harness.guest import cpio
+from harness.guest.keys import RunKeys
+from harness.spec import VmSpec
+
+GUEST_TOOLS = Path(__file__).resolve().parents[2] / "guest-tools"
+MARKER = "harness-guest"  # prefix of the lines init prints for the harness to wait on
+SWAP_DEV = "/dev/vda"
+MEM_TOLERANCE_PCT = 12  # the kernel keeps some of each node's memory for itself
+
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(GUEST_TOOLS / "init"),
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+)
+
+ETC_FILES = {
+    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n",
+    "etc/group": "root:x:0:\nnogroup:x:65534:\n",
+    "etc/shells": "/bin/sh\n",
+    "etc/nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\n",
+}
+
+
+def shared_libraries(binary: str) -> list[Path]:
+    """The loader and libraries `binary` needs, as ldd resolves them."""
+    output = run(["ldd", binary], error=GuestError, what=f"ldd {binary}")
+    libs = re.findall(r"(?:=>\s*)?(/\S+)\s+\(0x", output)
+    return [Path(p) for p in libs]
+
+
+def _ssh_binaries() -> dict[str, str]:
+    """Guest path -> host path of the SSH server and the SFTP server dropbear execs."""
+    sftp = Path("/usr/lib/sftp-server")
+    if not sftp.exists():
+        raise GuestError("the SFTP server is missing: run 'make setup' or 'apt-get install openssh-sftp-server'")
+    return {"usr/sbin/dropbear": need_tool("dropbear"), "usr/lib/sftp-server": str(sftp.resolve())}
+
+
+def _add_file(entries: list[cpio.Entry], seen: set[str], path: str, data: bytes, perm: int) -> None:
+    """Add a file and any parent directories not added yet."""
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        parent = "/".join(parts[:i])
+        if parent not in seen:
+            seen.add(parent)
+            entries.append(cpio.directory(parent))
+    seen.add(path)
+    entries.append(cpio.regular(path, data, perm))
+
+
+def _base_entries(with_ssh: bool) -> list[cpio.Entry]:
+    entries: list[cpio.Entry] = [cpio.directory("dev"), cpio.char_device("dev/console", 5, 1),
+                                 cpio.directory("root", 0o700)]
+    seen = {"dev", "dev/console", "root"}
+    busybox = need_tool("busybox")
+    _add_file(entries, seen, "bin/busybox", Path(busybox).read_bytes(), 0o755)
+    init = _templates.get_template("init.j2").render(ssh=with_ssh, marker=MARKER, hostname="guest")
+    _add_file(entries, seen, "init", init.encode(), 0o755)
+    _add_file(entries, seen, "usr/lib/harness/boot-checks.sh",
+              (GUEST_TOOLS / "init" / "boot-checks.sh").read_bytes(), 0o755)
+    for name, text in ETC_FILES.items():
+        _add_file(entries, seen, name, text.encode(), 0o644)
+    if with_ssh:
+        for inside, host in _ssh_binaries().items():
+            _add_file(entries, seen, inside, Path(host).read_bytes(), 0o755)
+            for lib in shared_libraries(host):
+                if str(lib).lstrip("/") not in seen:
+                    _add_file(entries, seen, str(lib).lstrip("/"), lib.resolve().read_bytes(), 0o755)
+    return entries
+
+
+def base_image(with_ssh: bool = True) -> Path:
+    """The cached base archive; rebuilt only when one of its inputs changed."""
+    data = cpio.archive(_base_entries(with_ssh))
+    path = cache.subdir("guest") / f"base-{cache.digest(data)}.cpio"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.rename(path)
+    return path
+
+
+def _cpulist(cpus: tuple[int, ...]) -> str:
+    """(0, 1, 2, 5) -> '0-2,5', the way the kernel prints a cpulist."""
+    ranges, start = [], None
+    for i, cpu in enumerate(cpus):
+        if start is None:
+            start = cpu
+        if i + 1 == len(cpus) or cpus[i + 1] != cpu + 1:
+            ranges.append(str(start) if start == cpu else f"{start}-{cpu}")
+            start = None
+    return ",".join(ranges)
+
+
+def run_entries(vm: VmSpec, keys: RunKeys | None) -> list[cpio.Entry]:
+    nodes = [{"mem_mib": n.mem_mib, "cpulist": _cpulist(tuple(sorted(n.cpus)))} for n in vm.numa]
+    expect = _templates.get_template("expect.j2").render(
+        nodes=nodes, swap_mib=vm.swap_mib, swap_dev=SWAP_DEV, mem_tolerance_pct=MEM_TOLERANCE_PCT)
+    entries = [cpio.directory("etc"), cpio.directory("etc/harness"),
+               cpio.regular("etc/harness/expect", expect.encode())]
+    if keys is not None:
+        entries += [
+            cpio.directory("root", 0o700), cpio.directory("root/.ssh", 0o700),
+            cpio.regular("root/.ssh/authorized_keys", (keys.authorized_key + "\n").encode(), 0o600),
+            cpio.directory("etc/dropbear", 0o700),
+            cpio.regular("etc/dropbear/dropbear_ed25519_host_key", keys.host_key.read_bytes(), 0o600),
+        ]
+    return entries
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    initramfs: Path
+    swap_disk: Path | None
+    keys: RunKeys | None
+
+
+def assemble(vm: VmSpec, keys: RunKeys | None, scratch: Path, with_ssh: bool = True) -> GuestImage:
+    """Write the run's initramfs and swap disk into `scratch`."""
+    initramfs = scratch / "initramfs.cpio"
+    with initramfs.open("wb") as out, base_image(with_ssh).open("rb") as base:
+        shutil.copyfileobj(base, out)
+        out.write(cpio.archive(run_entries(vm, keys)))
+    swap = None
+    if vm.swap_mib:
+        swap = scratch / "swap.img"
+        with swap.open("wb") as f:  # sparse: costs no disk until the guest swaps
+            f.truncate(vm.swap_mib * 1024 * 1024)
+    return GuestImage(initramfs, swap, keys)

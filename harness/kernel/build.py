@@ -1,0 +1,83 @@
+"""Kernel stage 3: build out of tree (`make O=`), with ccache when present.
+
+The build directory is keyed by the source tree and the config inputs, so
+switching back to a config reuses its build, and a run with nothing changed
+lets make find nothing to do. Hands on a `KernelBuild`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import cache
+from harness.commands import need_tool, run
+from harness.errors import BuildError, ConfigError
+from harness.kernel import config as kconfig
+from harness.kernel.source import KernelSource
+
+# Fixed build identity: identical inputs give identical objects (and ccache hits).
+BUILD_ENV = {"KBUILD_BUILD_USER": "harness", "KBUILD_BUILD_HOST": "migrate-harness",
+             "KBUILD_BUILD_TIMESTAMP": "1970-01-01"}
+
+
+@dataclass(frozen=True)
+class KernelBuild:
+    bzimage: Path
+    build_dir: Path
+    config_path: Path
+    release: str  # `uname -r` of the built kernel
+    source: KernelSource
+
+
+def make_vars() -> list[str]:
+    return ["CC=ccache gcc"] if shutil.which("ccache") else []
+
+
+def build_dir_for(source: KernelSource, fragments: list[Path]) -> Path:
+    key = cache.digest(str(source.tree), *make_vars(), *(f.read_bytes() for f in fragments))
+    return cache.subdir("build") / f"{source.tree.name}-{key}"
+
+
+def first_errors(log_text: str, limit: int = 12) -> str:
+    """The first compiler/make error lines of a build log, with a line of context."""
+    lines = log_text.splitlines()
+    hits = [i for i, line in enumerate(lines) if re.search(r"\berror\b|\*\*\*", line)]
+    picked: list[str] = []
+    for i in hits:
+        for line in lines[max(i - 1, 0): i + 2]:
+            if line not in picked:
+                picked.append(line)
+        if len(picked) >= limit:
+            break
+    return "\n".join(picked[:limit]) or "\n".join(lines[-limit:])
+
+
+def build(source: KernelSource, extra_fragments: tuple[Path, ...], out_dir: Path, timeout: float) -> KernelBuild:
+    """Configure and build; build.log and .config land in out_dir."""
+    for tool in ("make", "gcc", "flex", "bison", "bc"):
+        need_tool(tool)
+    fragments = kconfig.default_fragments() + list(extra_fragments)
+    for fragment in fragments:
+        if not fragment.is_file():
+            raise ConfigError(f"config fragment {fragment} does not exist")
+    build_dir = build_dir_for(source, fragments)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    env = {**BUILD_ENV, "CCACHE_DIR": str(cache.subdir("ccache")), "CCACHE_BASEDIR": str(source.tree)}
+    log_path = out_dir / "build.log"
+    with log_path.open("a") as log:
+        config = kconfig.configure(source.tree, build_dir, fragments, log)
+        shutil.copyfile(config, out_dir / ".config")
+        argv = ["make", "-C", str(source.tree), f"O={build_dir}", *make_vars(), f"-j{os.cpu_count() or 2}", "all"]
+        try:
+            run(argv, error=BuildError, what="kernel build", log=log, timeout=timeout, env=env)
+        except BuildError as e:
+            if "timed out" in str(e):
+                raise
+            raise BuildError(f"the kernel build failed (full log: {log_path}):\n"
+                             f"{first_errors(log_path.read_text(errors='replace'))}") from None
+    bzimage = build_dir / "arch/x86/boot/bzImage"
+    release = (build_dir / "include/config/kernel.release").read_text().strip()
+    return KernelBuild(bzimage=bzimage, build_dir=build_dir, config_path=config, release=release, source=source)

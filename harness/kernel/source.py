@@ -1,0 +1,189 @@
+"""Kernel stage 1: find the kernel source and apply the patch series.
+
+Hands on a `KernelSource`: a tree that `make O=` can build. The user's tree
+is never modified: a patch series is applied to a private copy (rsync of a
+plain tree) or a private git worktree (for --rev), both kept in the cache so
+that the next run rebuilds only what changed.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import cache
+from harness.commands import run
+from harness.errors import SourceError
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    tree: Path  # what `make -C tree O=...` builds
+    origin: str  # what the user asked for: "debian:linux-source-6.1" or a path
+    version: str  # from the top Makefile, e.g. "6.1.192"
+    commit: str | None  # git HEAD of the tree, if it is a git checkout
+    patches: tuple[Path, ...]
+
+
+def makefile_version(tree: Path) -> str:
+    fields = {}
+    for line in (tree / "Makefile").read_text(errors="replace").splitlines()[:12]:
+        m = re.match(r"^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)\s*=\s*(\S*)", line)
+        if m:
+            fields[m.group(1)] = m.group(2)
+    version = ".".join(fields.get(k, "0") for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL"))
+    return version + fields.get("EXTRAVERSION", "")
+
+
+def debian_tree(package: str) -> Path:
+    """Extract /usr/src/<package>.tar.xz once into the cache; return the tree."""
+    tarball = Path("/usr/src") / f"{package}.tar.xz"
+    target = cache.subdir("src") / package
+    if (target / ".extracted").exists():
+        return target
+    if not tarball.exists():
+        raise SourceError(f"kernel source {tarball} is missing: run 'make setup' or 'apt-get install {package}'")
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.mkdir(parents=True)
+    run(["tar", "-xf", str(tarball), "-C", str(partial)], error=SourceError, what=f"extracting {tarball}")
+    (partial / package).rename(target)
+    partial.rmdir()
+    (target / ".extracted").touch()
+    return target
+
+
+def _check_tree(path: Path) -> None:
+    if not path.is_dir():
+        raise SourceError(f"kernel source {path} does not exist or is not a directory")
+    if not (path / "Makefile").is_file() or not (path / "mm").is_dir() or not (path / "arch" / "x86").is_dir():
+        raise SourceError(f"{path} is not a Linux kernel tree (no Makefile, mm/ or arch/x86/ in it)")
+
+
+def _git(repo: Path, *args: str) -> str:
+    return run(["git", "-C", str(repo), *args], error=SourceError, what=f"git {args[0]} in {repo}").strip()
+
+
+def _git_worktree(repo: Path, rev: str) -> Path:
+    """A private detached worktree of `repo` at `rev` (reused between runs)."""
+    if not (repo / ".git").exists():
+        raise SourceError(f"--rev needs a git checkout, and {repo} is not one")
+    try:
+        commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    except SourceError:
+        raise SourceError(f"git revision '{rev}' does not exist in {repo}") from None
+    worktree = cache.subdir("worktrees") / f"{repo.name}-{cache.digest(str(repo))}"
+    if not (worktree / ".git").exists():
+        shutil.rmtree(worktree, ignore_errors=True)
+        _git(repo, "worktree", "prune")
+        _git(repo, "worktree", "add", "--detach", "--force", str(worktree), commit)
+    elif _git(worktree, "rev-parse", "HEAD") != commit or _git(worktree, "status", "--porcelain"):
+        # checkout rewrites only files that differ, so make rebuilds only those
+        _git(worktree, "checkout", "--detach", "--force", commit)
+        _git(worktree, "clean", "-fdq")
+    return worktree
+
+
+def _patch_error(patch: Path, output: str) -> SourceError:
+    """Name the file and hunk that failed, from GNU patch's dry-run output."""
+    problems, current = [], None
+    for line in output.splitlines():
+        if m := re.match(r"checking file (.+)", line):
+            current = m.group(1)
+        elif m := re.match(r"Hunk #(\d+) FAILED at (\d+)", line):
+            problems.append(f"{current}: hunk #{m.group(1)} failed (at line {m.group(2)})")
+        elif "can't find file to patch" in line or "No file to patch" in line:
+            problems.append(f"{current or 'a file it names'}: the file does not exist in the tree")
+        elif "Reversed (or previously applied) patch detected" in line:
+            problems.append(f"{current}: the change is already in the tree (reversed or applied before)")
+        elif "Only garbage was found" in line:
+            problems.append("it is not a patch (no diff found in it)")
+    detail = "; ".join(problems) or output.strip().splitlines()[-1:]
+    return SourceError(f"patch {patch} does not apply: {detail}")
+
+
+def _apply(tree: Path, patch: Path) -> list[str]:
+    if not patch.is_file():
+        raise SourceError(f"patch {patch} does not exist")
+    # --fuzz=0: a hunk whose context moved is refused rather than guessed at
+    argv = ["patch", "-p1", "--batch", "--forward", "--fuzz=0", "--no-backup-if-mismatch",
+            "-d", str(tree), "-i", str(patch)]
+    try:
+        run(argv + ["--dry-run"], error=SourceError, what=f"patch {patch}")
+    except SourceError as e:
+        raise _patch_error(patch, str(e)) from None
+    output = run(argv, error=SourceError, what=f"patch {patch}")
+    return re.findall(r"^patching file (.+)$", output, re.MULTILINE)
+
+
+def _series_id(patches: tuple[Path, ...]) -> str:
+    for patch in patches:
+        if not patch.is_file():
+            raise SourceError(f"patch {patch} does not exist")
+    return cache.digest(*(p.read_bytes() for p in patches))
+
+
+def _patched_copy(source: Path, patches: tuple[Path, ...], git_based: bool) -> Path:
+    """Apply `patches` to `source` (a private worktree, or synced to a private copy).
+
+    A state file remembers which files the last series touched. Those files
+    are stamped with a fresh mtime whenever the series changes, so make sees
+    every file whose content changed (rsync would otherwise restore an old
+    mtime), while an unchanged series and source rebuild nothing.
+    """
+    tree = source if git_based else cache.subdir("trees") / f"{source.name}-{cache.digest(str(source))}"
+    state_file = tree.parent / f"{tree.name}.patched.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    series = _series_id(patches)
+    stamps = {f: _stamp(source / f) for f in state.get("touched", [])}
+    if state.get("series") == series and state.get("stamps") == stamps and tree.exists() and not git_based:
+        _sync(source, tree, exclude=state["touched"])
+        return tree
+    state_file.unlink(missing_ok=True)
+    if not git_based:
+        _sync(source, tree, exclude=[])
+    touched: list[str] = []
+    for patch in patches:
+        touched += _apply(tree, patch)
+    for name in set(touched) | set(state.get("touched", [])):
+        if (tree / name).exists():
+            (tree / name).touch()
+    state_file.write_text(json.dumps(
+        {"series": series, "touched": sorted(set(touched)), "stamps": {f: _stamp(source / f) for f in sorted(set(touched))}}))
+    return tree
+
+
+def _stamp(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return [st.st_mtime_ns, st.st_size]
+
+
+def _sync(source: Path, tree: Path, exclude: list[str]) -> None:
+    tree.mkdir(parents=True, exist_ok=True)
+    argv = ["rsync", "-a", "--delete", "--exclude=/.git"] + [f"--exclude=/{f}" for f in exclude]
+    run(argv + [f"{source}/", f"{tree}/"], error=SourceError, what=f"copying {source}")
+
+
+def prepare(origin: str, rev: str | None, patches: tuple[Path, ...]) -> KernelSource:
+    """Resolve the source, check out `rev`, apply `patches`; never touch the user's tree."""
+    if origin.startswith("debian:"):
+        tree = debian_tree(origin.removeprefix("debian:"))
+    else:
+        tree = Path(origin)
+        _check_tree(tree)
+    git_based = False
+    if rev:
+        tree = _git_worktree(tree, rev)
+        git_based = True
+    if patches:
+        tree = _patched_copy(tree, patches, git_based)
+    commit = None
+    if (tree / ".git").exists():
+        commit = _git(tree, "rev-parse", "HEAD")
+    return KernelSource(tree=tree, origin=origin, version=makefile_version(tree), commit=commit, patches=patches)

@@ -1,0 +1,127 @@
+"""One run: spec -> kernel build -> guest assets -> VM -> test run -> results.
+
+Each stage is called once, in order, with the value the previous one handed
+on; this module only wires them together, times them and keeps the run's
+artifacts in one directory.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterator
+
+from harness import cache
+from harness.guest import initramfs, keys
+from harness.kernel import build as kbuild
+from harness.kernel import source as ksource
+from harness.results import ktap, oops, report
+from harness.results.model import RunResult, Status, TestResult
+from harness.spec import Spec
+from harness.vm import qemu
+
+log = logging.getLogger("harness")
+
+
+def build_kernel(spec: Spec, out_dir: Path) -> kbuild.KernelBuild:
+    start = time.monotonic()
+    src = ksource.prepare(spec.kernel.source, spec.kernel.rev, spec.kernel.patches)
+    log.info("source: %s (%s)%s", src.tree, src.version,
+             f", {len(src.patches)} patch(es) applied" if src.patches else "")
+    kb = kbuild.build(src, spec.kernel.configs, out_dir, spec.timeouts.build)
+    log.info("build: %s in %.1f s (%s)", kb.release, time.monotonic() - start, kb.build_dir)
+    return kb
+
+
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """Per-run scratch space (swap image, initramfs, keys), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="run-", dir=cache.subdir("scratch")))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def booted(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path, with_ssh: bool = True) -> Iterator[qemu.Vm]:
+    """Assemble the guest and boot it; QEMU is stopped when the block ends."""
+    with scratch_dir() as scratch:
+        run_keys = keys.make(scratch / "keys") if with_ssh else None
+        image = initramfs.assemble(spec.vm, run_keys, scratch, with_ssh=with_ssh)
+        console_log = out_dir / "console.log"
+        console_log.unlink(missing_ok=True)
+        vm = qemu.boot(spec.vm, kb.bzimage, image, console_log, scratch, spec.timeouts.boot, with_ssh)
+        with vm:
+            log.info("boot: %s in %.1f s under %s (console: %s)",
+                     "ready" if vm.ready.kind == "marker" else vm.ready.kind, vm.boot_seconds,
+                     vm.accel.upper(), console_log)
+            yield vm
+
+
+def group_from_console(lines: list[tuple[int, str]], name: str) -> TestResult | None:
+    """The KTAP document on the console that says '# Subtest: NAME', parsed."""
+    for document in ktap.split_documents(lines):
+        if any(ktap.strip_console_prefix(text).strip() == f"# Subtest: {name}" for _, text in document):
+            return ktap.parse_ktap(document, name)
+    return None
+
+
+def _not_run(name: str, why: str) -> TestResult:
+    return TestResult(name=name, status=Status.ERROR, diagnostics=(why,))
+
+
+def boot_group(vm: qemu.Vm, timeout: float) -> TestResult:
+    group = group_from_console(vm.console.lines(), "boot")
+    if vm.ready.kind == "marker" and group is not None:
+        return group
+    why = {"crash": "the kernel crashed during boot", "exit": "QEMU exited during boot",
+           "timeout": f"the guest was not ready within {timeout:.0f} s"}.get(vm.ready.kind, "no boot checks printed")
+    if group is None:
+        return _not_run("boot", why)
+    return TestResult(group.name, Status.ERROR, group.diagnostics + (why,), group.directive, group.subtests,
+                      line=group.line)
+
+
+def attach_crashes(group: TestResult, crashes: list) -> TestResult:
+    """A crash fails the group that was running; it is kept in its diagnostics."""
+    if not crashes:
+        return group
+    titles = tuple(f"kernel crash: {c.title} (console.log:{c.first_line})" for c in crashes)
+    status = Status.ERROR if group.status is Status.ERROR else Status.FAIL
+    return TestResult(group.name, status, group.diagnostics + titles, group.directive, group.subtests,
+                      group.duration_s, crashes[0], group.line)
+
+
+def metadata(spec: Spec, kb: kbuild.KernelBuild, vm: qemu.Vm, timings: dict) -> dict:
+    return {
+        "kernel": {"version": kb.source.version, "release": kb.release, "origin": kb.source.origin,
+                   "commit": kb.source.commit, "patches": [str(p) for p in kb.source.patches],
+                   "config_hash": cache.digest(kb.config_path.read_bytes())},
+        "vm": {"accel": vm.accel, "cpus": spec.vm.cpus, "swap_mib": spec.vm.swap_mib,
+               "numa": [asdict(n) for n in spec.vm.numa], "distances": spec.vm.distances},
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+    }
+
+
+def run(spec: Spec, out_dir: Path) -> RunResult:
+    """The whole run; artifacts land in out_dir. Raises HarnessError (exit 2)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    kb = build_kernel(spec, out_dir)
+    timings = {"build": time.monotonic() - started}
+    with booted(spec, kb, out_dir) as vm:
+        timings["boot"] = vm.boot_seconds
+        groups = [boot_group(vm, spec.timeouts.boot)]
+        vm.console.drain(0.3)
+        crashes = oops.find_crashes(vm.console.lines())
+    if crashes:
+        groups[0] = attach_crashes(groups[0], crashes)
+    timings["total"] = time.monotonic() - started
+    result = RunResult(metadata(spec, kb, vm, timings), tuple(groups), tuple(crashes))
+    report.write_all(result, out_dir)
+    return result

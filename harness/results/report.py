@@ -1,0 +1,225 @@
+"""Results stage: reports; turns a RunResult into the files a run hands on.
+
+out_dir receives results.json (the record, schema in docs/results-schema.md,
+read back by `harness report DIR` through load()), junit.xml (for CI test
+views) and summary.txt (the terminal summary, last line Counts.line()).
+
+Choices:
+- JUnit has one testcase per leaf. A crash is shown on the FAIL/ERROR leaf it
+  is attached to; every other crash in RunResult.crashes (unattached, or on a
+  leaf that did not fail) becomes an error testcase in an extra "crashes"
+  testsuite, so a run that is not ok never looks green in CI.
+- Text from the serial console is stripped of what XML 1.0 forbids (and of
+  terminal escape sequences) before it goes into junit.xml.
+"""
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.results.model import Counts, CrashReport, RunResult, Status, TestResult
+
+SCHEMA = 1
+WIDTH = 100
+CRASH_SUITE = "crashes"
+
+_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_XML_FORBIDDEN_RE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+# ---- results.json ----------------------------------------------------------
+
+
+def _crash_json(crash: CrashReport) -> dict:
+    return {"title": crash.title, "excerpt": crash.excerpt,
+            "first_line": crash.first_line, "last_line": crash.last_line}
+
+
+def _test_json(test: TestResult) -> dict:
+    return {"name": test.name, "status": test.status.value,
+            "diagnostics": list(test.diagnostics), "directive": test.directive,
+            "duration_s": test.duration_s, "line": test.line,
+            "crash": _crash_json(test.crash) if test.crash else None,
+            "subtests": [_test_json(sub) for sub in test.subtests]}
+
+
+def to_json(result: RunResult) -> dict:
+    """The results.json document; counts and ok are derived, for readers that skip the tree."""
+    counts = result.counts
+    return {"schema": SCHEMA, "metadata": dict(result.metadata),
+            "counts": {"passed": counts.passed, "failed": counts.failed,
+                       "skipped": counts.skipped, "errors": counts.errors,
+                       "xfailed": counts.xfailed, "total": counts.total},
+            "ok": result.ok,
+            "groups": [_test_json(group) for group in result.groups],
+            "crashes": [_crash_json(crash) for crash in result.crashes]}
+
+
+def _crash_from(data: dict) -> CrashReport:
+    return CrashReport(str(data["title"]), str(data["excerpt"]),
+                       int(data["first_line"]), int(data["last_line"]))
+
+
+def _test_from(data: dict) -> TestResult:
+    duration = data.get("duration_s")
+    return TestResult(
+        name=str(data["name"]), status=Status(data["status"]),
+        diagnostics=tuple(str(d) for d in data.get("diagnostics", ())),
+        directive=data.get("directive"),
+        subtests=tuple(_test_from(sub) for sub in data.get("subtests", ())),
+        duration_s=None if duration is None else float(duration),
+        crash=_crash_from(data["crash"]) if data.get("crash") else None,
+        line=data.get("line"))
+
+
+def from_json(data: dict) -> RunResult:
+    """Inverse of to_json. Raises ValueError/KeyError/TypeError on a malformed document."""
+    if data.get("schema") != SCHEMA:
+        raise ValueError(f"unsupported schema {data.get('schema')!r}, expected {SCHEMA}")
+    return RunResult(metadata=dict(data.get("metadata", {})),
+                     groups=tuple(_test_from(g) for g in data["groups"]),
+                     crashes=tuple(_crash_from(c) for c in data.get("crashes", ())))
+
+
+# ---- junit.xml -------------------------------------------------------------
+
+
+def _xml_text(text: str) -> str:
+    return _XML_FORBIDDEN_RE.sub("", _ANSI_RE.sub("", text))
+
+
+def _leaves(group: TestResult) -> list[tuple[str, TestResult]]:
+    """(path below the group joined with ".", leaf); a group without subtests is its own leaf."""
+    if not group.subtests:
+        return [(group.name, group)]
+    out = []
+    for sub in group.subtests:
+        out += [(f"{sub.name}.{path}" if sub.subtests else path, leaf) for path, leaf in _leaves(sub)]
+    return out
+
+
+def _crash_text(crash: CrashReport) -> str:
+    return f"{crash.title} (console.log lines {crash.first_line}-{crash.last_line})\n{crash.excerpt}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def _totals(counts: Counts, crashes: int, time: float) -> dict[str, str]:
+    """Count attributes; each crash testcase is one more test and one more error."""
+    return {"tests": str(counts.total + crashes), "failures": str(counts.failed),
+            "errors": str(counts.errors + crashes), "skipped": str(counts.skipped), "time": _seconds(time)}
+
+
+def _testcase(suite: ET.Element, group: str, path: str, leaf: TestResult) -> None:
+    case = ET.SubElement(suite, "testcase", {"classname": _xml_text(group), "name": _xml_text(path)})
+    if leaf.duration_s is not None:  # omitted rather than a made-up 0
+        case.set("time", _seconds(leaf.duration_s))
+    if leaf.status.is_failure:
+        tag, default = ("failure", "failed") if leaf.status is Status.FAIL else ("error", "error")
+        message = (*leaf.diagnostics, leaf.directive)[0] or default
+        body = "\n".join(leaf.diagnostics) + (f"\n\n{_crash_text(leaf.crash)}" if leaf.crash else "")
+        ET.SubElement(case, tag, {"message": _xml_text(message)}).text = _xml_text(body)
+    elif leaf.status is Status.SKIP:
+        ET.SubElement(case, "skipped", {"message": _xml_text(leaf.directive or "skipped")})
+    elif leaf.status is Status.XFAIL:
+        note = "\n".join([f"expected failure: {leaf.directive or 'xfail'}", *leaf.diagnostics])
+        ET.SubElement(case, "system-out").text = _xml_text(note)
+
+
+def junit_xml(result: RunResult) -> str:
+    """JUnit XML text: a testsuite per group, a testcase per leaf, plus "crashes" if needed."""
+    shown = {leaf.crash for g in result.groups for _, leaf in _leaves(g) if leaf.status.is_failure}
+    orphans = [crash for crash in result.crashes if crash not in shown]
+    root = ET.Element("testsuites", {"name": "migrate-harness"})
+    total_time = 0.0
+    for group in result.groups:
+        leaves = _leaves(group)
+        time = group.duration_s if group.duration_s is not None else sum(l.duration_s or 0.0 for _, l in leaves)
+        total_time += time
+        suite = ET.SubElement(root, "testsuite", {"name": _xml_text(group.name),
+                                                  **_totals(Counts.of([group]), 0, time)})
+        for path, leaf in leaves:
+            _testcase(suite, group.name, path, leaf)
+        if group.subtests and group.diagnostics:  # the group's own "# ..." lines; after testcases per XSD
+            ET.SubElement(suite, "system-out").text = _xml_text("\n".join(group.diagnostics))
+    if orphans:
+        suite = ET.SubElement(root, "testsuite", {"name": CRASH_SUITE, **_totals(Counts(), len(orphans), 0.0)})
+        for crash in orphans:
+            case = ET.SubElement(suite, "testcase", {"classname": CRASH_SUITE, "name": _xml_text(crash.title)})
+            ET.SubElement(case, "error", {"message": _xml_text(crash.title)}).text = _xml_text(_crash_text(crash))
+    root.attrib.update(_totals(result.counts, len(orphans), total_time))
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+# ---- summary.txt -----------------------------------------------------------
+
+
+def _fit(text: str, width: int) -> str:
+    """One line of at most width characters, cut with an ellipsis."""
+    text = " ".join(_xml_text(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def summary(result: RunResult) -> str:
+    """Table of leaves, failures, crashes, then Counts.line() as the last line."""
+    rows = [(leaf.status.name, g.name, path, leaf) for g in result.groups for path, leaf in _leaves(g)]
+    group_w = min(max([len("GROUP")] + [len(r[1]) for r in rows]), 24)
+    name_w = WIDTH - 7 - (group_w + 2) - 10  # status, group, duration columns
+    lines = [f"{'STATUS':<7}{'GROUP':<{group_w + 2}}{'TEST':<{name_w}}{'TIME':>10}".rstrip()]
+    for word, group, path, leaf in rows:
+        took = "" if leaf.duration_s is None else f"{leaf.duration_s:.2f}s"
+        lines.append(f"{word:<7}{_fit(group, group_w):<{group_w + 2}}{_fit(path, name_w):<{name_w}}{took:>10}".rstrip())
+    failures = [r for r in rows if r[3].status.is_failure]
+    if failures:
+        lines += ["", "Failures:"]
+    for word, group, path, leaf in failures:
+        lines.append(_fit(f"{word} {group}: {path}", WIDTH))
+        if leaf.diagnostics or leaf.directive:
+            lines.append("    " + _fit((*leaf.diagnostics, leaf.directive)[0], WIDTH - 4))
+        if leaf.crash:
+            lines.append("    crash: " + _fit(leaf.crash.title, WIDTH - 11))
+    # A parser may attach a crash to a leaf only; list those too, once each.
+    crashes = list(dict.fromkeys([*result.crashes, *(r[3].crash for r in rows if r[3].crash)]))
+    if crashes:
+        lines += ["", "Crashes:"]
+    for crash in crashes:
+        where = f" (console.log lines {crash.first_line}-{crash.last_line})"
+        lines.append(_fit(crash.title, WIDTH - len(where)) + where)
+    lines += ["", result.counts.line()]
+    return "\n".join(lines) + "\n"
+
+
+# ---- files -----------------------------------------------------------------
+
+
+def write_all(result: RunResult, out_dir: Path) -> None:
+    """Write results.json, junit.xml and summary.txt into out_dir (created if needed)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # ensure_ascii keeps lone surrogates from a badly decoded console writable and round-trippable.
+    (out_dir / "results.json").write_text(json.dumps(to_json(result), indent=2) + "\n", encoding="utf-8")
+    (out_dir / "junit.xml").write_text(junit_xml(result), encoding="utf-8")
+    (out_dir / "summary.txt").write_text(summary(result), encoding="utf-8")
+
+
+def load(out_dir: Path) -> RunResult:
+    """Read out_dir/results.json back; HarnessError names the file when it is missing or malformed."""
+    path = Path(out_dir) / "results.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise HarnessError(f"cannot read {path}: {exc.strerror or exc}. "
+                           f"Is {out_dir} the output directory of a harness run?") from exc
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError(f"top level is {type(data).__name__}, not an object")
+        return from_json(data)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise HarnessError(f"malformed {path}: {detail} (see docs/results-schema.md)") from exc

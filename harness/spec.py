@@ -1,0 +1,254 @@
+"""Spec stage: load and validate a YAML run spec; hand on a frozen `Spec`.
+
+Every field has a default, so an empty spec (or none) is a valid run on the
+default kernel source. A spec may use Jinja2 expressions (`{{ env.HOME }}`);
+it is rendered before it is parsed. Relative paths are taken from the spec
+file's own directory. Errors name the file and line.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from harness.errors import SpecError
+
+DEFAULT_SOURCE = "debian:linux-source-6.1"
+KNOWN_GROUPS = ("boot",)
+
+
+@dataclass(frozen=True)
+class NumaNode:
+    mem_mib: int
+    cpus: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    source: str = DEFAULT_SOURCE  # "debian:<package>", a kernel tree, or a git checkout
+    rev: str | None = None  # a git revision of `source`
+    patches: tuple[Path, ...] = ()
+    configs: tuple[Path, ...] = ()  # extra config fragments, merged after ours
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    cpus: int = 4
+    numa: tuple[NumaNode, ...] = (NumaNode(1024, (0, 1)), NumaNode(1024, (2, 3)))
+    distances: tuple[tuple[int, ...], ...] | None = None
+    swap_mib: int = 512
+    accel: str = "auto"  # auto | kvm | tcg
+
+    @property
+    def memory_mib(self) -> int:
+        return sum(node.mem_mib for node in self.numa)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    build: float = 3600
+    boot: float = 120  # kernel start to the guest saying it is ready
+    test: float = 600  # one test group
+
+
+@dataclass(frozen=True)
+class Spec:
+    kernel: KernelSpec = field(default_factory=KernelSpec)
+    vm: VmSpec = field(default_factory=VmSpec)
+    tests: tuple[str, ...] = KNOWN_GROUPS
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+_SCALE_MIB = {"": 1 / (1024 * 1024), "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def parse_size_mib(value: object, where: str) -> int:
+    """'1G', '512M', '512MiB' or a number of MiB -> MiB."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise SpecError(f"{where}: '{value}' is not a size (write e.g. 512M or 1G)")
+    mib = int(m.group(1)) * _SCALE_MIB[m.group(2).upper()]
+    if mib != int(mib) or mib <= 0:
+        raise SpecError(f"{where}: '{value}' is not a positive whole number of MiB")
+    return int(mib)
+
+
+def parse_cpus(value: object, where: str) -> tuple[int, ...]:
+    """'0-1', '0,2-3', 3 or [0, 1] -> (0, 1, ...)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(c for item in value for c in parse_cpus(item, where))
+    cpus: list[int] = []
+    for part in str(value).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+))?\s*", part)
+        if not m:
+            raise SpecError(f"{where}: '{value}' is not a CPU list (write e.g. 0-1 or 0,2)")
+        first, last = int(m.group(1)), int(m.group(2) or m.group(1))
+        cpus.extend(range(first, last + 1))
+    return tuple(cpus)
+
+
+def _check_keys(data: object, allowed: set[str], where: str) -> dict:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: expected a mapping, got {type(data).__name__}")
+    unknown = sorted(set(map(str, data)) - allowed)
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
+    return data
+
+
+def _paths(values: object, base: Path, where: str) -> tuple[Path, ...]:
+    if values is None:
+        return ()
+    if not isinstance(values, list):
+        raise SpecError(f"{where}: expected a list of paths")
+    return tuple((base / str(v)).resolve() for v in values)
+
+
+def _kernel(data: object, base: Path, where: str) -> KernelSpec:
+    d = _check_keys(data, {"source", "rev", "patches", "configs"}, where)
+    source = str(d.get("source", DEFAULT_SOURCE))
+    if not source.startswith("debian:"):
+        source = str((base / source).resolve())
+    return KernelSpec(
+        source=source,
+        rev=None if d.get("rev") is None else str(d["rev"]),
+        patches=_paths(d.get("patches"), base, f"{where}.patches"),
+        configs=_paths(d.get("configs"), base, f"{where}.configs"),
+    )
+
+
+def _vm(data: object, where: str) -> VmSpec:
+    d = _check_keys(data, {"memory", "cpus", "numa", "distances", "swap", "accel"}, where)
+    default = VmSpec()
+    cpus = d.get("cpus", default.cpus)
+    if not isinstance(cpus, int) or cpus < 1:
+        raise SpecError(f"{where}.cpus: expected a positive number, got {cpus!r}")
+    numa = default.numa
+    if "numa" in d:
+        if not isinstance(d["numa"], list) or not d["numa"]:
+            raise SpecError(f"{where}.numa: expected a non-empty list of nodes")
+        nodes = []
+        for i, node in enumerate(d["numa"]):
+            n = _check_keys(node, {"mem", "cpus"}, f"{where}.numa[{i}]")
+            if "mem" not in n or "cpus" not in n:
+                raise SpecError(f"{where}.numa[{i}]: each node needs 'mem' and 'cpus'")
+            nodes.append(NumaNode(parse_size_mib(n["mem"], f"{where}.numa[{i}].mem"),
+                                  parse_cpus(n["cpus"], f"{where}.numa[{i}].cpus")))
+        numa = tuple(nodes)
+    vm = VmSpec(
+        cpus=cpus,
+        numa=numa,
+        distances=_distances(d.get("distances"), len(numa), f"{where}.distances"),
+        swap_mib=0 if d.get("swap") in (0, False) else parse_size_mib(d.get("swap", "512M"), f"{where}.swap"),
+        accel=str(d.get("accel", "auto")),
+    )
+    _check_topology(vm, d.get("memory"), where)
+    return vm
+
+
+def _distances(value: object, nodes: int, where: str) -> tuple[tuple[int, ...], ...] | None:
+    if value is None:
+        return None
+    rows = value if isinstance(value, list) else []
+    if len(rows) != nodes or any(not isinstance(r, list) or len(r) != nodes for r in rows):
+        raise SpecError(f"{where}: expected a {nodes}x{nodes} matrix, one row per NUMA node")
+    for i, row in enumerate(rows):
+        if row[i] != 10 or any(not isinstance(v, int) or not 10 <= v <= 255 for v in row):
+            raise SpecError(f"{where}: row {i} must have 10 on the diagonal and values in 10..255")
+    return tuple(tuple(r) for r in rows)
+
+
+def _check_topology(vm: VmSpec, memory: object, where: str) -> None:
+    if memory is not None:
+        total = parse_size_mib(memory, f"{where}.memory")
+        if total != vm.memory_mib:
+            sizes = " + ".join(f"{n.mem_mib}M" for n in vm.numa)
+            raise SpecError(
+                f"{where}: the NUMA nodes' memory does not add up: {sizes} = {vm.memory_mib}M, "
+                f"but memory is {total}M"
+            )
+    assigned = sorted(c for n in vm.numa for c in n.cpus)
+    if assigned != list(range(vm.cpus)):
+        raise SpecError(
+            f"{where}: the NUMA nodes' cpus must cover 0-{vm.cpus - 1} exactly once each; "
+            f"they list {assigned}"
+        )
+    if vm.accel not in ("auto", "kvm", "tcg"):
+        raise SpecError(f"{where}.accel: '{vm.accel}' is not one of auto, kvm, tcg")
+
+
+def _timeouts(data: object, where: str) -> Timeouts:
+    d = _check_keys(data, {"build", "boot", "test"}, where)
+    for key, value in d.items():
+        if not isinstance(value, (int, float)) or value <= 0:
+            raise SpecError(f"{where}.{key}: expected a positive number of seconds, got {value!r}")
+    return Timeouts(**d)
+
+
+def _tests(value: object, where: str) -> tuple[str, ...]:
+    if value is None:
+        return KNOWN_GROUPS
+    if not isinstance(value, list) or any(v not in KNOWN_GROUPS for v in value):
+        raise SpecError(f"{where}: expected a list of test groups from: {', '.join(KNOWN_GROUPS)}")
+    return tuple(value)
+
+
+def from_dict(data: object, base: Path, where: str = "spec") -> Spec:
+    d = _check_keys(data, {"kernel", "vm", "tests", "timeouts"}, where)
+    return Spec(
+        kernel=_kernel(d.get("kernel"), base, f"{where}: kernel"),
+        vm=_vm(d.get("vm"), f"{where}: vm"),
+        tests=_tests(d.get("tests"), f"{where}: tests"),
+        timeouts=_timeouts(d.get("timeouts"), f"{where}: timeouts"),
+    )
+
+
+def load(path: Path | None) -> Spec:
+    """Read, render and validate a spec file; None gives the default spec."""
+    if path is None:
+        return Spec()
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(f"cannot read spec {path}: {e.strerror}") from None
+    try:
+        text = jinja2.Template(text, undefined=jinja2.StrictUndefined).render(env=os.environ)
+    except jinja2.TemplateSyntaxError as e:
+        raise SpecError(f"{path}, line {e.lineno}: template error: {e.message}") from None
+    except jinja2.UndefinedError as e:
+        raise SpecError(f"{path}: template error: {e.message}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{path}{line}: YAML syntax error: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: YAML error: {e}") from None
+    return from_dict(data, path.parent.resolve(), where=str(path))
+
+
+def with_overrides(spec: Spec, *, source: str | None = None, rev: str | None = None,
+                   patches: list[Path] = (), configs: list[Path] = ()) -> Spec:
+    """Command-line flags win over the spec; paths are taken from the cwd."""
+    kernel = spec.kernel
+    if source:
+        kernel = replace(kernel, source=source if source.startswith("debian:") else str(Path(source).resolve()))
+    if rev:
+        kernel = replace(kernel, rev=rev)
+    if patches:
+        kernel = replace(kernel, patches=kernel.patches + tuple(Path(p).resolve() for p in patches))
+    if configs:
+        kernel = replace(kernel, configs=kernel.configs + tuple(Path(c).resolve() for c in configs))
+    return replace(spec, kernel=kernel)

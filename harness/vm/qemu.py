@@ -1,0 +1,186 @@
+"""VM stage: the QEMU command line, the accelerator choice, and the VM's life.
+
+The command line is data: harness/vm/profiles/x86_64.j2 renders one option
+per line from the spec's topology. Accel `auto` uses KVM only when it really
+works: the first boot under KVM must reach init within KVM_PROBE_S, else it
+is stopped, the verdict is remembered for this host boot, and the VM boots
+under TCG with a one-line notice. Hands on a running `Vm`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from harness import cache
+from harness.commands import need_tool
+from harness.errors import BootError
+from harness.guest.initramfs import MARKER, GuestImage
+from harness.spec import VmSpec
+from harness.vm.console import Console, Wait
+
+log = logging.getLogger("harness")
+
+QEMU = "qemu-system-x86_64"
+PROFILE = Path(__file__).with_name("profiles") / "x86_64.j2"
+KVM_PROBE_S = 15  # a working KVM guest reaches init in about a second
+CMDLINE = "console=ttyS0 panic=-1 mitigations=off numa_balancing=disable"
+INIT_STARTED = rf"{MARKER}: init started"
+READY = rf"{MARKER}: ready"
+
+
+def _ranges(cpus: tuple[int, ...]) -> list[str]:
+    """(0, 1, 3) -> ['0-1', '3'], the form QEMU's -numa cpus= takes."""
+    ranges: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if ranges and cpu == ranges[-1][1] + 1:
+            ranges[-1][1] = cpu
+        else:
+            ranges.append([cpu, cpu])
+    return [f"{a}" if a == b else f"{a}-{b}" for a, b in ranges]
+
+
+def command_line(vm: VmSpec, *, kernel: Path, initrd: Path, swap_disk: Path | None, accel: str,
+                 monitor: Path, ssh_port: int | None, cmdline: str = CMDLINE) -> list[str]:
+    template = jinja2.Template(PROFILE.read_text(), undefined=jinja2.StrictUndefined,
+                               trim_blocks=True, lstrip_blocks=True)
+    distances = [(i, j, v) for i, row in enumerate(vm.distances or ()) for j, v in enumerate(row) if i != j]
+    text = template.render(
+        accel=accel, cpus=vm.cpus, memory_mib=vm.memory_mib, distances=distances,
+        numa=[{"mem_mib": n.mem_mib, "cpu_ranges": _ranges(n.cpus)} for n in vm.numa],
+        kernel=kernel, initrd=initrd, cmdline=cmdline, monitor=monitor,
+        swap_disk=swap_disk, ssh_port=ssh_port,
+    )
+    argv = [QEMU]
+    for line in text.splitlines():
+        if line.strip():
+            argv += line.strip().split(" ", 1)
+    return argv
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (QEMU binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _verdict_file() -> Path:
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    qemu = Path(need_tool(QEMU)).stat()
+    return cache.subdir("accel") / f"kvm-{cache.digest(boot_id, str(qemu.st_mtime_ns))}.json"
+
+
+def kvm_unavailable() -> str | None:
+    """Why KVM cannot even be tried here, or None."""
+    if not os.path.exists("/dev/kvm"):
+        return "/dev/kvm does not exist"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "/dev/kvm is not accessible to this user"
+    verdict = _verdict_file()
+    if verdict.exists():
+        return json.loads(verdict.read_text()).get("broken")
+    return None
+
+
+def _remember_kvm(broken: str | None) -> None:
+    _verdict_file().write_text(json.dumps({"broken": broken}))
+
+
+@dataclass
+class Vm:
+    """A running (or crashed) guest: its console, SSH port and how boot went."""
+
+    console: Console
+    accel: str
+    ssh_port: int | None
+    monitor: Path
+    ready: Wait  # kind "marker" when init said it is ready
+    boot_seconds: float
+
+    @property
+    def pid(self) -> int:
+        return self.console.pid
+
+    def stop(self) -> None:
+        self.console.close()
+
+    def __enter__(self) -> "Vm":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _start(vm: VmSpec, kernel: Path, image: GuestImage, accel: str, console_log: Path,
+           scratch: Path, with_ssh: bool, timeout: float) -> tuple[Console, int | None, Path, Wait]:
+    """Start QEMU and wait for init to start; retry if a parallel run took our port."""
+    for _attempt in range(3):
+        port = free_port() if with_ssh else None
+        monitor = Path(tempfile.mkdtemp(prefix="mon-", dir=scratch)) / "monitor.sock"
+        argv = command_line(vm, kernel=kernel, initrd=image.initramfs, swap_disk=image.swap_disk,
+                            accel=accel, monitor=monitor, ssh_port=port)
+        (scratch / "qemu.cmdline").write_text(" ".join(argv) + "\n")
+        console = Console(argv, console_log)
+        first = console.wait_for(INIT_STARTED, timeout=timeout)
+        if first.kind == "exit" and "Could not set up host forwarding" in console.tail(5):
+            console.close()
+            continue
+        if first.kind == "exit" and "Linux version" not in console.tail(10_000):
+            tail = console.tail(10)
+            console.close()
+            raise BootError(f"QEMU would not start the guest (it exited at once):\n{tail}")
+        return console, port, monitor, first
+    raise BootError("QEMU could not forward an SSH port on 127.0.0.1 after 3 tries")
+
+
+def _choose_accel(requested: str) -> str:
+    if requested == "tcg":
+        return "tcg"
+    why_not = kvm_unavailable()
+    if requested == "kvm":
+        if why_not and "/dev/kvm" in why_not:
+            raise BootError(f"the spec asks for KVM, but {why_not}")
+        return "kvm"
+    if why_not:
+        log.info("accel: KVM not used (%s); using TCG", why_not)
+        return "tcg"
+    return "kvm"
+
+
+def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path, scratch: Path,
+         boot_timeout: float, with_ssh: bool = True) -> Vm:
+    """Boot the guest and wait until init says it is ready (or crashes, or times out).
+
+    Only a QEMU that will not start raises (BootError); a kernel that
+    crashes or never gets ready comes back as a Vm whose `ready` says so.
+    """
+    need_tool(QEMU)
+    accel = _choose_accel(vm.accel)
+    probing = accel == "kvm" and vm.accel == "auto"
+    console, port, monitor, first = _start(vm, kernel, image, accel, console_log, scratch, with_ssh,
+                                           KVM_PROBE_S if probing else boot_timeout)
+    if probing and first.kind in ("timeout", "exit"):
+        reason = f"a KVM guest did not reach init within {KVM_PROBE_S} s"
+        _remember_kvm(reason)
+        log.warning("accel: %s; KVM looks broken on this host, falling back to TCG", reason)
+        console.close()
+        with console_log.open("a") as f:
+            f.write(f"\n[harness] KVM probe failed ({reason}); booting again under TCG\n")
+        accel = "tcg"
+        console, port, monitor, first = _start(vm, kernel, image, accel, console_log, scratch, with_ssh,
+                                               boot_timeout)
+    elif probing:
+        _remember_kvm(None)
+    try:
+        ready = console.wait_for(READY, timeout=boot_timeout) if first.kind == "marker" else first
+    except BaseException:
+        console.close()
+        raise
+    return Vm(console, accel, port, monitor, ready, first.seconds + ready.seconds)

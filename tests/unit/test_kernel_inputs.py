@@ -1,0 +1,128 @@
+"""Source preparation and config checks on small fake trees, with the real patch/rsync/git."""
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ConfigError, SourceError
+from harness.kernel import config, source
+
+pytestmark = pytest.mark.unit
+
+MIGRATE_C = "int migrate_pages(void)\n{\n\treturn 0;\n}\n"
+MARKER_PATCH = textwrap.dedent("""\
+    --- a/mm/migrate.c
+    +++ b/mm/migrate.c
+    @@ -1,4 +1,5 @@
+     int migrate_pages(void)
+     {
+    +\tpr_info("marker");
+     \treturn 0;
+     }
+    """)
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIGRATE_HARNESS_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "linux"
+    (root / "mm").mkdir(parents=True)
+    (root / "arch/x86").mkdir(parents=True)
+    (root / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 99\nEXTRAVERSION = -rc1\n")
+    (root / "mm/migrate.c").write_text(MIGRATE_C)
+    (root / "mm/Kconfig").write_text("config MIGRATION\n\tbool \"Page migration\"\n")
+    return root
+
+
+def test_plain_tree_without_patches_is_used_in_place(tree):
+    src = source.prepare(str(tree), None, ())
+    assert src.tree == tree and src.version == "6.1.99-rc1" and src.commit is None
+
+
+def test_patches_go_to_a_private_copy(tree, tmp_path):
+    patch = tmp_path / "marker.patch"
+    patch.write_text(MARKER_PATCH)
+    src = source.prepare(str(tree), None, (patch,))
+    assert src.tree != tree
+    assert "marker" in (src.tree / "mm/migrate.c").read_text()
+    assert (tree / "mm/migrate.c").read_text() == MIGRATE_C  # the user's tree is untouched
+    mtime = (src.tree / "mm/migrate.c").stat().st_mtime_ns
+    again = source.prepare(str(tree), None, (patch,))  # same series: nothing re-applied or re-stamped
+    assert (again.tree / "mm/migrate.c").stat().st_mtime_ns == mtime
+    plain = source.prepare(str(tree), None, ())
+    assert "marker" not in (plain.tree / "mm/migrate.c").read_text()
+
+
+def test_changed_series_restores_and_restamps_files(tree, tmp_path):
+    patch = tmp_path / "marker.patch"
+    patch.write_text(MARKER_PATCH)
+    src = source.prepare(str(tree), None, (patch,))
+    first = (src.tree / "mm/migrate.c").stat().st_mtime_ns
+    other = tmp_path / "other.patch"
+    other.write_text("--- a/Makefile\n+++ b/Makefile\n@@ -4 +4 @@\n-EXTRAVERSION = -rc1\n+EXTRAVERSION = -rc2\n")
+    src = source.prepare(str(tree), None, (other,))
+    restored = src.tree / "mm/migrate.c"
+    assert restored.read_text() == MIGRATE_C and restored.stat().st_mtime_ns >= first
+    assert src.version == "6.1.99-rc2"
+
+
+def test_patch_that_does_not_apply_names_file_and_hunk(tree, tmp_path):
+    bad = tmp_path / "bad.patch"
+    bad.write_text(MARKER_PATCH.replace("return 0;", "return 1;"))
+    with pytest.raises(SourceError, match=r"bad.patch does not apply: mm/migrate.c: hunk #1 failed"):
+        source.prepare(str(tree), None, (bad,))
+
+
+def test_patch_for_a_missing_file(tree, tmp_path):
+    bad = tmp_path / "missing.patch"
+    bad.write_text(MARKER_PATCH.replace("mm/migrate.c", "mm/nothere.c"))
+    with pytest.raises(SourceError, match="does not exist in the tree"):
+        source.prepare(str(tree), None, (bad,))
+
+
+@pytest.mark.parametrize("path, message", [("/does/not/exist", "does not exist"), ("/tmp", "not a Linux kernel tree")])
+def test_bad_source_paths(path, message):
+    with pytest.raises(SourceError, match=message):
+        source.prepare(path, None, ())
+
+
+def test_git_revision_in_a_private_worktree(tree, tmp_path):
+    git = ["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(tree)], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-qm", "one"], check=True)
+    first = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (tree / "mm/migrate.c").write_text("changed\n")
+    subprocess.run(git + ["commit", "-qam", "two"], check=True)
+    src = source.prepare(str(tree), first, ())
+    assert src.commit == first and (src.tree / "mm/migrate.c").read_text() == MIGRATE_C
+    assert subprocess.run(git + ["rev-parse", "--abbrev-ref", "HEAD"], capture_output=True,
+                          text=True).stdout.strip() in ("main", "master")  # the user's branch stays
+    with pytest.raises(SourceError, match="revision 'nope' does not exist"):
+        source.prepare(str(tree), "nope", ())
+
+
+def test_fragment_lines_and_errors(tmp_path):
+    frag = tmp_path / "x.config"
+    frag.write_text("# comment\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"s\"\n")
+    assert [(r.symbol, r.value, r.line) for r in config.read_fragment(frag)] == [
+        ("CONFIG_A", "y", 2), ("CONFIG_B", "n", 3), ("CONFIG_C", '"s"', 4)]
+    frag.write_text("CONFIG_A=y\nA=y\n")
+    with pytest.raises(ConfigError, match=r"x.config, line 2: not a config line"):
+        config.read_fragment(frag)
+
+
+def test_check_names_dropped_and_unsatisfied_symbols(tree, tmp_path):
+    frag = tmp_path / "user.config"
+    frag.write_text("CONFIG_MIGRATION=y\nCONFIG_DOES_NOT_EXIST=y\n# CONFIG_GONE is not set\n")
+    final = tmp_path / ".config"
+    final.write_text("# CONFIG_MIGRATION is not set\n")
+    with pytest.raises(ConfigError) as err:
+        config.check(final, config.read_fragment(frag), tree)
+    text = str(err.value)
+    assert "CONFIG_DOES_NOT_EXIST=y (user.config, line 2): this kernel has no such option" in text
+    assert "CONFIG_MIGRATION=y (user.config, line 1): the final .config has CONFIG_MIGRATION=n" in text
+    assert "GONE" not in text  # asked off, is off
+    final.write_text("CONFIG_MIGRATION=y\nCONFIG_DOES_NOT_EXIST=y\n")
+    config.check(final, config.read_fragment(frag), tree)

@@ -1,0 +1,90 @@
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness import spec
+from harness.errors import SpecError
+
+pytestmark = pytest.mark.unit
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_no_spec_and_empty_spec_are_the_default(tmp_path):
+    assert spec.load(None) == spec.Spec()
+    assert spec.load(write(tmp_path, "")) == spec.Spec()
+
+
+def test_full_spec(tmp_path):
+    s = spec.load(write(tmp_path, """
+        kernel: {source: linux, patches: [a.patch], configs: [x.config]}
+        vm:
+          cpus: 3
+          memory: 1536M
+          numa: [{mem: 1G, cpus: 0-1}, {mem: 512M, cpus: 2}]
+          distances: [[10, 30], [30, 10]]
+          swap: 256M
+          accel: tcg
+        timeouts: {boot: 30}
+    """))
+    assert s.kernel.source == str(tmp_path / "linux")
+    assert s.kernel.patches == (tmp_path / "a.patch",)
+    assert s.vm.numa == (spec.NumaNode(1024, (0, 1)), spec.NumaNode(512, (2,)))
+    assert s.vm.memory_mib == 1536 and s.vm.swap_mib == 256
+    assert s.vm.distances == ((10, 30), (30, 10))
+    assert s.timeouts.boot == 30 and s.timeouts.build == spec.Timeouts().build
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = write(tmp_path, "vm:\n  cpus: 4\n  numa: [unclosed\n")
+    with pytest.raises(SpecError, match=r"spec.yaml, line \d+.*YAML syntax error"):
+        spec.load(path)
+
+
+def test_memory_that_does_not_add_up(tmp_path):
+    path = write(tmp_path, "vm: {memory: 3G, numa: [{mem: 1G, cpus: 0-1}, {mem: 1G, cpus: 2-3}]}")
+    with pytest.raises(SpecError, match="does not add up: 1024M \\+ 1024M = 2048M, but memory is 3072M"):
+        spec.load(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("vm: {cpus: 4, numa: [{mem: 1G, cpus: 0-2}, {mem: 1G, cpus: 2-3}]}", "cover 0-3 exactly once"),
+    ("vm: {swap: lots}", "'lots' is not a size"),
+    ("vm: {accel: xen}", "'xen' is not one of"),
+    ("vm: {distances: [[10, 20]]}", "2x2 matrix"),
+    ("vm: {numa: [{mem: 1G}]}", "needs 'mem' and 'cpus'"),
+    ("kernel: {sauce: x}", "unknown key\\(s\\) sauce"),
+    ("tests: [nope]", "test groups"),
+    ("timeouts: {boot: -1}", "positive number"),
+    ("[1, 2]", "expected a mapping"),
+])
+def test_bad_values_are_named(tmp_path, text, message):
+    with pytest.raises(SpecError, match=message):
+        spec.load(write(tmp_path, text))
+
+
+def test_jinja_is_rendered_before_parsing(tmp_path, monkeypatch):
+    monkeypatch.setenv("SWAP_SIZE", "128M")
+    assert spec.load(write(tmp_path, "vm: {swap: '{{ env.SWAP_SIZE }}'}")).vm.swap_mib == 128
+    with pytest.raises(SpecError, match="template error"):
+        spec.load(write(tmp_path, "vm: {swap: '{{ env.NOT_SET_ANYWHERE }}'}"))
+
+
+def test_command_line_overrides(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = spec.with_overrides(spec.Spec(), source="tree", patches=[Path("p1")], configs=[Path("c1")])
+    assert s.kernel.source == str(tmp_path / "tree")
+    assert s.kernel.patches == (tmp_path / "p1",) and s.kernel.configs == (tmp_path / "c1",)
+    assert spec.with_overrides(s, source="debian:linux-source-6.12").kernel.source == "debian:linux-source-6.12"
+
+
+def test_sizes_and_cpus():
+    assert spec.parse_size_mib("2G", "x") == 2048
+    assert spec.parse_size_mib("512MiB", "x") == 512
+    assert spec.parse_cpus("0-1,4", "x") == (0, 1, 4)
+    assert spec.parse_cpus([0, "2-3"], "x") == (0, 2, 3)
