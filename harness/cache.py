@@ -3,9 +3,12 @@ guest images, ccache. Always outside the checkout; $MIGRATE_HARNESS_CACHE
 moves it."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 from pathlib import Path
+from typing import Iterator
 
 
 def root() -> Path:
@@ -28,3 +31,18 @@ def digest(*parts: str | bytes, length: int = 12) -> str:
         h.update(part.encode() if isinstance(part, str) else part)
         h.update(b"\0")
     return h.hexdigest()[:length]
+
+
+@contextlib.contextmanager
+def locked(name: str) -> Iterator[None]:
+    """Hold an exclusive lock shared by every harness on this machine.
+
+    Two runs on the same source take turns to prepare and build it; the
+    second then finds nothing left to do.
+    """
+    with (subdir("locks") / f"{name}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

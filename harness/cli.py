@@ -32,6 +32,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     _spec_args(sub.add_parser("run", help="build, boot, run the tests, report (the main job)"))
     _spec_args(sub.add_parser("build", help="prepare the source and build the kernel only"))
+    boot = sub.add_parser("boot", help="boot the kernel; run --exec CMD over SSH, or stay up until Ctrl-C")
+    _spec_args(boot)
+    boot.add_argument("--exec", dest="exec_cmd", metavar="CMD", help="command to run in the guest; exit with its status")
     rep = sub.add_parser("report", help="print the summary of an earlier run")
     rep.add_argument("dir", type=Path)
     return p
@@ -55,8 +58,9 @@ def execute(args: argparse.Namespace) -> int:
     from harness.results import report
 
     if args.command == "report":
-        print(report.summary(report.load(args.dir)))
-        return EXIT_PASS if report.load(args.dir).ok else EXIT_FAIL
+        earlier = report.load(args.dir)
+        print(report.summary(earlier))
+        return EXIT_PASS if earlier.ok else EXIT_FAIL
     spec = _load_spec(args)
     out = _out_dir(args)
     out.mkdir(parents=True, exist_ok=True)
@@ -64,14 +68,43 @@ def execute(args: argparse.Namespace) -> int:
         kb = pipeline.build_kernel(spec, out)
         print(kb.bzimage)
         return EXIT_PASS
+    if args.command == "boot":
+        return boot(spec, out, args.exec_cmd)
     result = pipeline.run(spec, out)
     print(report.summary(result))
     print(f"artifacts: {out}")
     return EXIT_PASS if result.ok else EXIT_FAIL
 
 
+def boot(spec: specs.Spec, out: Path, command: str | None) -> int:
+    """`harness boot`: like `vng --exec`, or an SSH-able guest until Ctrl-C."""
+    from harness import pipeline
+
+    kb = pipeline.build_kernel(spec, out)
+    with pipeline.booted(spec, kb, out) as vm, pipeline.guest_shell(vm) as shell:
+        if command is not None:
+            result = shell.run(command, timeout=spec.timeouts.test)
+            sys.stdout.write(result.stdout)
+            sys.stderr.write(result.stderr)
+            if result.timed_out:
+                print(f"harness: '{command}' timed out after {spec.timeouts.test:.0f} s", file=sys.stderr)
+                return 124
+            return result.status
+        known_hosts = vm.image.keys.client_key.with_name("known_hosts")
+        known_hosts.write_text(f"[127.0.0.1]:{vm.ssh_port} {vm.image.keys.host_public}\n")
+        print(f"guest is up (Ctrl-C stops it): ssh -i {vm.image.keys.client_key} -p {vm.ssh_port} "
+              f"-o UserKnownHostsFile={known_hosts} root@127.0.0.1", flush=True)
+        while vm.console.alive:
+            vm.console.drain(1.0)
+        print("harness: the guest stopped", file=sys.stderr)
+        return EXIT_FAIL
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(format="harness: %(message)s", level=logging.INFO, stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("harness: %(message)s"))
+    logging.getLogger("harness").addHandler(handler)
+    logging.getLogger("harness").setLevel(logging.INFO)
     signal.signal(signal.SIGTERM, _terminate)
     args = parser().parse_args(argv)
     try:

@@ -107,6 +107,7 @@ def run(
             output.append(line)
             if log is not None:
                 log.write(line)
+                log.flush()  # a log someone tails, or reads after a crash, is complete
         proc.wait()
     finally:
         if killer:

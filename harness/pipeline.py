@@ -22,17 +22,21 @@ from harness.kernel import source as ksource
 from harness.results import ktap, oops, report
 from harness.results.model import RunResult, Status, TestResult
 from harness.spec import Spec
+from harness.errors import BootError
 from harness.vm import qemu
+from harness.vm.ssh import GuestShell
 
 log = logging.getLogger("harness")
+SSH_CONNECT_S = 30  # init has started sshd before it says ready: this is only slack
 
 
 def build_kernel(spec: Spec, out_dir: Path) -> kbuild.KernelBuild:
     start = time.monotonic()
-    src = ksource.prepare(spec.kernel.source, spec.kernel.rev, spec.kernel.patches)
-    log.info("source: %s (%s)%s", src.tree, src.version,
-             f", {len(src.patches)} patch(es) applied" if src.patches else "")
-    kb = kbuild.build(src, spec.kernel.configs, out_dir, spec.timeouts.build)
+    with cache.locked(f"source-{cache.digest(spec.kernel.source)}"):
+        src = ksource.prepare(spec.kernel.source, spec.kernel.rev, spec.kernel.patches)
+        log.info("source: %s (%s)%s", src.tree, src.version,
+                 f", {len(src.patches)} patch(es) applied" if src.patches else "")
+        kb = kbuild.build(src, spec.kernel.configs, out_dir, spec.timeouts.build)
     log.info("build: %s in %.1f s (%s)", kb.release, time.monotonic() - start, kb.build_dir)
     return kb
 
@@ -57,10 +61,20 @@ def booted(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path, with_ssh: bool = T
         console_log.unlink(missing_ok=True)
         vm = qemu.boot(spec.vm, kb.bzimage, image, console_log, scratch, spec.timeouts.boot, with_ssh)
         with vm:
+            (out_dir / "qemu.pid").write_text(f"{vm.pid}\n")
             log.info("boot: %s in %.1f s under %s (console: %s)",
                      "ready" if vm.ready.kind == "marker" else vm.ready.kind, vm.boot_seconds,
                      vm.accel.upper(), console_log)
             yield vm
+
+
+def guest_shell(vm: qemu.Vm) -> GuestShell:
+    """SSH into a booted guest; a guest that never got ready is a BootError."""
+    if vm.ready.kind != "marker":
+        crashes = oops.find_crashes(vm.console.lines())
+        what = f"the kernel crashed: {crashes[0].title}" if crashes else f"boot ended by {vm.ready.kind}"
+        raise BootError(f"the guest did not get ready ({what})\nlast console lines:\n{vm.console.tail()}")
+    return GuestShell.connect(vm.ssh_port, vm.image.keys, SSH_CONNECT_S, vm.console.tail)
 
 
 def group_from_console(lines: list[tuple[int, str]], name: str) -> TestResult | None:

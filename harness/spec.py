@@ -42,6 +42,7 @@ class VmSpec:
     distances: tuple[tuple[int, ...], ...] | None = None
     swap_mib: int = 512
     accel: str = "auto"  # auto | kvm | tcg
+    append: str = ""  # extra kernel command line
 
     @property
     def memory_mib(self) -> int:
@@ -129,7 +130,7 @@ def _kernel(data: object, base: Path, where: str) -> KernelSpec:
 
 
 def _vm(data: object, where: str) -> VmSpec:
-    d = _check_keys(data, {"memory", "cpus", "numa", "distances", "swap", "accel"}, where)
+    d = _check_keys(data, {"memory", "cpus", "numa", "distances", "swap", "accel", "append"}, where)
     default = VmSpec()
     cpus = d.get("cpus", default.cpus)
     if not isinstance(cpus, int) or cpus < 1:
@@ -152,6 +153,7 @@ def _vm(data: object, where: str) -> VmSpec:
         distances=_distances(d.get("distances"), len(numa), f"{where}.distances"),
         swap_mib=0 if d.get("swap") in (0, False) else parse_size_mib(d.get("swap", "512M"), f"{where}.swap"),
         accel=str(d.get("accel", "auto")),
+        append=str(d.get("append", "")),
     )
     _check_topology(vm, d.get("memory"), where)
     return vm

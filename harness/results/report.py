@@ -14,6 +14,7 @@ Choices:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -50,10 +51,7 @@ def to_json(result: RunResult) -> dict:
     """The results.json document; counts and ok are derived, for readers that skip the tree."""
     counts = result.counts
     return {"schema": SCHEMA, "metadata": dict(result.metadata),
-            "counts": {"passed": counts.passed, "failed": counts.failed,
-                       "skipped": counts.skipped, "errors": counts.errors,
-                       "xfailed": counts.xfailed, "total": counts.total},
-            "ok": result.ok,
+            "counts": {**dataclasses.asdict(counts), "total": counts.total}, "ok": result.ok,
             "groups": [_test_json(group) for group in result.groups],
             "crashes": [_crash_json(crash) for crash in result.crashes]}
 
@@ -105,20 +103,16 @@ def _crash_text(crash: CrashReport) -> str:
     return f"{crash.title} (console.log lines {crash.first_line}-{crash.last_line})\n{crash.excerpt}"
 
 
-def _seconds(value: float) -> str:
-    return f"{value:.3f}"
-
-
 def _totals(counts: Counts, crashes: int, time: float) -> dict[str, str]:
     """Count attributes; each crash testcase is one more test and one more error."""
     return {"tests": str(counts.total + crashes), "failures": str(counts.failed),
-            "errors": str(counts.errors + crashes), "skipped": str(counts.skipped), "time": _seconds(time)}
+            "errors": str(counts.errors + crashes), "skipped": str(counts.skipped), "time": f"{time:.3f}"}
 
 
 def _testcase(suite: ET.Element, group: str, path: str, leaf: TestResult) -> None:
     case = ET.SubElement(suite, "testcase", {"classname": _xml_text(group), "name": _xml_text(path)})
     if leaf.duration_s is not None:  # omitted rather than a made-up 0
-        case.set("time", _seconds(leaf.duration_s))
+        case.set("time", f"{leaf.duration_s:.3f}")
     if leaf.status.is_failure:
         tag, default = ("failure", "failed") if leaf.status is Status.FAIL else ("error", "error")
         message = (*leaf.diagnostics, leaf.directive)[0] or default
@@ -139,7 +133,9 @@ def junit_xml(result: RunResult) -> str:
     total_time = 0.0
     for group in result.groups:
         leaves = _leaves(group)
-        time = group.duration_s if group.duration_s is not None else sum(l.duration_s or 0.0 for _, l in leaves)
+        time = group.duration_s
+        if time is None:
+            time = sum(leaf.duration_s or 0.0 for _, leaf in leaves)
         total_time += time
         suite = ET.SubElement(root, "testsuite", {"name": _xml_text(group.name),
                                                   **_totals(Counts.of([group]), 0, time)})
@@ -150,8 +146,9 @@ def junit_xml(result: RunResult) -> str:
     if orphans:
         suite = ET.SubElement(root, "testsuite", {"name": CRASH_SUITE, **_totals(Counts(), len(orphans), 0.0)})
         for crash in orphans:
-            case = ET.SubElement(suite, "testcase", {"classname": CRASH_SUITE, "name": _xml_text(crash.title)})
-            ET.SubElement(case, "error", {"message": _xml_text(crash.title)}).text = _xml_text(_crash_text(crash))
+            title = _xml_text(crash.title)
+            case = ET.SubElement(suite, "testcase", {"classname": CRASH_SUITE, "name": title})
+            ET.SubElement(case, "error", {"message": title}).text = _xml_text(_crash_text(crash))
     root.attrib.update(_totals(result.counts, len(orphans), total_time))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
@@ -174,7 +171,8 @@ def summary(result: RunResult) -> str:
     lines = [f"{'STATUS':<7}{'GROUP':<{group_w + 2}}{'TEST':<{name_w}}{'TIME':>10}".rstrip()]
     for word, group, path, leaf in rows:
         took = "" if leaf.duration_s is None else f"{leaf.duration_s:.2f}s"
-        lines.append(f"{word:<7}{_fit(group, group_w):<{group_w + 2}}{_fit(path, name_w):<{name_w}}{took:>10}".rstrip())
+        group, path = _fit(group, group_w), _fit(path, name_w)
+        lines.append(f"{word:<7}{group:<{group_w + 2}}{path:<{name_w}}{took:>10}".rstrip())
     failures = [r for r in rows if r[3].status.is_failure]
     if failures:
         lines += ["", "Failures:"]

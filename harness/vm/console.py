@@ -23,7 +23,7 @@ CRASH_GRACE_S = 5  # after a crash starts, how long its report may keep printing
 
 
 def _die_with_parent() -> None:
-    """In the child: the kernel kills QEMU if the harness dies, even by SIGKILL."""
+    """In the child, before exec: the kernel kills QEMU if the harness dies, even by SIGKILL."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
@@ -44,7 +44,8 @@ class Console:
                                    logfile=None, preexec_fn=_die_with_parent, echo=False)
         self.child.logfile_read = self._log
         self.pid = self.child.pid
-        self._crash = re.compile(CRASH_START.pattern, CRASH_START.flags | re.MULTILINE)
+        # The console is read as bytes: the patterns are compiled to bytes too.
+        self._crash = re.compile(CRASH_START.pattern.encode(), re.MULTILINE)
 
     def wait_for(self, marker: str, timeout: float) -> Wait:
         """Wait for a line matching `marker`; a crash or QEMU's exit ends it early.
@@ -54,7 +55,7 @@ class Console:
         """
         start = time.monotonic()
         deadline = start + timeout
-        patterns = [re.compile(marker, re.MULTILINE), self._crash, pexpect.EOF, pexpect.TIMEOUT]
+        patterns = [re.compile(marker.encode(), re.MULTILINE), self._crash, pexpect.EOF, pexpect.TIMEOUT]
         crashed = False
         while True:
             left = deadline - time.monotonic()
@@ -81,9 +82,12 @@ class Console:
             pass
 
     def lines(self) -> list[tuple[int, str]]:
-        """console.log so far as numbered lines, for the parsers."""
+        """console.log so far as numbered lines, for the parsers.
+
+        QEMU's stdio keeps output post-processing on, so the guest's CRLF
+        arrives as CR CR LF: every trailing CR is dropped here."""
         text = self.log_path.read_bytes().decode(errors="replace")
-        return list(enumerate(text.replace("\r\n", "\n").split("\n"), 1))
+        return [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1)]
 
     def tail(self, count: int = 25) -> str:
         return "\n".join(text for _, text in self.lines()[-count:])

@@ -29,7 +29,7 @@ log = logging.getLogger("harness")
 
 QEMU = "qemu-system-x86_64"
 PROFILE = Path(__file__).with_name("profiles") / "x86_64.j2"
-KVM_PROBE_S = 15  # a working KVM guest reaches init in about a second
+KVM_PROBE_S = 10  # a working KVM guest reaches init in about a second
 CMDLINE = "console=ttyS0 panic=-1 mitigations=off numa_balancing=disable"
 INIT_STARTED = rf"{MARKER}: init started"
 READY = rf"{MARKER}: ready"
@@ -47,14 +47,14 @@ def _ranges(cpus: tuple[int, ...]) -> list[str]:
 
 
 def command_line(vm: VmSpec, *, kernel: Path, initrd: Path, swap_disk: Path | None, accel: str,
-                 monitor: Path, ssh_port: int | None, cmdline: str = CMDLINE) -> list[str]:
+                 monitor: Path, ssh_port: int | None) -> list[str]:
     template = jinja2.Template(PROFILE.read_text(), undefined=jinja2.StrictUndefined,
                                trim_blocks=True, lstrip_blocks=True)
     distances = [(i, j, v) for i, row in enumerate(vm.distances or ()) for j, v in enumerate(row) if i != j]
     text = template.render(
         accel=accel, cpus=vm.cpus, memory_mib=vm.memory_mib, distances=distances,
         numa=[{"mem_mib": n.mem_mib, "cpu_ranges": _ranges(n.cpus)} for n in vm.numa],
-        kernel=kernel, initrd=initrd, cmdline=cmdline, monitor=monitor,
+        kernel=kernel, initrd=initrd, cmdline=f"{CMDLINE} {vm.append}".strip(), monitor=monitor,
         swap_disk=swap_disk, ssh_port=ssh_port,
     )
     argv = [QEMU]
@@ -98,6 +98,7 @@ class Vm:
     """A running (or crashed) guest: its console, SSH port and how boot went."""
 
     console: Console
+    image: GuestImage
     accel: str
     ssh_port: int | None
     monitor: Path
@@ -132,10 +133,6 @@ def _start(vm: VmSpec, kernel: Path, image: GuestImage, accel: str, console_log:
         if first.kind == "exit" and "Could not set up host forwarding" in console.tail(5):
             console.close()
             continue
-        if first.kind == "exit" and "Linux version" not in console.tail(10_000):
-            tail = console.tail(10)
-            console.close()
-            raise BootError(f"QEMU would not start the guest (it exited at once):\n{tail}")
         return console, port, monitor, first
     raise BootError("QEMU could not forward an SSH port on 127.0.0.1 after 3 tries")
 
@@ -167,8 +164,8 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path, scratch
     console, port, monitor, first = _start(vm, kernel, image, accel, console_log, scratch, with_ssh,
                                            KVM_PROBE_S if probing else boot_timeout)
     if probing and first.kind in ("timeout", "exit"):
-        reason = f"a KVM guest did not reach init within {KVM_PROBE_S} s"
-        _remember_kvm(reason)
+        reason = (f"a KVM guest did not reach init within {KVM_PROBE_S} s" if first.kind == "timeout"
+                  else f"QEMU stopped under KVM: {(console.tail(3).strip().splitlines() or [''])[-1]}")
         log.warning("accel: %s; KVM looks broken on this host, falling back to TCG", reason)
         console.close()
         with console_log.open("a") as f:
@@ -176,11 +173,17 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path, scratch
         accel = "tcg"
         console, port, monitor, first = _start(vm, kernel, image, accel, console_log, scratch, with_ssh,
                                                boot_timeout)
+        if first.kind == "marker":  # the kernel is fine under TCG: KVM itself is at fault
+            _remember_kvm(reason)
     elif probing:
         _remember_kvm(None)
+    if first.kind == "exit" and not any("Linux version" in line for _, line in console.lines()):
+        tail = console.tail(10)
+        console.close()
+        raise BootError(f"QEMU would not start the guest under {accel.upper()} (it exited at once):\n{tail}")
     try:
         ready = console.wait_for(READY, timeout=boot_timeout) if first.kind == "marker" else first
     except BaseException:
         console.close()
         raise
-    return Vm(console, accel, port, monitor, ready, first.seconds + ready.seconds)
+    return Vm(console, image, accel, port, monitor, ready, first.seconds + ready.seconds)

@@ -66,7 +66,7 @@ def test_qemu_command_line_from_topology():
                              accel="tcg", monitor=Path("/m.sock"), ssh_port=2222)
     joined = " ".join(argv)
     assert argv[0] == "qemu-system-x86_64"
-    assert "-m 1536M" in joined and "-smp 4" in joined
+    assert "-m 1536M" in joined and "-smp 4,sockets=4,cores=1,threads=1" in joined
     assert "-numa node,nodeid=1,memdev=mem1,cpus=2-3" in joined
     assert "-object memory-backend-ram,id=mem1,size=512M" in joined
     assert "-numa dist,src=0,dst=1,val=20" in joined

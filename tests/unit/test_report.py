@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -15,9 +16,10 @@ from harness.results.report import from_json, junit_xml, load, summary, to_json,
 
 pytestmark = pytest.mark.unit
 
-# What a serial console can hand over: colour codes, NUL, BEL, and XML's own syntax.
-NOISY = "\x1b[31mexpected 2 pages\x00 moved\x07, got 1 ]]> <&"
-XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# What a serial console can hand over: colour codes, NUL, BEL, an undecodable byte
+# (surrogateescape), and XML's own syntax.
+NOISY = "\x1b[31mexpected 2 pages\x00 moved\x07\udc80, got 1 ]]> <&"
+XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 LONG_NAME = "migrate_pages_between_nodes_with_a_name_far_too_long_for_any_table_" * 2
 
 OOPS = CrashReport("BUG: unable to handle page fault in migrate_folio", "BUG: ...\nRIP: ...", 40, 71)
@@ -30,8 +32,7 @@ def run() -> RunResult:
     migration = Result("migration", Status.FAIL, diagnostics=("group note",), duration_s=4.5, line=3, subtests=(
         Result("basic", Status.PASS, duration_s=0.25, line=5, crash=ON_PASS),
         Result("private_anon", Status.FAIL, line=12, subtests=(
-            Result("thp", Status.FAIL, diagnostics=(NOISY, "second line"), duration_s=1.0, line=10,
-                       crash=OOPS),
+            Result("thp", Status.FAIL, diagnostics=(NOISY, "second line"), duration_s=1.0, line=10, crash=OOPS),
             Result("shared", Status.XFAIL, directive="TODO known race", line=11),
             Result("deep", Status.PASS, line=9, subtests=(
                 Result("leaf", Status.PASS, line=8),
@@ -104,10 +105,10 @@ def validate_junit(root: ET.Element) -> None:
                 number(suite, attr, int)
         if "time" in suite.attrib:
             number(suite, "time", float)
-        for case in suite:
-            assert case.tag in ("testcase", "properties", "system-out", "system-err")
-            if case.tag != "testcase":
-                continue
+        tags = [child.tag for child in suite]
+        assert set(tags) <= {"properties", "testcase", "system-out", "system-err"}
+        assert tags == sorted(tags, key=["properties", "testcase", "system-out", "system-err"].index)
+        for case in suite.findall("testcase"):
             assert case.get("name")
             if "time" in case.attrib:
                 number(case, "time", float)
@@ -115,6 +116,17 @@ def validate_junit(root: ET.Element) -> None:
                 assert child.tag in ("failure", "error", "skipped", "system-out", "system-err")
                 assert len(child) == 0, f"<{child.tag}> holds elements"
             assert sum(c.tag in ("failure", "error", "skipped") for c in case) <= 1
+
+
+def test_validator_rejects_what_ci_parsers_reject():
+    for bad in ('<testsuites><testcase name="x"/></testsuites>',
+                '<testsuites><testsuite name="g" tests="one"/></testsuites>',
+                '<testsuites><testsuite name="g" tests="1"><testcase name="x"><failure><b/></failure>'
+                '</testcase></testsuite></testsuites>',
+                '<testsuites><testsuite name="g" tests="1"><system-out/><testcase name="x"/>'
+                '</testsuite></testsuites>'):
+        with pytest.raises((AssertionError, ValueError)):
+            validate_junit(ET.fromstring(bad))
 
 
 def attr_counts(el: ET.Element) -> tuple[int, ...]:
@@ -197,6 +209,15 @@ def test_summary_rows_sections_and_last_line():
     assert text.count(OOPS.title + " (console.log") == 1
 
 
+def test_summary_lines_stay_within_100_characters():
+    long = "x" * 300
+    result = RunResult(groups=(Result(long, Status.FAIL, subtests=(
+        Result(long, Status.ERROR, diagnostics=(long,), crash=CrashReport(long, "", 1, 2)),)),))
+    lines = summary(result).splitlines()
+    assert all(len(line) <= 100 for line in lines)
+    assert sum("…" in line for line in lines) >= 5  # group, name, failure, diagnostic, crash titles
+
+
 def test_summary_of_an_empty_run():
     assert summary(RunResult()).splitlines()[-1] == "0 passed, 0 failed, 0 skipped"
 
@@ -230,3 +251,10 @@ def test_load_malformed_json_names_the_path(tmp_path, content):
     (tmp_path / "results.json").write_text(content, encoding="utf-8")
     with pytest.raises(HarnessError, match=re.escape(str(tmp_path / "results.json"))):
         load(tmp_path)
+
+
+def test_schema_doc_example_round_trips():
+    """The example in docs/results-schema.md reads back and writes out unchanged."""
+    doc = (Path(__file__).parents[2] / "docs" / "results-schema.md").read_text(encoding="utf-8")
+    example = json.loads(doc.split("```json\n", 1)[1].split("```", 1)[0])
+    assert to_json(from_json(example)) == example

@@ -1,0 +1,133 @@
+"""VM stage: SSH into the guest (paramiko client, dropbear server).
+
+The guest's host key is pinned to the one made for this run (anything else
+is refused, never learned), the client logs in with the run's own key, and
+the forwarded port listens on 127.0.0.1 only (see the QEMU profile).
+Hands on a `GuestShell` that runs commands and moves files over SFTP.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import paramiko
+
+from harness.errors import GuestError
+from harness.guest.keys import RunKeys, host_key_object
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    status: int | None  # None when the command timed out
+    stdout: str
+    stderr: str
+
+    @property
+    def timed_out(self) -> bool:
+        return self.status is None
+
+
+class GuestShell:
+    def __init__(self, client: paramiko.SSHClient):
+        self.client = client
+
+    @classmethod
+    def connect(cls, port: int, keys: RunKeys, timeout: float,
+                console_tail: Callable[[], str] = lambda: "") -> "GuestShell":
+        """Connect as root, retrying until `timeout` while the guest's sshd starts."""
+        deadline = time.monotonic() + timeout
+        last_error = "no attempt made"
+        while time.monotonic() < deadline:
+            client = paramiko.SSHClient()
+            client.get_host_keys().add(f"[{HOST}]:{port}", *_split(keys.host_public))
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            try:
+                client.connect(HOST, port, username="root", key_filename=str(keys.client_key),
+                               look_for_keys=False, allow_agent=False, timeout=5, banner_timeout=10,
+                               auth_timeout=10)
+                return cls(client)
+            except paramiko.BadHostKeyException as e:
+                client.close()
+                raise GuestError(
+                    f"the guest on {HOST}:{port} presented host key {e.key.get_fingerprint().hex()}, "
+                    "not the one made for this run: refusing to connect (another guest on this port?)"
+                ) from None
+            except paramiko.AuthenticationException:
+                client.close()
+                raise GuestError(f"the guest on {HOST}:{port} refused this run's SSH key") from None
+            except (OSError, paramiko.SSHException, EOFError) as e:
+                client.close()
+                last_error = str(e) or type(e).__name__
+                time.sleep(0.5)
+        raise GuestError(f"could not connect over SSH to {HOST}:{port} within {timeout:.0f} s "
+                         f"(last error: {last_error})\nlast console lines:\n{console_tail()}")
+
+    def run(self, command: str, timeout: float) -> CommandResult:
+        """Run `command` in the guest's shell; stdout and stderr are kept apart."""
+        channel = self.client.get_transport().open_session()
+        channel.settimeout(1.0)
+        channel.exec_command(command)
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if channel.recv_ready():
+                out += channel.recv(65536)
+            elif channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+            elif channel.exit_status_ready():
+                break
+            else:
+                time.sleep(0.01)
+        else:
+            channel.close()
+            return CommandResult(None, out.decode(errors="replace"), err.decode(errors="replace"))
+        while channel.recv_ready() or channel.recv_stderr_ready():  # what arrived with the exit status
+            out += channel.recv(65536) if channel.recv_ready() else b""
+            err += channel.recv_stderr(65536) if channel.recv_stderr_ready() else b""
+        status = channel.recv_exit_status()
+        channel.close()
+        return CommandResult(status, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def put(self, local: Path, remote: str, mode: int | None = None) -> None:
+        with self.client.open_sftp() as sftp:
+            sftp.put(str(local), remote)
+            if mode is not None:
+                sftp.chmod(remote, mode)
+
+    def get(self, remote: str, local: Path) -> None:
+        with self.client.open_sftp() as sftp:
+            sftp.get(remote, str(local))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "GuestShell":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _split(public: str) -> tuple[str, paramiko.PKey]:
+    return public.split()[0], host_key_object(public)
+
+
+def port_is_loopback_only(port: int) -> bool:
+    """From the kernel's socket table: every listener on `port` is bound to 127.0.0.1."""
+    listeners = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                listeners.append(address)
+    return bool(listeners) and all(a == "0100007F" for a in listeners)
+

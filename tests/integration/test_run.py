@@ -1,0 +1,105 @@
+"""The spine end to end: `harness run` builds (incrementally), boots a real kernel
+with 2 NUMA nodes and swap under QEMU, and reports the boot checks."""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import DATA, REPO, harness, process_gone
+
+pytestmark = pytest.mark.integration
+
+
+def test_default_run_passes_and_writes_artifacts(default_kernel, tmp_path):
+    out = tmp_path / "out"
+    result = harness("run", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"^(\d+) passed, 0 failed", result.stdout, re.MULTILINE)
+    assert int(re.search(r"^(\d+) passed", result.stdout, re.MULTILINE).group(1)) >= 3
+    suites = ET.parse(out / "junit.xml").getroot().findall("testsuite")
+    boot = next(s for s in suites if s.get("name") == "boot")
+    names = {case.get("name") for case in boot.findall("testcase")}
+    assert {"numa_nodes_online", "node0_memory", "node1_memory", "swap_active"} <= names
+    assert boot.get("failures") == "0" and boot.get("errors") == "0"
+    assert "Linux version 6.1" in (out / "console.log").read_text()
+    meta = json.loads((out / "results.json").read_text())["metadata"]
+    assert meta["vm"]["accel"] in ("kvm", "tcg") and meta["kernel"]["version"].startswith("6.1.")
+    assert process_gone(int((out / "qemu.pid").read_text()))
+    # a second identical run finds nothing to build
+    again = harness("run", "--out", str(out))
+    assert again.returncode == 0
+    compiled = [line for line in (out / "build.log").read_text().splitlines()[-400:]
+                if re.match(r"\s+(CC|LD|AR)\s", line)]
+    assert not compiled, compiled[:5]
+
+
+def test_failing_check_is_counted_and_exits_1(default_kernel, tmp_path):
+    spec = tmp_path / "spec.yaml"  # the kernel is told to ignore the NUMA tables QEMU gives it
+    spec.write_text("vm: {append: numa=off}\n")
+    out = tmp_path / "out"
+    result = harness("run", "--spec", str(spec), "--out", str(out))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "expected 2 nodes, found 1" in result.stdout
+    assert re.search(r"^\d+ passed, [1-9]\d* failed", result.stdout, re.MULTILINE)
+    boot = ET.parse(out / "junit.xml").getroot().find("testsuite[@name='boot']")
+    failed = {c.get("name") for c in boot.findall("testcase") if c.find("failure") is not None}
+    assert "numa_nodes_online" in failed and "swap_active" not in failed
+
+
+def test_patch_is_applied_to_a_private_copy_and_booted(default_kernel, tmp_path):
+    from harness.kernel.source import debian_tree
+    pristine = debian_tree("linux-source-6.1") / "mm/migrate.c"
+    before = pristine.read_bytes()
+    out = tmp_path / "out"
+    result = harness("run", "--patch", str(DATA / "migrate-marker.patch"), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "harness-marker: this kernel has the patched mm/migrate.c" in (out / "console.log").read_text()
+    assert pristine.read_bytes() == before
+
+
+@pytest.mark.parametrize("args, culprit", [
+    (["--source", "/no/such/kernel"], "/no/such/kernel does not exist"),
+    (["--patch", str(DATA / "does-not-apply.patch")], "does-not-apply.patch does not apply: mm/migrate.c: hunk #1"),
+    (["--config", str(DATA / "unknown-symbol.config")], "CONFIG_DOES_NOT_EXIST=y (unknown-symbol.config, line 2)"),
+    (["--spec", str(DATA / "broken.yaml")], "broken.yaml, line 4"),
+    (["--spec", str(DATA / "memory-mismatch.yaml")], "does not add up"),
+])
+def test_bad_input_exits_2_naming_the_culprit(tmp_path, args, culprit):
+    result = harness("run", *args, "--out", str(tmp_path / "out"), timeout=600)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert culprit in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "out" / "qemu.pid").exists()
+
+
+def test_guest_that_never_gets_ready_is_stopped(default_kernel, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("vm: {accel: tcg}\ntimeouts: {boot: 0.2}\n")
+    out = tmp_path / "out"
+    result = harness("run", "--spec", str(spec), "--out", str(out))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "not ready within" in result.stdout
+    assert process_gone(int((out / "qemu.pid").read_text()))
+
+
+def test_sigint_stops_qemu(default_kernel, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "boot", "--out", str(out)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not (out / "qemu.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = int((out / "qemu.pid").read_text())
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert process_gone(pid)
+    assert (out / "console.log").stat().st_size > 0
