@@ -21,7 +21,8 @@ from harness.kernel import build as kbuild
 from harness.kernel import source as ksource
 from harness.results import ktap, oops, report
 from harness.results.model import RunResult, Status, TestResult
-from harness.spec import Spec
+from harness import testrun
+from harness.spec import ScriptGroup, Spec
 from harness.errors import BootError
 from harness.vm import qemu
 from harness.vm.ssh import GuestShell
@@ -85,10 +86,6 @@ def group_from_console(lines: list[tuple[int, str]], name: str) -> TestResult | 
     return None
 
 
-def _not_run(name: str, why: str) -> TestResult:
-    return TestResult(name=name, status=Status.ERROR, diagnostics=(why,))
-
-
 def boot_group(vm: qemu.Vm, timeout: float) -> TestResult:
     group = group_from_console(vm.console.lines(), "boot")
     if vm.ready.kind == "marker" and group is not None:
@@ -96,7 +93,7 @@ def boot_group(vm: qemu.Vm, timeout: float) -> TestResult:
     why = {"crash": "the kernel crashed during boot", "exit": "QEMU exited during boot",
            "timeout": f"the guest was not ready within {timeout:.0f} s"}.get(vm.ready.kind, "no boot checks printed")
     if group is None:
-        return _not_run("boot", why)
+        return testrun.not_run("boot", why)
     return TestResult(group.name, Status.ERROR, group.diagnostics + (why,), group.directive, group.subtests,
                       line=group.line)
 
@@ -122,6 +119,29 @@ def metadata(spec: Spec, kb: kbuild.KernelBuild, vm: qemu.Vm, timings: dict) -> 
     }
 
 
+def run_groups(spec: Spec, vm: qemu.Vm, out_dir: Path) -> list[TestResult]:
+    """The boot group from the console, then each script group over SSH.
+
+    After a crash or a hang the VM is gone: the groups left are errors."""
+    boot = boot_group(vm, spec.timeouts.boot)
+    boot_crashes = oops.find_crashes(vm.console.lines())
+    groups = [attach_crashes(boot, boot_crashes)]
+    scripts = [g for g in spec.tests if isinstance(g, ScriptGroup)]
+    if not scripts:
+        return groups
+    if vm.ready.kind != "marker" or boot_crashes:
+        return groups + [testrun.not_run(g.name, "not run: the boot did not finish cleanly") for g in scripts]
+    with guest_shell(vm) as shell:
+        for i, group in enumerate(scripts):
+            ran = testrun.run_script(vm, shell, group, out_dir, group.timeout or spec.timeouts.test,
+                                     lambda: GuestShell.connect(vm.ssh_port, vm.image.keys, 5))
+            groups.append(ran.result)
+            if ran.ended != "done":
+                why = f"not run: the kernel {'crashed' if ran.ended == 'crash' else 'hung'} in {group.name}"
+                return groups + [testrun.not_run(g.name, why) for g in scripts[i + 1:]]
+    return groups
+
+
 def run(spec: Spec, out_dir: Path) -> RunResult:
     """The whole run; artifacts land in out_dir. Raises HarnessError (exit 2)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -130,11 +150,11 @@ def run(spec: Spec, out_dir: Path) -> RunResult:
     timings = {"build": time.monotonic() - started}
     with booted(spec, kb, out_dir) as vm:
         timings["boot"] = vm.boot_seconds
-        groups = [boot_group(vm, spec.timeouts.boot)]
+        tests_started = time.monotonic()
+        groups = run_groups(spec, vm, out_dir)
+        timings["tests"] = time.monotonic() - tests_started
         vm.console.drain(0.3)
-        crashes = oops.find_crashes(vm.console.lines())
-    if crashes:
-        groups[0] = attach_crashes(groups[0], crashes)
+    crashes = oops.find_crashes(vm.console.lines())
     timings["total"] = time.monotonic() - started
     result = RunResult(metadata(spec, kb, vm, timings), tuple(groups), tuple(crashes))
     report.write_all(result, out_dir)

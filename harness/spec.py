@@ -50,6 +50,15 @@ class VmSpec:
 
 
 @dataclass(frozen=True)
+class ScriptGroup:
+    """A test group of your own: a guest program that prints KTAP on stdout."""
+
+    name: str
+    script: Path
+    timeout: float | None = None  # default: timeouts.test
+
+
+@dataclass(frozen=True)
 class Timeouts:
     build: float = 3600
     boot: float = 120  # kernel start to the guest saying it is ready
@@ -60,7 +69,7 @@ class Timeouts:
 class Spec:
     kernel: KernelSpec = field(default_factory=KernelSpec)
     vm: VmSpec = field(default_factory=VmSpec)
-    tests: tuple[str, ...] = KNOWN_GROUPS
+    tests: tuple[str | ScriptGroup, ...] = KNOWN_GROUPS
     timeouts: Timeouts = field(default_factory=Timeouts)
 
 
@@ -198,12 +207,35 @@ def _timeouts(data: object, where: str) -> Timeouts:
     return Timeouts(**d)
 
 
-def _tests(value: object, where: str) -> tuple[str, ...]:
+def _tests(value: object, base: Path, where: str) -> tuple[str | ScriptGroup, ...]:
     if value is None:
         return KNOWN_GROUPS
-    if not isinstance(value, list) or any(v not in KNOWN_GROUPS for v in value):
-        raise SpecError(f"{where}: expected a list of test groups from: {', '.join(KNOWN_GROUPS)}")
-    return tuple(value)
+    if not isinstance(value, list):
+        raise SpecError(f"{where}: expected a list of test groups")
+    groups: list[str | ScriptGroup] = []
+    for i, item in enumerate(value):
+        if isinstance(item, str) and item in KNOWN_GROUPS:
+            groups.append(item)
+            continue
+        if not isinstance(item, dict):
+            raise SpecError(f"{where}[{i}]: '{item}' is not a test group; use one of "
+                            f"{', '.join(KNOWN_GROUPS)}, or {{name: NAME, script: FILE}}")
+        d = _check_keys(item, {"name", "script", "timeout"}, f"{where}[{i}]")
+        if "name" not in d or "script" not in d:
+            raise SpecError(f"{where}[{i}]: a script group needs 'name' and 'script'")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(d["name"])) or d["name"] in KNOWN_GROUPS:
+            raise SpecError(f"{where}[{i}]: '{d['name']}' cannot name a group (letters, digits, _ . - only)")
+        script = (base / str(d["script"])).resolve()
+        if not script.is_file():
+            raise SpecError(f"{where}[{i}]: script {script} does not exist")
+        timeout = d.get("timeout")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise SpecError(f"{where}[{i}].timeout: expected a positive number of seconds")
+        groups.append(ScriptGroup(str(d["name"]), script, timeout))
+    names = [g if isinstance(g, str) else g.name for g in groups]
+    if len(set(names)) != len(names):
+        raise SpecError(f"{where}: group names must be unique, got {names}")
+    return tuple(groups)
 
 
 def from_dict(data: object, base: Path, where: str = "spec") -> Spec:
@@ -211,7 +243,7 @@ def from_dict(data: object, base: Path, where: str = "spec") -> Spec:
     return Spec(
         kernel=_kernel(d.get("kernel"), base, f"{where}: kernel"),
         vm=_vm(d.get("vm"), f"{where}: vm"),
-        tests=_tests(d.get("tests"), f"{where}: tests"),
+        tests=_tests(d.get("tests"), base, f"{where}: tests"),
         timeouts=_timeouts(d.get("timeouts"), f"{where}: timeouts"),
     )
 

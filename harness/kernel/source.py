@@ -1,9 +1,10 @@
 """Kernel stage 1: find the kernel source and apply the patch series.
 
 Hands on a `KernelSource`: a tree that `make O=` can build. The user's tree
-is never modified: a patch series is applied to a private copy (rsync of a
-plain tree) or a private git worktree (for --rev), both kept in the cache so
-that the next run rebuilds only what changed.
+is never modified: the build always uses a private tree in the cache (an
+rsync copy, or a git worktree for --rev) with the patch series applied. Its
+path does not depend on the series, so one build directory serves every
+series and switching series recompiles only the files that differ.
 """
 from __future__ import annotations
 
@@ -126,8 +127,8 @@ def _series_id(patches: tuple[Path, ...]) -> str:
     return cache.digest(*(p.read_bytes() for p in patches))
 
 
-def _patched_copy(source: Path, patches: tuple[Path, ...], git_based: bool) -> Path:
-    """Apply `patches` to `source` (a private worktree, or synced to a private copy).
+def _private_tree(source: Path, patches: tuple[Path, ...], git_based: bool) -> Path:
+    """`source` with `patches` applied: in place for our own worktree, else in a synced copy.
 
     A state file remembers which files the last series touched. Those files
     are stamped with a fresh mtime whenever the series changes, so make sees
@@ -177,13 +178,11 @@ def prepare(origin: str, rev: str | None, patches: tuple[Path, ...]) -> KernelSo
     else:
         tree = Path(origin)
         _check_tree(tree)
-    git_based = False
+    origin_tree = tree
     if rev:
-        tree = _git_worktree(tree, rev)
-        git_based = True
-    if patches:
-        tree = _patched_copy(tree, patches, git_based)
-    commit = None
-    if (tree / ".git").exists():
-        commit = _git(tree, "rev-parse", "HEAD")
+        tree = _private_tree(_git_worktree(tree, rev), patches, git_based=True)
+    else:
+        tree = _private_tree(tree, patches, git_based=False)
+    git_dir = tree if rev else origin_tree
+    commit = _git(git_dir, "rev-parse", "HEAD") if (git_dir / ".git").exists() else None
     return KernelSource(tree=tree, origin=origin, version=makefile_version(tree), commit=commit, patches=patches)

@@ -13,6 +13,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pexpect
 
@@ -47,28 +48,34 @@ class Console:
         # The console is read as bytes: the patterns are compiled to bytes too.
         self._crash = re.compile(CRASH_START.pattern.encode(), re.MULTILINE)
 
-    def wait_for(self, marker: str, timeout: float) -> Wait:
-        """Wait for a line matching `marker`; a crash or QEMU's exit ends it early.
+    def wait_for(self, marker: str | None, timeout: float, until: Callable[[], bool] | None = None) -> Wait:
+        """Read the console until a line matches `marker` or `until()` is true
+        ('marker'); a crash or QEMU's exit ends the wait early.
 
-        After a crash starts, the report is given CRASH_GRACE_S to finish
-        printing (a panic then ends QEMU by itself: -no-reboot, panic=-1).
+        Reading never stops while a test runs over SSH, so a chatty guest can
+        never block on a full serial line. After a crash starts, its report
+        gets CRASH_GRACE_S to finish printing (a panic ends QEMU by itself).
         """
         start = time.monotonic()
         deadline = start + timeout
-        patterns = [re.compile(marker.encode(), re.MULTILINE), self._crash, pexpect.EOF, pexpect.TIMEOUT]
+        patterns = [self._crash, pexpect.EOF, pexpect.TIMEOUT]
+        if marker is not None:
+            patterns.append(re.compile(marker.encode(), re.MULTILINE))
         crashed = False
         while True:
             left = deadline - time.monotonic()
-            index = self.child.expect(patterns, timeout=max(left, 0.1))
+            poll = min(max(left, 0.05), 0.2) if until else max(left, 0.05)
+            index = self.child.expect(patterns, timeout=poll)
             elapsed = time.monotonic() - start
-            if index == 0:
-                return Wait("crash" if crashed else "marker", elapsed, self.child.after.decode(errors="replace"))
-            if index == 1 and not crashed:
+            if index == 3 or (until is not None and until() and not crashed):
+                kind = "crash" if crashed else "marker"
+                return Wait(kind, elapsed, self.child.after.decode(errors="replace") if index == 3 else "")
+            if index == 0 and not crashed:
                 crashed = True
                 deadline = min(deadline, time.monotonic() + CRASH_GRACE_S)
-            elif index == 2:
+            elif index == 1:
                 return Wait("crash" if crashed else "exit", elapsed)
-            elif index == 3:
+            elif index == 2 and time.monotonic() >= deadline:
                 return Wait("crash" if crashed else "timeout", elapsed)
 
     def send(self, text: str) -> None:
@@ -76,6 +83,8 @@ class Console:
 
     def drain(self, seconds: float = 0.5) -> None:
         """Copy whatever QEMU still prints during `seconds` into console.log."""
+        if not self.alive:
+            return
         try:
             self.child.expect(pexpect.EOF, timeout=seconds)
         except pexpect.TIMEOUT:

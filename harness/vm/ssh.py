@@ -66,8 +66,11 @@ class GuestShell:
         raise GuestError(f"could not connect over SSH to {HOST}:{port} within {timeout:.0f} s "
                          f"(last error: {last_error})\nlast console lines:\n{console_tail()}")
 
-    def run(self, command: str, timeout: float) -> CommandResult:
-        """Run `command` in the guest's shell; stdout and stderr are kept apart."""
+    def run(self, command: str, timeout: float,
+            on_stdout: Callable[[bytes], None] | None = None) -> CommandResult:
+        """Run `command` in the guest's shell; stdout and stderr are kept apart.
+
+        `on_stdout` sees stdout as it arrives (for live progress and logs)."""
         channel = self.client.get_transport().open_session()
         channel.settimeout(1.0)
         channel.exec_command(command)
@@ -75,7 +78,10 @@ class GuestShell:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if channel.recv_ready():
-                out += channel.recv(65536)
+                chunk = channel.recv(65536)
+                out += chunk
+                if on_stdout:
+                    on_stdout(chunk)
             elif channel.recv_stderr_ready():
                 err += channel.recv_stderr(65536)
             elif channel.exit_status_ready():
@@ -86,7 +92,10 @@ class GuestShell:
             channel.close()
             return CommandResult(None, out.decode(errors="replace"), err.decode(errors="replace"))
         while channel.recv_ready() or channel.recv_stderr_ready():  # what arrived with the exit status
-            out += channel.recv(65536) if channel.recv_ready() else b""
+            chunk = channel.recv(65536) if channel.recv_ready() else b""
+            out += chunk
+            if on_stdout and chunk:
+                on_stdout(chunk)
             err += channel.recv_stderr(65536) if channel.recv_stderr_ready() else b""
         status = channel.recv_exit_status()
         channel.close()

@@ -35,9 +35,13 @@ def tree(tmp_path, monkeypatch):
     return root
 
 
-def test_plain_tree_without_patches_is_used_in_place(tree):
+def test_builds_use_one_private_tree_whatever_the_series(tree, tmp_path):
     src = source.prepare(str(tree), None, ())
-    assert src.tree == tree and src.version == "6.1.99-rc1" and src.commit is None
+    assert src.tree != tree and src.version == "6.1.99-rc1" and src.commit is None
+    assert (src.tree / "mm/migrate.c").read_text() == MIGRATE_C
+    patch = tmp_path / "marker.patch"
+    patch.write_text(MARKER_PATCH)
+    assert source.prepare(str(tree), None, (patch,)).tree == src.tree
 
 
 def test_patches_go_to_a_private_copy(tree, tmp_path):

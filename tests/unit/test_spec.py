@@ -59,13 +59,23 @@ def test_memory_that_does_not_add_up(tmp_path):
     ("vm: {distances: [[10, 20]]}", "2x2 matrix"),
     ("vm: {numa: [{mem: 1G}]}", "needs 'mem' and 'cpus'"),
     ("kernel: {sauce: x}", "unknown key\\(s\\) sauce"),
-    ("tests: [nope]", "test groups"),
+    ("tests: [nope]", "is not a test group"),
     ("timeouts: {boot: -1}", "positive number"),
     ("[1, 2]", "expected a mapping"),
 ])
 def test_bad_values_are_named(tmp_path, text, message):
     with pytest.raises(SpecError, match=message):
         spec.load(write(tmp_path, text))
+
+
+def test_script_groups(tmp_path):
+    (tmp_path / "smoke.sh").write_text("echo 'KTAP version 1'\n")
+    s = spec.load(write(tmp_path, "tests: [boot, {name: smoke, script: smoke.sh, timeout: 30}]"))
+    assert s.tests == ("boot", spec.ScriptGroup("smoke", tmp_path / "smoke.sh", 30))
+    with pytest.raises(SpecError, match="script .*nope.sh does not exist"):
+        spec.load(write(tmp_path, "tests: [{name: x, script: nope.sh}]"))
+    with pytest.raises(SpecError, match="unique"):
+        spec.load(write(tmp_path, "tests: [{name: x, script: smoke.sh}, {name: x, script: smoke.sh}]"))
 
 
 def test_jinja_is_rendered_before_parsing(tmp_path, monkeypatch):

@@ -1,0 +1,96 @@
+"""Guest access over SSH: real dropbear in the guest, paramiko on the host,
+a port forwarded on 127.0.0.1 only, keys made for each run."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from conftest import REPO, harness, process_gone
+from harness import cli, pipeline
+from harness.errors import GuestError
+from harness.guest import initramfs, keys
+from harness.spec import Spec
+from harness.vm.ssh import GuestShell, port_is_loopback_only
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def guest(default_kernel, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ssh")
+    kb = pipeline.build_kernel(Spec(), out)
+    with pipeline.booted(Spec(), kb, out) as vm, pipeline.guest_shell(vm) as shell:
+        yield vm, shell
+
+
+def test_sftp_push_keeps_every_byte(guest, tmp_path):
+    _, shell = guest
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(16 * 1024 * 1024))
+    shell.put(blob, "/tmp/blob")
+    result = shell.run("sha256sum /tmp/blob", timeout=60)
+    assert result.status == 0
+    assert result.stdout.split()[0] == hashlib.sha256(blob.read_bytes()).hexdigest()
+    shell.get("/tmp/blob", tmp_path / "back")
+    assert (tmp_path / "back").read_bytes() == blob.read_bytes()
+
+
+def test_commands_return_status_stdout_and_stderr_apart(guest):
+    _, shell = guest
+    result = shell.run("echo out; echo err >&2; exit 7", timeout=10)
+    assert (result.status, result.stdout, result.stderr) == (7, "out\n", "err\n")
+    assert shell.run("sleep 30", timeout=1).timed_out
+
+
+def test_forwarded_port_listens_on_loopback_only(guest):
+    vm, _ = guest
+    assert port_is_loopback_only(vm.ssh_port)
+
+
+def test_another_client_key_is_refused(guest, tmp_path):
+    vm, _ = guest
+    stranger = replace(vm.image.keys, client_key=keys.make(tmp_path).client_key)
+    with pytest.raises(GuestError, match="refused this run's SSH key"):
+        GuestShell.connect(vm.ssh_port, stranger, timeout=10)
+
+
+def test_a_changed_host_key_is_refused(guest, tmp_path):
+    vm, _ = guest
+    impostor = replace(vm.image.keys, host_public=keys.make(tmp_path).host_public)
+    with pytest.raises(GuestError, match="not the one made for this run: refusing to connect"):
+        GuestShell.connect(vm.ssh_port, impostor, timeout=10)
+
+
+def test_boot_exec_prints_output_and_passes_the_exit_status(default_kernel, tmp_path):
+    result = harness("boot", "--exec", "cat /sys/devices/system/node/online", "--out", str(tmp_path / "a"))
+    assert (result.returncode, result.stdout) == (0, "0-1\n"), result.stderr[-2000:]
+    result = harness("boot", "--exec", "exit 3", "--out", str(tmp_path / "b"))
+    assert result.returncode == 3, result.stderr[-2000:]
+
+
+def test_two_runs_at_once_both_succeed(default_kernel, tmp_path):
+    runs = [subprocess.Popen([sys.executable, "-m", "harness.cli", "boot", "--exec", "cat /proc/swaps",
+                              "--out", str(tmp_path / name)], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for name in ("one", "two")]
+    outputs = [run.communicate(timeout=900) for run in runs]
+    for run, (stdout, stderr) in zip(runs, outputs):
+        assert run.returncode == 0, stderr[-2000:]
+        assert "/dev/vda" in stdout
+    pids = {(tmp_path / name / "qemu.pid").read_text() for name in ("one", "two")}
+    assert len(pids) == 2
+
+
+def test_unreachable_ssh_exits_2_with_the_console_tail(default_kernel, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(initramfs, "_ssh_binaries", lambda: {})  # an image without dropbear
+    monkeypatch.setattr(pipeline, "SSH_CONNECT_S", 5)
+    status = cli.main(["boot", "--exec", "true", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "could not connect over SSH to 127.0.0.1" in err and "last console lines" in err
+    assert "harness-guest: ready" in err and "Traceback" not in err
+    assert process_gone(int((tmp_path / "qemu.pid").read_text()))
