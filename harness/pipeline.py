@@ -59,7 +59,6 @@ def booted(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path, with_ssh: bool = T
         run_keys = keys.make(scratch / "keys") if with_ssh else None
         image = initramfs.assemble(spec.vm, run_keys, scratch, with_ssh=with_ssh)
         console_log = out_dir / "console.log"
-        console_log.unlink(missing_ok=True)
         vm = qemu.boot(spec.vm, kb.bzimage, image, console_log, scratch, spec.timeouts.boot, with_ssh)
         with vm:
             (out_dir / "qemu.pid").write_text(f"{vm.pid}\n")
@@ -119,41 +118,56 @@ def metadata(spec: Spec, kb: kbuild.KernelBuild, vm: qemu.Vm, timings: dict) -> 
     }
 
 
-def run_groups(spec: Spec, vm: qemu.Vm, out_dir: Path) -> list[TestResult]:
-    """The boot group from the console, then each script group over SSH.
+def run_scripts(spec: Spec, vm: qemu.Vm, scripts: list[ScriptGroup], out_dir: Path) -> tuple[list[TestResult], str]:
+    """Run script groups over SSH until one crashes or hangs the guest.
 
-    After a crash or a hang the VM is gone: the groups left are errors."""
-    boot = boot_group(vm, spec.timeouts.boot)
-    boot_crashes = oops.find_crashes(vm.console.lines())
-    groups = [attach_crashes(boot, boot_crashes)]
-    scripts = [g for g in spec.tests if isinstance(g, ScriptGroup)]
-    if not scripts:
-        return groups
-    if vm.ready.kind != "marker" or boot_crashes:
-        return groups + [testrun.not_run(g.name, "not run: the boot did not finish cleanly") for g in scripts]
+    Returns their results and how the last one ended ("done", "crash", "hang")."""
+    results: list[TestResult] = []
     with guest_shell(vm) as shell:
-        for i, group in enumerate(scripts):
+        for group in scripts:
             ran = testrun.run_script(vm, shell, group, out_dir, group.timeout or spec.timeouts.test,
                                      lambda: GuestShell.connect(vm.ssh_port, vm.image.keys, 5))
-            groups.append(ran.result)
+            results.append(ran.result)
             if ran.ended != "done":
-                why = f"not run: the kernel {'crashed' if ran.ended == 'crash' else 'hung'} in {group.name}"
-                return groups + [testrun.not_run(g.name, why) for g in scripts[i + 1:]]
-    return groups
+                return results, ran.ended
+    return results, "done"
 
 
 def run(spec: Spec, out_dir: Path) -> RunResult:
-    """The whole run; artifacts land in out_dir. Raises HarnessError (exit 2)."""
+    """The whole run; artifacts land in out_dir. Raises HarnessError (exit 2).
+
+    A crash or hang stops the VM. With `after_crash: reboot` in the spec the
+    guest is booted again for the groups left; otherwise they are errors."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "console.log").unlink(missing_ok=True)
     started = time.monotonic()
     kb = build_kernel(spec, out_dir)
-    timings = {"build": time.monotonic() - started}
-    with booted(spec, kb, out_dir) as vm:
-        timings["boot"] = vm.boot_seconds
-        tests_started = time.monotonic()
-        groups = run_groups(spec, vm, out_dir)
-        timings["tests"] = time.monotonic() - tests_started
-        vm.console.drain(0.3)
+    timings = {"build": time.monotonic() - started, "boot": 0.0, "tests": 0.0}
+    pending = [g for g in spec.tests if isinstance(g, ScriptGroup)]
+    groups: list[TestResult] = []
+    while True:
+        with booted(spec, kb, out_dir) as vm:
+            timings["boot"] += vm.boot_seconds
+            boot = boot_group(vm, spec.timeouts.boot)
+            boot_crashes = [c for c in oops.find_crashes(vm.console.lines()) if c.first_line > vm.console.start_line]
+            clean = vm.ready.kind == "marker" and not boot_crashes
+            if not groups:
+                groups.append(attach_crashes(boot, boot_crashes))
+            if not clean or not pending:
+                break
+            tests_started = time.monotonic()
+            results, ended = run_scripts(spec, vm, pending, out_dir)
+            timings["tests"] += time.monotonic() - tests_started
+            groups += results
+            pending = pending[len(results):]
+            vm.console.drain(0.3)
+        if ended == "done" or not pending or spec.after_crash != "reboot":
+            break
+        log.info("the kernel %s: booting again for %d group(s) left",
+                 "crashed" if ended == "crash" else "hung", len(pending))
+    why = ("not run: the boot did not finish cleanly" if not clean
+           else "not run: an earlier group crashed or hung the kernel")
+    groups += [testrun.not_run(g.name, why) for g in pending]
     crashes = oops.find_crashes(vm.console.lines())
     timings["total"] = time.monotonic() - started
     result = RunResult(metadata(spec, kb, vm, timings), tuple(groups), tuple(crashes))

@@ -71,6 +71,7 @@ class Spec:
     vm: VmSpec = field(default_factory=VmSpec)
     tests: tuple[str | ScriptGroup, ...] = KNOWN_GROUPS
     timeouts: Timeouts = field(default_factory=Timeouts)
+    after_crash: str = "stop"  # stop | reboot: what to do with the groups left after a crash or hang
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
@@ -239,12 +240,15 @@ def _tests(value: object, base: Path, where: str) -> tuple[str | ScriptGroup, ..
 
 
 def from_dict(data: object, base: Path, where: str = "spec") -> Spec:
-    d = _check_keys(data, {"kernel", "vm", "tests", "timeouts"}, where)
+    d = _check_keys(data, {"kernel", "vm", "tests", "timeouts", "after_crash"}, where)
+    if d.get("after_crash", "stop") not in ("stop", "reboot"):
+        raise SpecError(f"{where}: after_crash: '{d['after_crash']}' is not one of stop, reboot")
     return Spec(
         kernel=_kernel(d.get("kernel"), base, f"{where}: kernel"),
         vm=_vm(d.get("vm"), f"{where}: vm"),
         tests=_tests(d.get("tests"), base, f"{where}: tests"),
         timeouts=_timeouts(d.get("timeouts"), f"{where}: timeouts"),
+        after_crash=d.get("after_crash", "stop"),
     )
 
 

@@ -9,9 +9,18 @@ import time
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "integration" / "data"
+
+
+JUNIT_SCHEMA = etree.XMLSchema(etree.parse(str(Path(__file__).parent / "unit" / "data" / "junit.xsd")))
+
+
+def validate_junit(text: str) -> None:
+    """Validate against the common JUnit schema (tests/unit/data/junit.xsd) with libxml2."""
+    JUNIT_SCHEMA.assertValid(etree.fromstring(text.encode()))
 
 
 def harness(*args: str, timeout: float = 1800, **kwargs) -> subprocess.CompletedProcess:

@@ -40,6 +40,8 @@ class Wait:
 class Console:
     def __init__(self, argv: list[str], log_path: Path):
         self.log_path = log_path
+        # console.log may hold an earlier boot of the same run: this one starts after it
+        self.start_line = len(self.lines()) - 1 if log_path.exists() else 0
         self._log = log_path.open("ab", buffering=0)
         self.child = pexpect.spawn(argv[0], argv[1:], timeout=None, maxread=65536,
                                    logfile=None, preexec_fn=_die_with_parent, echo=False)
