@@ -8,10 +8,11 @@ PATCHES  ?=
 CONFIGS  ?=
 OUT      ?= out/latest
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 APT_PACKAGES = qemu-system-x86 qemu-utils busybox-static dropbear-bin openssh-sftp-server \
 	linux-source-6.1 linux-source-6.12 gcc make libc6-dev flex bison bc libelf-dev libssl-dev \
-	cpio xz-utils ccache rsync patch git kmod
+	cpio xz-utils ccache rsync patch git kmod e2fsprogs
 
 HARNESS_ARGS = $(if $(SPEC),--spec $(SPEC)) $(if $(SOURCE),--source $(SOURCE)) $(if $(REV),--rev $(REV)) \
 	$(foreach p,$(PATCHES),--patch $(p)) $(foreach c,$(CONFIGS),--config $(c)) --out $(OUT)
@@ -36,6 +37,9 @@ test: setup
 
 unit: setup
 	$(PYTHON) -m pytest -ra -m unit tests
+
+bench: setup
+	$(PYTHON) bench/bench.py $(BENCH_ARGS)
 
 lint: setup
 	$(PYTHON) -m compileall -q harness tests

@@ -35,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     boot = sub.add_parser("boot", help="boot the kernel; run --exec CMD over SSH, or stay up until Ctrl-C")
     _spec_args(boot)
     boot.add_argument("--exec", dest="exec_cmd", metavar="CMD", help="command to run in the guest; exit with its status")
+    boot.add_argument("--push", action="append", default=[], type=Path, metavar="FILE",
+                      help="copy FILE to the guest's /tmp/harness/ first (repeatable)")
     rep = sub.add_parser("report", help="print the summary of an earlier run")
     rep.add_argument("dir", type=Path)
     return p
@@ -69,19 +71,26 @@ def execute(args: argparse.Namespace) -> int:
         print(kb.bzimage)
         return EXIT_PASS
     if args.command == "boot":
-        return boot(spec, out, args.exec_cmd)
+        return boot(spec, out, args.exec_cmd, args.push)
     result = pipeline.run(spec, out)
     print(report.summary(result))
     print(f"artifacts: {out}")
     return EXIT_PASS if result.ok else EXIT_FAIL
 
 
-def boot(spec: specs.Spec, out: Path, command: str | None) -> int:
+def boot(spec: specs.Spec, out: Path, command: str | None, push: list[Path]) -> int:
     """`harness boot`: like `vng --exec`, or an SSH-able guest until Ctrl-C."""
-    from harness import pipeline
+    from harness import pipeline, testrun
 
+    for path in push:
+        if not path.is_file():
+            raise HarnessError(f"--push {path}: no such file")
     kb = pipeline.build_kernel(spec, out)
     with pipeline.booted(spec, kb, out) as vm, pipeline.guest_shell(vm) as shell:
+        if push:
+            shell.run(f"mkdir -p {testrun.GUEST_DIR}", timeout=30)
+        for path in push:
+            shell.put(path, f"{testrun.GUEST_DIR}/{path.name}", mode=path.stat().st_mode & 0o777)
         if command is not None:
             result = shell.run(command, timeout=spec.timeouts.test)
             sys.stdout.write(result.stdout)

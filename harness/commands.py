@@ -35,6 +35,7 @@ TOOL_PACKAGES = {
     "ccache": "ccache",
     "tar": "tar",
     "xz": "xz-utils",
+    "mkfs.ext4": "e2fsprogs",
 }
 
 

@@ -148,6 +148,7 @@ def run(spec: Spec, out_dir: Path) -> RunResult:
     while True:
         with booted(spec, kb, out_dir) as vm:
             timings["boot"] += vm.boot_seconds
+            timings.setdefault("boot_to_first_result", vm.first_result_seconds or 0.0)
             boot = boot_group(vm, spec.timeouts.boot)
             boot_crashes = [c for c in oops.find_crashes(vm.console.lines()) if c.first_line > vm.console.start_line]
             clean = vm.ready.kind == "marker" and not boot_crashes

@@ -19,13 +19,12 @@ import jinja2
 from harness import cache
 from harness.commands import need_tool, run
 from harness.errors import GuestError
-from harness.guest import cpio
+from harness.guest import cpio, disks
 from harness.guest.keys import RunKeys
 from harness.spec import VmSpec
 
 GUEST_TOOLS = Path(__file__).resolve().parents[2] / "guest-tools"
 MARKER = "harness-guest"  # prefix of the lines init prints for the harness to wait on
-SWAP_DEV = "/dev/vda"
 MEM_TOLERANCE_PCT = 12  # the kernel keeps some of each node's memory for itself
 
 _templates = jinja2.Environment(
@@ -115,7 +114,8 @@ def _cpulist(cpus: tuple[int, ...]) -> str:
 def run_entries(vm: VmSpec, keys: RunKeys | None) -> list[cpio.Entry]:
     nodes = [{"mem_mib": n.mem_mib, "cpulist": _cpulist(tuple(sorted(n.cpus)))} for n in vm.numa]
     expect = _templates.get_template("expect.j2").render(
-        nodes=nodes, swap_mib=vm.swap_mib, swap_dev=SWAP_DEV, mem_tolerance_pct=MEM_TOLERANCE_PCT)
+        nodes=nodes, swap_mib=vm.swap_mib, mem_tolerance_pct=MEM_TOLERANCE_PCT,
+        swap_dev=disks.SWAP_DEV, scratch_dev=disks.SCRATCH_DEV, scratch_mount=disks.SCRATCH_MOUNT)
     entries = [cpio.directory("etc"), cpio.directory("etc/harness"),
                cpio.regular("etc/harness/expect", expect.encode())]
     if keys is not None:
@@ -131,19 +131,16 @@ def run_entries(vm: VmSpec, keys: RunKeys | None) -> list[cpio.Entry]:
 @dataclass(frozen=True)
 class GuestImage:
     initramfs: Path
-    swap_disk: Path | None
+    swap_disk: Path  # /dev/vda; one unused MiB when the spec asks for no swap, so vdb stays vdb
+    scratch_disk: Path
     keys: RunKeys | None
 
 
 def assemble(vm: VmSpec, keys: RunKeys | None, scratch: Path, with_ssh: bool = True) -> GuestImage:
-    """Write the run's initramfs and swap disk into `scratch`."""
+    """Write the run's initramfs and disks into `scratch`."""
     initramfs = scratch / "initramfs.cpio"
     with initramfs.open("wb") as out, base_image(with_ssh).open("rb") as base:
         shutil.copyfileobj(base, out)
         out.write(cpio.archive(run_entries(vm, keys)))
-    swap = None
-    if vm.swap_mib:
-        swap = scratch / "swap.img"
-        with swap.open("wb") as f:  # sparse: costs no disk until the guest swaps
-            f.truncate(vm.swap_mib * 1024 * 1024)
-    return GuestImage(initramfs, swap, keys)
+    swap = disks.sparse(scratch / "swap.img", vm.swap_mib or 1)
+    return GuestImage(initramfs, swap, disks.scratch_disk(scratch / "scratch.img"), keys)

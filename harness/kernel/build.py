@@ -55,17 +55,22 @@ def first_errors(log_text: str, limit: int = 12) -> str:
     return "\n".join(picked[:limit]) or "\n".join(lines[-limit:])
 
 
-def build(source: KernelSource, extra_fragments: tuple[Path, ...], out_dir: Path, timeout: float) -> KernelBuild:
-    """Configure and build; build.log and .config land in out_dir."""
+def build(source: KernelSource, extra_fragments: tuple[Path, ...], out_dir: Path, timeout: float,
+          build_dir: Path | None = None, use_ccache: bool = True) -> KernelBuild:
+    """Configure and build; build.log and .config land in out_dir.
+
+    `build_dir` and `use_ccache=False` are for measuring cold builds (make bench)."""
     for tool in ("make", "gcc", "flex", "bison", "bc"):
         need_tool(tool)
     fragments = kconfig.default_fragments() + list(extra_fragments)
     for fragment in fragments:
         if not fragment.is_file():
             raise ConfigError(f"config fragment {fragment} does not exist")
-    build_dir = build_dir_for(source, fragments)
+    build_dir = build_dir or build_dir_for(source, fragments)
     build_dir.mkdir(parents=True, exist_ok=True)
     env = {**BUILD_ENV, "CCACHE_DIR": str(cache.subdir("ccache")), "CCACHE_BASEDIR": str(source.tree)}
+    if not use_ccache:
+        env["CCACHE_DISABLE"] = "1"
     log_path = out_dir / "build.log"
     with log_path.open("a") as log:
         config = kconfig.configure(source.tree, build_dir, fragments, log)

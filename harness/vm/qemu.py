@@ -33,6 +33,7 @@ KVM_PROBE_S = 10  # a working KVM guest reaches init in about a second
 CMDLINE = "console=ttyS0 panic=-1 mitigations=off numa_balancing=disable"
 INIT_STARTED = rf"{MARKER}: init started"
 READY = rf"{MARKER}: ready"
+FIRST_RESULT = r"^(?:not )?ok 1 "  # the boot checks' first KTAP result
 
 
 def _ranges(cpus: tuple[int, ...]) -> list[str]:
@@ -46,7 +47,7 @@ def _ranges(cpus: tuple[int, ...]) -> list[str]:
     return [f"{a}" if a == b else f"{a}-{b}" for a, b in ranges]
 
 
-def command_line(vm: VmSpec, *, kernel: Path, initrd: Path, swap_disk: Path | None, accel: str,
+def command_line(vm: VmSpec, *, kernel: Path, initrd: Path, swap_disk: Path, scratch_disk: Path, accel: str,
                  monitor: Path, ssh_port: int | None) -> list[str]:
     template = jinja2.Template(PROFILE.read_text(), undefined=jinja2.StrictUndefined,
                                trim_blocks=True, lstrip_blocks=True)
@@ -55,7 +56,7 @@ def command_line(vm: VmSpec, *, kernel: Path, initrd: Path, swap_disk: Path | No
         accel=accel, cpus=vm.cpus, memory_mib=vm.memory_mib, distances=distances,
         numa=[{"mem_mib": n.mem_mib, "cpu_ranges": _ranges(n.cpus)} for n in vm.numa],
         kernel=kernel, initrd=initrd, cmdline=f"{CMDLINE} {vm.append}".strip(), monitor=monitor,
-        swap_disk=swap_disk, ssh_port=ssh_port,
+        swap_disk=swap_disk, scratch_disk=scratch_disk, ssh_port=ssh_port,
     )
     argv = [QEMU]
     for line in text.splitlines():
@@ -103,7 +104,8 @@ class Vm:
     ssh_port: int | None
     monitor: Path
     ready: Wait  # kind "marker" when init said it is ready
-    boot_seconds: float
+    boot_seconds: float  # QEMU start to ready
+    first_result_seconds: float | None  # QEMU start to the first KTAP result
 
     @property
     def pid(self) -> int:
@@ -126,6 +128,7 @@ def _start(vm: VmSpec, kernel: Path, image: GuestImage, accel: str, console_log:
         port = free_port() if with_ssh else None
         monitor = Path(tempfile.mkdtemp(prefix="mon-", dir=scratch)) / "monitor.sock"
         argv = command_line(vm, kernel=kernel, initrd=image.initramfs, swap_disk=image.swap_disk,
+                            scratch_disk=image.scratch_disk,
                             accel=accel, monitor=monitor, ssh_port=port)
         (scratch / "qemu.cmdline").write_text(" ".join(argv) + "\n")
         console = Console(argv, console_log)
@@ -182,8 +185,11 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path, scratch
         console.close()
         raise BootError(f"QEMU would not start the guest under {accel.upper()} (it exited at once):\n{tail}")
     try:
-        ready = console.wait_for(READY, timeout=boot_timeout) if first.kind == "marker" else first
+        result = console.wait_for(FIRST_RESULT, timeout=boot_timeout) if first.kind == "marker" else first
+        ready = console.wait_for(READY, timeout=boot_timeout) if result.kind == "marker" else result
     except BaseException:
         console.close()
         raise
-    return Vm(console, image, accel, port, monitor, ready, first.seconds + ready.seconds)
+    first_result = first.seconds + result.seconds if result.kind == "marker" else None
+    return Vm(console, image, accel, port, monitor, ready, first.seconds + result.seconds + ready.seconds,
+              first_result)

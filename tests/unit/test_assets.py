@@ -37,6 +37,8 @@ def test_initramfs_has_busybox_dropbear_and_its_libraries(tmp_path):
         assert str(lib).lstrip("/") in listing
     assert image.swap_disk.stat().st_size == 512 * 1024 * 1024
     assert image.swap_disk.stat().st_blocks == 0  # sparse
+    assert subprocess.run(["blkid", "-o", "value", "-s", "TYPE", str(image.scratch_disk)],
+                          capture_output=True, text=True).stdout.strip() == "ext4"
 
 
 def test_base_image_is_cached_by_content():
@@ -62,7 +64,7 @@ def test_host_key_public_half_matches_dropbear(tmp_path):
 
 def test_qemu_command_line_from_topology():
     vm = VmSpec(cpus=4, numa=(NumaNode(1024, (0, 1)), NumaNode(512, (2, 3))), distances=((10, 20), (20, 10)))
-    argv = qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s.img"),
+    argv = qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s.img"), scratch_disk=Path("/x.img"),
                              accel="tcg", monitor=Path("/m.sock"), ssh_port=2222)
     joined = " ".join(argv)
     assert argv[0] == "qemu-system-x86_64"
@@ -75,9 +77,9 @@ def test_qemu_command_line_from_topology():
     assert "-no-reboot" in argv and "-accel" not in argv
 
 
-def test_qemu_noncontiguous_cpus_and_no_swap_no_ssh():
+def test_qemu_noncontiguous_cpus_and_no_ssh():
     vm = VmSpec(cpus=3, numa=(NumaNode(512, (0, 2)), NumaNode(512, (1,))), swap_mib=0)
-    joined = " ".join(qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=None,
+    joined = " ".join(qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s"), scratch_disk=Path("/x"),
                                         accel="kvm", monitor=Path("/m"), ssh_port=None))
     assert "nodeid=0,memdev=mem0,cpus=0,cpus=2" in joined
-    assert "-drive" not in joined and "hostfwd" not in joined and "-cpu host" in joined
+    assert "hostfwd" not in joined and "-cpu host" in joined
