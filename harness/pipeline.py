@@ -11,11 +11,12 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
 from harness import cache
+from harness.guest import compile as compiler
 from harness.guest import initramfs, keys
 from harness.kernel import build as kbuild
 from harness.kernel import source as ksource
@@ -23,7 +24,7 @@ from harness.results import ktap, oops, report
 from harness.results.model import RunResult, Status, TestResult
 from harness import testrun
 from harness.spec import ScriptGroup, Spec
-from harness.errors import BootError
+from harness.errors import BootError, BuildError
 from harness.vm import qemu
 from harness.vm.ssh import GuestShell
 
@@ -118,15 +119,47 @@ def metadata(spec: Spec, kb: kbuild.KernelBuild, vm: qemu.Vm, timings: dict) -> 
     }
 
 
-def run_scripts(spec: Spec, vm: qemu.Vm, scripts: list[ScriptGroup], out_dir: Path) -> tuple[list[TestResult], str]:
-    """Run script groups over SSH until one crashes or hangs the guest.
+@dataclass(frozen=True)
+class Assets:
+    """What the groups push into the guest, compiled before the boot."""
+
+    workload: Path | None
+    module: Path | BuildError | None  # a module that does not build fails its group, not the run
+
+
+def compile_assets(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path) -> Assets:
+    with (out_dir / "build.log").open("a") as log:
+        workload = compiler.workload(log) if "workload" in spec.tests else None
+        module: Path | BuildError | None = None
+        if "module" in spec.tests:
+            try:
+                module = compiler.module(kb, log)
+            except BuildError as e:
+                module = e
+    return Assets(workload, module)
+
+
+def run_group(spec: Spec, vm: qemu.Vm, shell: GuestShell, group: str | ScriptGroup, assets: Assets,
+              out_dir: Path) -> testrun.GroupRun:
+    reconnect = lambda: GuestShell.connect(vm.ssh_port, vm.image.keys, 5)  # noqa: E731
+    if group == "module":
+        if isinstance(assets.module, BuildError):
+            return testrun.GroupRun(testrun.not_run("module", str(assets.module)), "done")
+        return testrun.run_module(vm, shell, assets.module, out_dir, spec.timeouts.test, reconnect)
+    if group == "workload":
+        group = ScriptGroup("workload", assets.workload)
+    return testrun.run_script(vm, shell, group, out_dir, group.timeout or spec.timeouts.test, reconnect)
+
+
+def run_in_guest(spec: Spec, vm: qemu.Vm, groups: list[str | ScriptGroup], assets: Assets,
+                 out_dir: Path) -> tuple[list[TestResult], str]:
+    """Run groups over SSH until one crashes or hangs the guest.
 
     Returns their results and how the last one ended ("done", "crash", "hang")."""
     results: list[TestResult] = []
     with guest_shell(vm) as shell:
-        for group in scripts:
-            ran = testrun.run_script(vm, shell, group, out_dir, group.timeout or spec.timeouts.test,
-                                     lambda: GuestShell.connect(vm.ssh_port, vm.image.keys, 5))
+        for group in groups:
+            ran = run_group(spec, vm, shell, group, assets, out_dir)
             results.append(ran.result)
             if ran.ended != "done":
                 return results, ran.ended
@@ -143,7 +176,8 @@ def run(spec: Spec, out_dir: Path) -> RunResult:
     started = time.monotonic()
     kb = build_kernel(spec, out_dir)
     timings = {"build": time.monotonic() - started, "boot": 0.0, "tests": 0.0}
-    pending = [g for g in spec.tests if isinstance(g, ScriptGroup)]
+    assets = compile_assets(spec, kb, out_dir)
+    pending = [g for g in spec.tests if g != "boot"]
     groups: list[TestResult] = []
     while True:
         with booted(spec, kb, out_dir) as vm:
@@ -157,7 +191,7 @@ def run(spec: Spec, out_dir: Path) -> RunResult:
             if not clean or not pending:
                 break
             tests_started = time.monotonic()
-            results, ended = run_scripts(spec, vm, pending, out_dir)
+            results, ended = run_in_guest(spec, vm, pending, assets, out_dir)
             timings["tests"] += time.monotonic() - tests_started
             groups += results
             pending = pending[len(results):]
@@ -168,7 +202,7 @@ def run(spec: Spec, out_dir: Path) -> RunResult:
                  "crashed" if ended == "crash" else "hung", len(pending))
     why = ("not run: the boot did not finish cleanly" if not clean
            else "not run: an earlier group crashed or hung the kernel")
-    groups += [testrun.not_run(g.name, why) for g in pending]
+    groups += [testrun.not_run(g if isinstance(g, str) else g.name, why) for g in pending]
     crashes = oops.find_crashes(vm.console.lines())
     timings["total"] = time.monotonic() - started
     result = RunResult(metadata(spec, kb, vm, timings), tuple(groups), tuple(crashes))

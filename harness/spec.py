@@ -18,7 +18,8 @@ import yaml
 from harness.errors import SpecError
 
 DEFAULT_SOURCE = "debian:linux-source-6.1"
-KNOWN_GROUPS = ("boot",)
+KNOWN_GROUPS = ("boot", "workload", "module")  # built in; a spec may add script groups
+DEFAULT_GROUPS = ("boot",)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Timeouts:
 class Spec:
     kernel: KernelSpec = field(default_factory=KernelSpec)
     vm: VmSpec = field(default_factory=VmSpec)
-    tests: tuple[str | ScriptGroup, ...] = KNOWN_GROUPS
+    tests: tuple[str | ScriptGroup, ...] = DEFAULT_GROUPS
     timeouts: Timeouts = field(default_factory=Timeouts)
     after_crash: str = "stop"  # stop | reboot: what to do with the groups left after a crash or hang
 
@@ -210,7 +211,7 @@ def _timeouts(data: object, where: str) -> Timeouts:
 
 def _tests(value: object, base: Path, where: str) -> tuple[str | ScriptGroup, ...]:
     if value is None:
-        return KNOWN_GROUPS
+        return DEFAULT_GROUPS
     if not isinstance(value, list):
         raise SpecError(f"{where}: expected a list of test groups")
     groups: list[str | ScriptGroup] = []
@@ -271,7 +272,10 @@ def load(path: Path | None) -> Spec:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{path}{line}: YAML syntax error: {e.problem or e.context}") from None
+        context = ""
+        if e.context and e.context_mark and e.context_mark is not mark:
+            context = f" ({e.context} that starts at line {e.context_mark.line + 1})"
+        raise SpecError(f"{path}{line}: YAML syntax error: {e.problem or e.context}{context}") from None
     except yaml.YAMLError as e:
         raise SpecError(f"{path}: YAML error: {e}") from None
     return from_dict(data, path.parent.resolve(), where=str(path))

@@ -99,45 +99,128 @@ def _dump_blocked_tasks(vm: qemu.Vm, shell_factory, out: Path, group: str, since
     return dump
 
 
+def _watched(vm: qemu.Vm, shell: GuestShell, command: str, timeout: float, on_stdout, out: Path,
+             name: str, shell_factory) -> tuple[str, CommandResult, Path | None]:
+    """Run `command` over SSH while reading the console; end early on a crash.
+
+    Returns how it ended ("done", "crash" or "hang"), the command's result
+    and, for a hang, the blocked-task dump. A crashed or hung VM is stopped."""
+    console_start = vm.console.line_count()
+    dump = None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(shell.run, command, timeout, on_stdout)
+        watch = vm.console.wait_for(None, timeout + 5, until=future.done)
+        kind = {"marker": "done", "timeout": "hang"}.get(watch.kind, "crash")
+        if kind == "done" and future.result().timed_out:
+            kind = "hang"
+        if kind == "hang":
+            dump = _dump_blocked_tasks(vm, shell_factory, out, name, console_start)
+        if kind != "done":
+            vm.stop()  # the SSH command ends with the VM
+        return kind, future.result(), dump
+
+
+def _ended_badly(result: TestResult, kind: str, vm: qemu.Vm, since_line: int, timeout: float,
+                 dump: Path | None) -> TestResult:
+    """Blame the test that was running for the hang or crash that ended its group."""
+    if kind == "hang":
+        why = f"hang: no result within {timeout:.0f} s; blocked tasks in {dump.name}"
+        return _blame_first_missing(result, why, "TIMEOUT", None)
+    crashes = [c for c in oops.find_crashes(vm.console.lines()) if c.first_line > since_line]
+    crash = crashes[0] if crashes else None
+    why = f"kernel crash: {crash.title} (console.log:{crash.first_line})" if crash else "QEMU exited"
+    return _blame_first_missing(result, why, None, crash)
+
+
+def _parse(lines: list[tuple[int, str]], name: str, where: str) -> TestResult:
+    try:
+        return ktap.parse_ktap(lines, name)
+    except ktap.KtapError:
+        return TestResult(name, Status.ERROR, (f"no KTAP output in {where}",))
+
+
 def run_script(vm: qemu.Vm, shell: GuestShell, group: ScriptGroup, out: Path, timeout: float,
                shell_factory) -> GroupRun:
-    """Push and run one script group; watch the console while it runs."""
+    """Push and run one script group; its stdout is the KTAP."""
     shell.run(f"mkdir -p {GUEST_DIR}", timeout=30)
     remote = f"{GUEST_DIR}/{group.script.name}"
     shell.put(group.script, remote, mode=0o755)
-    console_start = len(vm.console.lines())
+    since = vm.console.line_count()
     progress = _Progress(group.name, out / f"{group.name}.ktap")
     log.info("%s: running %s (timeout %.0f s)", group.name, group.script.name, timeout)
-    dump = None
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(shell.run, f"cd {GUEST_DIR} && {remote}", timeout, progress)
-        watch = vm.console.wait_for(None, timeout + 5, until=future.done)
-        if watch.kind == "marker" and future.result().timed_out:
-            watch = dataclasses.replace(watch, kind="timeout")
-        if watch.kind == "timeout":
-            dump = _dump_blocked_tasks(vm, shell_factory, out, group.name, console_start)
-        if watch.kind != "marker":
-            vm.stop()  # a crashed or hung guest: the SSH command ends with the VM
-        command: CommandResult = future.result()
+    kind, command, dump = _watched(vm, shell, f"cd {GUEST_DIR} && {remote}", timeout, progress, out,
+                                   group.name, shell_factory)
     progress.close()
     lines = list(enumerate((out / f"{group.name}.ktap").read_text(errors="replace").splitlines(), 1))
-    try:
-        result = ktap.parse_ktap(lines, group.name)
-    except ktap.KtapError:
-        result = TestResult(group.name, Status.ERROR, ("no KTAP output",))
-    result = _with_durations(result, progress.arrivals)
-    if watch.kind == "marker":
-        if command.status not in (0, None) and result.status is Status.PASS:
-            result = dataclasses.replace(result, status=Status.FAIL,
-                                         diagnostics=result.diagnostics + (f"exit status {command.status}",))
-        if command.stderr.strip():
-            stderr = "stderr: " + command.stderr.strip()[-500:]
-            result = dataclasses.replace(result, diagnostics=result.diagnostics + (stderr,))
-        return GroupRun(result, "done")
-    if watch.kind == "timeout":
-        why = f"hang: no result within {timeout:.0f} s; blocked tasks in {dump.name}"
-        return GroupRun(_blame_first_missing(result, why, "TIMEOUT", None), "hang")
-    crashes = [c for c in oops.find_crashes(vm.console.lines()) if c.first_line > console_start]
-    crash = crashes[0] if crashes else None
-    why = f"kernel crash: {crash.title} (console.log:{crash.first_line})" if crash else "QEMU exited"
-    return GroupRun(_blame_first_missing(result, why, None, crash), "crash")
+    result = _with_durations(_parse(lines, group.name, "its stdout"), progress.arrivals)
+    if kind != "done":
+        return GroupRun(_ended_badly(result, kind, vm, since, timeout, dump), kind)
+    if command.status != 0 and result.status is Status.PASS:
+        result = dataclasses.replace(result, status=Status.FAIL,
+                                     diagnostics=result.diagnostics + (f"exit status {command.status}",))
+    if command.stderr.strip():
+        stderr = "stderr: " + command.stderr.strip()[-500:]
+        result = dataclasses.replace(result, diagnostics=result.diagnostics + (stderr,))
+    return GroupRun(result, "done")
+
+
+def _regroup(name: str, subtests: list[TestResult], diagnostics: tuple[str, ...] = ()) -> TestResult:
+    """A group whose status follows its leaves (worst wins)."""
+    leaves = [leaf for sub in subtests for leaf in sub.leaves()]
+    if any(leaf.status is Status.FAIL for leaf in leaves):
+        status = Status.FAIL
+    elif any(leaf.status is Status.ERROR for leaf in leaves):
+        status = Status.ERROR
+    else:
+        status = Status.PASS
+    return TestResult(name, status, diagnostics, subtests=tuple(subtests))
+
+
+def _check(name: str, ok: bool, diagnostic: str) -> TestResult:
+    return TestResult(name, Status.PASS if ok else Status.FAIL, (diagnostic,))
+
+
+ISOLATED = ("nr_isolated_anon", "nr_isolated_file")
+SUITE_END = r"^\S*(?:\[[^\]]*\] ?)*(?:not )?ok \d+ migrate_pages\b"  # the module's last KTAP line
+
+
+def _isolated(shell: GuestShell) -> dict[str, int]:
+    output = shell.run("cat /proc/vmstat", timeout=30).stdout
+    values = dict(line.split() for line in output.splitlines() if line.split()[0] in ISOLATED)
+    return {k: int(v) for k, v in values.items()}
+
+
+def run_module(vm: qemu.Vm, shell: GuestShell, ko: Path, out: Path, timeout: float, shell_factory) -> GroupRun:
+    """insmod the test module, read its KTAP live from the console, cross-check
+    it with dmesg over SSH, unload it, and check nothing stayed isolated."""
+    shell.run(f"mkdir -p {GUEST_DIR}", timeout=30)
+    remote = f"{GUEST_DIR}/{ko.name}"
+    shell.put(ko, remote)
+    before = _isolated(shell)
+    since = vm.console.line_count()
+    log.info("module: loading %s (timeout %.0f s)", ko.name, timeout)
+    kind, command, dump = _watched(vm, shell, f"insmod {remote}", timeout, None, out, "module", shell_factory)
+    if kind == "done" and command.status != 0:
+        message = (command.stderr or command.stdout).strip() or f"exit status {command.status}"
+        return GroupRun(TestResult("module", Status.ERROR, (f"insmod failed: {message}",)), "done")
+    if kind == "done":  # insmod returned after init: the console may still be printing
+        vm.console.wait_for(SUITE_END, timeout=10)
+    console = [(n, text) for n, text in vm.console.lines() if n > since]
+    documents = ktap.split_documents(console)
+    result = _parse(documents[0] if documents else console, "module", "the kernel log")
+    if kind != "done":
+        return GroupRun(_ended_badly(result, kind, vm, since, timeout, dump), kind)
+    dmesg = shell.run("dmesg", timeout=30).stdout.splitlines()
+    dmesg_docs = ktap.split_documents(list(enumerate(dmesg, 1)))
+    seen = _parse(dmesg_docs[-1], "module", "dmesg") if dmesg_docs else None
+    same = seen is not None and [(t.name, t.status) for t in seen.leaves()] == \
+        [(t.name, t.status) for t in result.leaves()]
+    unload = shell.run(f"rmmod {ko.stem}", timeout=60)
+    after = _isolated(shell)
+    checks = [
+        _check("console_matches_dmesg", same, "the results on the serial console and in dmesg "
+               + ("agree" if same else "differ")),
+        _check("unload", unload.status == 0, f"rmmod: {(unload.stderr or 'ok').strip()}"),
+        _check("isolated_counters_restored", after == before, f"before load {before}, after unload {after}"),
+    ]
+    return GroupRun(_regroup("module", list(result.subtests) + checks, result.diagnostics), "done")

@@ -143,17 +143,25 @@ def _private_tree(source: Path, patches: tuple[Path, ...], git_based: bool) -> P
     if state.get("series") == series and state.get("stamps") == stamps and tree.exists() and not git_based:
         _sync(source, tree, exclude=state["touched"])
         return tree
-    state_file.unlink(missing_ok=True)
-    if not git_based:
-        _sync(source, tree, exclude=[])
+    # The files the last series touched differ from a plain sync: they are
+    # stamped again even if this series fails half-way, and remembered until
+    # a series has been applied in full.
+    old = set(state.get("touched", []))
     touched: list[str] = []
-    for patch in patches:
-        touched += _apply(tree, patch)
-    for name in set(touched) | set(state.get("touched", [])):
-        if (tree / name).exists():
-            (tree / name).touch()
-    state_file.write_text(json.dumps(
-        {"series": series, "touched": sorted(set(touched)), "stamps": {f: _stamp(source / f) for f in sorted(set(touched))}}))
+    applied = False
+    try:
+        if not git_based:
+            _sync(source, tree, exclude=[])
+        for patch in patches:
+            touched += _apply(tree, patch)
+        applied = True
+    finally:
+        for name in old | set(touched):
+            if (tree / name).exists():
+                (tree / name).touch()
+        keep = sorted(set(touched) if applied else old | set(touched))
+        state_file.write_text(json.dumps({"series": series if applied else None, "touched": keep,
+                                          "stamps": {f: _stamp(source / f) for f in keep}}))
     return tree
 
 

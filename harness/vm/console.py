@@ -41,7 +41,7 @@ class Console:
     def __init__(self, argv: list[str], log_path: Path):
         self.log_path = log_path
         # console.log may hold an earlier boot of the same run: this one starts after it
-        self.start_line = len(self.lines()) - 1 if log_path.exists() else 0
+        self.start_line = self.line_count()
         self._log = log_path.open("ab", buffering=0)
         self.child = pexpect.spawn(argv[0], argv[1:], timeout=None, maxread=65536,
                                    logfile=None, preexec_fn=_die_with_parent, echo=False)
@@ -99,6 +99,10 @@ class Console:
         arrives as CR CR LF: every trailing CR is dropped here."""
         text = self.log_path.read_bytes().decode(errors="replace")
         return [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1)]
+
+    def line_count(self) -> int:
+        """Complete lines in console.log so far: what comes next has a higher number."""
+        return self.log_path.read_bytes().count(b"\n") if self.log_path.exists() else 0
 
     def tail(self, count: int = 25) -> str:
         return "\n".join(text for _, text in self.lines()[-count:])

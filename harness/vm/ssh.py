@@ -41,12 +41,13 @@ class GuestShell:
         """Connect as root, retrying until `timeout` while the guest's sshd starts."""
         deadline = time.monotonic() + timeout
         last_error = "no attempt made"
+        client_key = paramiko.PKey.from_path(keys.client_key)
         while time.monotonic() < deadline:
             client = paramiko.SSHClient()
             client.get_host_keys().add(f"[{HOST}]:{port}", *_split(keys.host_public))
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
             try:
-                client.connect(HOST, port, username="root", key_filename=str(keys.client_key),
+                client.connect(HOST, port, username="root", pkey=client_key,
                                look_for_keys=False, allow_agent=False, timeout=5, banner_timeout=10,
                                auth_timeout=10)
                 return cls(client)

@@ -32,7 +32,7 @@ def test_script_group_results_and_durations(default_kernel, tmp_path):
     leaves = data["groups"][1]["subtests"]
     assert all(leaf["duration_s"] is not None for leaf in leaves)
     assert (out / "smoke.ktap").read_text().startswith("KTAP version 1")
-    assert harness("report", str(out)).stdout == result.stdout.split("artifacts:")[0].rstrip("\n") + "\n"
+    assert harness("report", str(out)).stdout.rstrip() == result.stdout.split("artifacts:")[0].rstrip()
 
 
 def test_panic_midway_fails_the_running_test_and_keeps_the_others(default_kernel, tmp_path):

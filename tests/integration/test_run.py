@@ -68,7 +68,7 @@ def test_patch_is_applied_to_a_private_copy_and_booted(default_kernel, tmp_path)
     (["--source", "/no/such/kernel"], "/no/such/kernel does not exist"),
     (["--patch", str(DATA / "does-not-apply.patch")], "does-not-apply.patch does not apply: mm/migrate.c: hunk #1"),
     (["--config", str(DATA / "unknown-symbol.config")], "CONFIG_DOES_NOT_EXIST=y (unknown-symbol.config, line 2)"),
-    (["--spec", str(DATA / "broken.yaml")], "broken.yaml, line 4"),
+    (["--spec", str(DATA / "broken.yaml")], "broken.yaml, line 5, column 1: YAML syntax error: expected ',' or ']'"),
     (["--spec", str(DATA / "memory-mismatch.yaml")], "does not add up"),
 ])
 def test_bad_input_exits_2_naming_the_culprit(tmp_path, args, culprit):

@@ -130,3 +130,16 @@ def test_check_names_dropped_and_unsatisfied_symbols(tree, tmp_path):
     assert "GONE" not in text  # asked off, is off
     final.write_text("CONFIG_MIGRATION=y\nCONFIG_DOES_NOT_EXIST=y\n")
     config.check(final, config.read_fragment(frag), tree)
+
+
+def test_a_failed_series_still_restamps_what_the_last_one_touched(tree, tmp_path):
+    good, bad = tmp_path / "good.patch", tmp_path / "bad.patch"
+    good.write_text(MARKER_PATCH)
+    bad.write_text(MARKER_PATCH.replace("return 0;", "return 1;"))
+    patched = source.prepare(str(tree), None, (good,)).tree / "mm/migrate.c"
+    built_at = patched.stat().st_mtime_ns  # as if make had compiled it now
+    with pytest.raises(SourceError):
+        source.prepare(str(tree), None, (bad,))
+    plain = source.prepare(str(tree), None, ()).tree / "mm/migrate.c"
+    assert plain.read_text() == MIGRATE_C
+    assert plain.stat().st_mtime_ns >= built_at  # newer than any object built from the patched file

@@ -1,0 +1,151 @@
+/* Shared declarations of the migrate_suite guest workload (see README.md). */
+#ifndef MIGRATE_SUITE_H
+#define MIGRATE_SUITE_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+/* <linux/mempolicy.h> values, spelled out so the build needs no kernel headers. */
+#ifndef MPOL_DEFAULT
+#define MPOL_DEFAULT 0
+#define MPOL_PREFERRED 1
+#define MPOL_BIND 2
+#define MPOL_INTERLEAVE 3
+#endif
+#ifndef MPOL_F_NODE
+#define MPOL_F_NODE (1 << 0)
+#define MPOL_F_ADDR (1 << 1)
+#define MPOL_F_MEMS_ALLOWED (1 << 2)
+#endif
+#ifndef MPOL_MF_STRICT
+#define MPOL_MF_STRICT (1 << 0)
+#define MPOL_MF_MOVE (1 << 1)
+#define MPOL_MF_MOVE_ALL (1 << 2)
+#endif
+#define MPOL_MF_LAZY_ (1 << 3) /* not accepted from user space */
+
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+#ifndef MADV_HUGEPAGE
+#define MADV_HUGEPAGE 14
+#endif
+
+#define PAGE 4096UL
+#define WORDS_PER_PAGE (PAGE / sizeof(uint64_t))
+#define HPAGE (2UL << 20)
+#define MASK_BITS 64            /* bits in the node masks we pass */
+#define MAXNODE (MASK_BITS + 1) /* the kernel reads maxnode - 1 bits */
+#define NOBODY 65534
+#define STATUS_UNSET (-7777) /* sentinel: "the kernel did not write this status" */
+
+enum { PASS = 0, FAIL = 1, SKIP = 2 };
+
+/* ---- global facts about the machine (util.c) ---- */
+extern int g_node_a, g_node_b; /* two nodes with memory */
+extern int g_nr_mem_nodes;
+extern int g_kver_major, g_kver_minor;
+extern int g_failures;      /* checks failed in the current case */
+extern char *g_skip_reason; /* shared with the runner (MAP_SHARED) */
+
+int kernel_at_least(int major, int minor);
+void detect_machine(void);
+
+/* ---- output ---- */
+void diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Record a failed check (and say what was expected / seen). */
+void failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define CHECK(cond, ...) do { if (!(cond)) failf(__VA_ARGS__); } while (0)
+const char *errname(int e);
+const char *statusname(int st); /* "node 1" or "-ENOENT" etc.; static buffer ring */
+
+/* ---- raw syscalls ---- */
+long sys_move_pages(pid_t pid, unsigned long n, void **pages, const int *nodes, int *status, int flags);
+long sys_migrate_pages(pid_t pid, unsigned long maxnode, const unsigned long *old, const unsigned long *new_);
+long sys_mbind(void *addr, unsigned long len, int mode, const unsigned long *mask, unsigned long maxnode,
+               unsigned flags);
+long sys_set_mempolicy(int mode, const unsigned long *mask, unsigned long maxnode);
+long sys_get_mempolicy(int *mode, unsigned long *mask, unsigned long maxnode, void *addr, unsigned long flags);
+void nodemask_of(unsigned long mask[2], int node); /* mask with one node (node < 128) */
+
+/* Allocate future pages of this task on `node` (MPOL_BIND), or back to default (node < 0). */
+int bind_task_to(int node);
+/* Restrict the CPUs of this task to those of `node` (node < 0: all CPUs). */
+int run_on_node_cpus(int node);
+
+/* ---- memory regions ---- */
+/* n pages at a fresh address, in a VMA of their own (PROT_NONE guard pages around it
+ * so it never merges with a neighbour): numa_maps/smaps lines start at the address. */
+void *map_region(size_t npages, int flags, int fd, off_t off);
+void unmap_region(void *p, size_t npages);
+void fill_pattern(void *base, size_t first_page, size_t npages, uint64_t seed);
+/* Checks pages [first, first+n) against seed; returns the number of bad pages and
+ * reports the first bad byte (offset from base). */
+long check_pattern(const char *what, const void *base, size_t first_page, size_t npages, uint64_t seed);
+uint64_t pattern_word(uint64_t seed, size_t page, size_t word);
+void touch_read(const void *base, size_t npages);
+
+/* ---- observations ---- */
+/* move_pages query mode (nodes == NULL); fills out[n]; returns syscall result. */
+long query_pages(pid_t pid, void *base, size_t npages, int *out);
+/* Query pages [0,n) of base and expect each to be on `node`; returns number wrong. */
+long expect_on_node(const char *what, pid_t pid, void *base, size_t npages, int node);
+long expect_statuses(const char *what, pid_t pid, void *base, size_t npages, const int *expected);
+/* move_pages(pid, n pages of base, targets[] (or all to `node` if targets NULL)); status[]
+ * is preset to STATUS_UNSET. Returns the syscall result (errno kept). */
+long move_region(pid_t pid, void *base, size_t npages, const int *targets, int node, int *status, int flags);
+/* Check a move_pages status array against expected values; returns number wrong. */
+long check_status_array(const char *what, const int *status, const int *expected, size_t n);
+
+struct numa_line {
+	int found;
+	char policy[64];
+	long n[MASK_BITS]; /* pages per node */
+	long anon, dirty, mapped, swapcache, file;
+	long total;        /* sum of n[] */
+};
+int numa_maps_get(pid_t pid, unsigned long addr, struct numa_line *out);
+/* Expect the VMA at addr to have exactly `count` pages on node and no page elsewhere. */
+int expect_numa_maps(const char *what, pid_t pid, void *addr, int node, long count);
+/* Sum of N<node>= over every VMA of pid; prints offending VMAs if other_than >= 0. */
+long numa_maps_pages_on(pid_t pid, int node, int print_limit);
+long smaps_get_kb(pid_t pid, unsigned long addr, const char *field);
+long status_get_kb(pid_t pid, const char *field); /* /proc/pid/status */
+long long vmstat_get(const char *name);
+void vmstat_refresh(void); /* fold per-cpu node counters (stat_refresh) */
+int drop_caches(void);
+
+/* ---- processes ---- */
+int wait_child(pid_t pid, int timeout_s, const char *what); /* exit status, -1 on signal/timeout */
+int become_nobody(void);
+int read_full(int fd, void *buf, size_t n);
+int write_full(int fd, const void *buf, size_t n);
+int pin_page_in_pipe(void *page, int pipefd[2]); /* vmsplice one page; 0 ok */
+int unpin_pipe(int pipefd[2], void *out_page);   /* drain it (4096 bytes) and close */
+double now_s(void);
+
+/* ---- cases ---- */
+int case_anon_move_pages(void);
+int case_migrate_pages_other_process(void);
+int case_mbind_move(void);
+int case_shared_anon_move_all(void);
+int case_file_pages_tmpfs(void);
+int case_file_pages_ext4(void);
+int case_swap_pages(void);
+int case_thp_move(void);
+int case_unmovable_page(void);
+int case_concurrent_bounce(void);
+int case_permissions_unprivileged(void);
+int case_bad_args(void);
+int case_migration_counters(void);
+int case_query_mode(void);
+
+#endif

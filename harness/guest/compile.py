@@ -1,0 +1,63 @@
+"""Guest assets: the programs compiled on the host for the guest.
+
+- The workload: every guest-tools/workload/*.c linked into one static binary
+  (`gcc -static`), cached by the content of its sources and flags.
+- The test module: guest-tools/module built by kbuild (`make -C BUILD M=`)
+  against the kernel just built, in a cache directory keyed by that build,
+  so the checkout never holds build output.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import IO
+
+from harness import cache
+from harness.commands import run
+from harness.errors import BuildError, GuestError
+from harness.kernel.build import KernelBuild, first_errors, make_vars
+
+GUEST_TOOLS = Path(__file__).resolve().parents[2] / "guest-tools"
+WORKLOAD_DIR = GUEST_TOOLS / "workload"
+MODULE_DIR = GUEST_TOOLS / "module"
+MODULE_NAME = "migrate_test"
+CFLAGS = ["-static", "-O2", "-Wall", "-Wextra", "-pthread"]
+
+
+def _sources(directory: Path, patterns: tuple[str, ...]) -> list[Path]:
+    return sorted(p for pattern in patterns for p in directory.glob(pattern) if p.is_file())
+
+
+def workload(log: IO[str]) -> Path:
+    """The static workload binary; compiled only when its sources changed."""
+    sources = _sources(WORKLOAD_DIR, ("*.c", "*.h"))
+    if not any(p.suffix == ".c" for p in sources):
+        raise GuestError(f"no workload sources (*.c) in {WORKLOAD_DIR}")
+    key = cache.digest(*CFLAGS, *(p.name for p in sources), *(p.read_bytes() for p in sources))
+    binary = cache.subdir("guest") / f"migrate_suite-{key}"
+    if not binary.exists():
+        tmp = binary.with_suffix(".tmp")
+        run(["gcc", *CFLAGS, "-o", str(tmp), *(str(p) for p in sources if p.suffix == ".c")],
+            error=GuestError, what="compiling the guest workload", log=log)
+        tmp.rename(binary)
+    return binary
+
+
+def module(kb: KernelBuild, log: IO[str]) -> Path:
+    """migrate_test.ko built against `kb`; a BuildError carries the compiler's first errors."""
+    sources = _sources(MODULE_DIR, ("*.c", "*.h", "Kbuild", "Makefile"))
+    key = cache.digest(str(kb.build_dir), kb.release, *(p.read_bytes() for p in sources))
+    work = cache.subdir("modules") / f"{MODULE_NAME}-{key}"
+    ko = work / f"{MODULE_NAME}.ko"
+    if ko.exists():
+        return ko
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for source in sources:
+        shutil.copy2(source, work / source.name)
+    try:
+        run(["make", "-C", str(kb.build_dir), *make_vars(), f"M={work}", "modules"],
+            error=BuildError, what=f"building {MODULE_NAME}.ko", log=log)
+    except BuildError as e:
+        raise BuildError(f"{MODULE_NAME}.ko does not build against {kb.release}:\n{first_errors(str(e))}") from None
+    return ko
