@@ -80,33 +80,40 @@ def execute(args: argparse.Namespace) -> int:
 
 def boot(spec: specs.Spec, out: Path, command: str | None, push: list[Path]) -> int:
     """`harness boot`: like `vng --exec`, or an SSH-able guest until Ctrl-C."""
-    from harness import pipeline, testrun
+    from harness import pipeline
 
     for path in push:
         if not path.is_file():
             raise HarnessError(f"--push {path}: no such file")
-    kb = pipeline.build_kernel(spec, out)
-    with pipeline.booted(spec, kb, out) as vm, pipeline.guest_shell(vm) as shell:
-        if push:
-            shell.run(f"mkdir -p {testrun.GUEST_DIR}", timeout=30)
-        for path in push:
-            shell.put(path, f"{testrun.GUEST_DIR}/{path.name}", mode=path.stat().st_mode & 0o777)
-        if command is not None:
-            result = shell.run(command, timeout=spec.timeouts.test)
-            sys.stdout.write(result.stdout)
-            sys.stderr.write(result.stderr)
-            if result.timed_out:
-                print(f"harness: '{command}' timed out after {spec.timeouts.test:.0f} s", file=sys.stderr)
-                return 124
-            return result.status
-        known_hosts = vm.image.keys.client_key.with_name("known_hosts")
-        known_hosts.write_text(f"[127.0.0.1]:{vm.ssh_port} {vm.image.keys.host_public}\n")
-        print(f"guest is up (Ctrl-C stops it): ssh -i {vm.image.keys.client_key} -p {vm.ssh_port} "
-              f"-o UserKnownHostsFile={known_hosts} root@127.0.0.1", flush=True)
-        while vm.console.alive:
-            vm.console.drain(1.0)
-        print("harness: the guest stopped", file=sys.stderr)
-        return EXIT_FAIL
+    with pipeline.scratch_dir() as scratch:
+        kb, _ = pipeline.prepare(spec, out, scratch)
+        with pipeline.booted(spec, kb, out, scratch) as vm, pipeline.guest_shell(vm) as shell:
+            return _in_guest(spec, vm, shell, command, push)
+
+
+def _in_guest(spec: specs.Spec, vm, shell, command: str | None, push: list[Path]) -> int:
+    from harness import testrun
+
+    if push:
+        shell.run(f"mkdir -p {testrun.GUEST_DIR}", timeout=30)
+    for path in push:
+        shell.put(path, f"{testrun.GUEST_DIR}/{path.name}", mode=path.stat().st_mode & 0o777)
+    if command is not None:
+        result = shell.run(command, timeout=spec.timeouts.test)
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        if result.timed_out:
+            print(f"harness: '{command}' timed out after {spec.timeouts.test:.0f} s", file=sys.stderr)
+            return 124
+        return result.status
+    known_hosts = vm.image.keys.client_key.with_name("known_hosts")
+    known_hosts.write_text(f"[127.0.0.1]:{vm.ssh_port} {vm.image.keys.host_public}\n")
+    print(f"guest is up (Ctrl-C stops it): ssh -i {vm.image.keys.client_key} -p {vm.ssh_port} "
+          f"-o UserKnownHostsFile={known_hosts} root@127.0.0.1", flush=True)
+    while vm.console.alive:
+        vm.console.drain(1.0)
+    print("harness: the guest stopped", file=sys.stderr)
+    return EXIT_FAIL
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("harness: %(message)s"))
     logging.getLogger("harness").addHandler(handler)
     logging.getLogger("harness").setLevel(logging.INFO)
+    # paramiko logs its own tracebacks (e.g. a banner cut off by Ctrl-C); ours are the messages that count
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
     signal.signal(signal.SIGTERM, _terminate)
     args = parser().parse_args(argv)
     try:

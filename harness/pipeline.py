@@ -11,7 +11,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -32,20 +32,62 @@ log = logging.getLogger("harness")
 SSH_CONNECT_S = 30  # init has started sshd before it says ready: this is only slack
 
 
-def build_kernel(spec: Spec, out_dir: Path) -> kbuild.KernelBuild:
+def _source_lock(spec: Spec):
+    """Runs on the same source share its private tree and build: they take turns."""
+    return cache.locked(f"source-{cache.digest(spec.kernel.source)}")
+
+
+def _build(spec: Spec, out_dir: Path) -> kbuild.KernelBuild:
     start = time.monotonic()
-    with cache.locked(f"source-{cache.digest(spec.kernel.source)}"):
-        src = ksource.prepare(spec.kernel.source, spec.kernel.rev, spec.kernel.patches)
-        log.info("source: %s (%s)%s", src.tree, src.version,
-                 f", {len(src.patches)} patch(es) applied" if src.patches else "")
-        kb = kbuild.build(src, spec.kernel.configs, out_dir, spec.timeouts.build)
+    src = ksource.prepare(spec.kernel.source, spec.kernel.rev, spec.kernel.patches)
+    log.info("source: %s (%s)%s", src.tree, src.version,
+             f", {len(src.patches)} patch(es) applied" if src.patches else "")
+    kb = kbuild.build(src, spec.kernel.configs, out_dir, spec.timeouts.build)
     log.info("build: %s in %.1f s (%s)", kb.release, time.monotonic() - start, kb.build_dir)
     return kb
 
 
+def build_kernel(spec: Spec, out_dir: Path) -> kbuild.KernelBuild:
+    with _source_lock(spec):
+        return _build(spec, out_dir)
+
+
+@dataclass(frozen=True)
+class Assets:
+    """What the groups push into the guest, compiled before the boot."""
+
+    workload: Path | None
+    module: Path | BuildError | None  # a module that does not build fails its group, not the run
+
+
+def compile_assets(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path) -> Assets:
+    with (out_dir / "build.log").open("a") as log:
+        workload = compiler.workload(log) if "workload" in spec.tests else None
+        module: Path | BuildError | None = None
+        if "module" in spec.tests:
+            try:
+                module = compiler.module(kb, log)
+            except BuildError as e:
+                module = e
+    return Assets(workload, module)
+
+
+def prepare(spec: Spec, out_dir: Path, scratch: Path) -> tuple[kbuild.KernelBuild, Assets]:
+    """Build the kernel and the guest's programs; copy what QEMU and the guest
+    read into the run's scratch, since a parallel run may rebuild the shared tree."""
+    with _source_lock(spec):
+        kb = _build(spec, out_dir)
+        assets = compile_assets(spec, kb, out_dir)
+        kernel = Path(shutil.copy2(kb.bzimage, scratch / "bzImage"))
+        module = assets.module
+        if isinstance(module, Path):
+            module = Path(shutil.copy2(module, scratch / module.name))
+    return replace(kb, bzimage=kernel), replace(assets, module=module)
+
+
 @contextlib.contextmanager
 def scratch_dir() -> Iterator[Path]:
-    """Per-run scratch space (swap image, initramfs, keys), removed afterwards."""
+    """Per-run scratch space (kernel copy, swap image, initramfs, keys), removed afterwards."""
     path = Path(tempfile.mkdtemp(prefix="run-", dir=cache.subdir("scratch")))
     try:
         yield path
@@ -54,19 +96,19 @@ def scratch_dir() -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def booted(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path, with_ssh: bool = True) -> Iterator[qemu.Vm]:
+def booted(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path, scratch: Path,
+           with_ssh: bool = True) -> Iterator[qemu.Vm]:
     """Assemble the guest and boot it; QEMU is stopped when the block ends."""
-    with scratch_dir() as scratch:
-        run_keys = keys.make(scratch / "keys") if with_ssh else None
-        image = initramfs.assemble(spec.vm, run_keys, scratch, with_ssh=with_ssh)
-        console_log = out_dir / "console.log"
-        vm = qemu.boot(spec.vm, kb.bzimage, image, console_log, scratch, spec.timeouts.boot, with_ssh)
-        with vm:
-            (out_dir / "qemu.pid").write_text(f"{vm.pid}\n")
-            log.info("boot: %s in %.1f s under %s (console: %s)",
-                     "ready" if vm.ready.kind == "marker" else vm.ready.kind, vm.boot_seconds,
-                     vm.accel.upper(), console_log)
-            yield vm
+    run_keys = keys.make(scratch / "keys") if with_ssh else None
+    image = initramfs.assemble(spec.vm, run_keys, scratch, with_ssh=with_ssh)
+    console_log = out_dir / "console.log"
+    vm = qemu.boot(spec.vm, kb.bzimage, image, console_log, scratch, spec.timeouts.boot, with_ssh)
+    with vm:
+        (out_dir / "qemu.pid").write_text(f"{vm.pid}\n")
+        log.info("boot: %s in %.1f s under %s (console: %s)",
+                 "ready" if vm.ready.kind == "marker" else vm.ready.kind, vm.boot_seconds,
+                 vm.accel.upper(), console_log)
+        yield vm
 
 
 def guest_shell(vm: qemu.Vm) -> GuestShell:
@@ -119,26 +161,6 @@ def metadata(spec: Spec, kb: kbuild.KernelBuild, vm: qemu.Vm, timings: dict) -> 
     }
 
 
-@dataclass(frozen=True)
-class Assets:
-    """What the groups push into the guest, compiled before the boot."""
-
-    workload: Path | None
-    module: Path | BuildError | None  # a module that does not build fails its group, not the run
-
-
-def compile_assets(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path) -> Assets:
-    with (out_dir / "build.log").open("a") as log:
-        workload = compiler.workload(log) if "workload" in spec.tests else None
-        module: Path | BuildError | None = None
-        if "module" in spec.tests:
-            try:
-                module = compiler.module(kb, log)
-            except BuildError as e:
-                module = e
-    return Assets(workload, module)
-
-
 def run_group(spec: Spec, vm: qemu.Vm, shell: GuestShell, group: str | ScriptGroup, assets: Assets,
               out_dir: Path) -> testrun.GroupRun:
     reconnect = lambda: GuestShell.connect(vm.ssh_port, vm.image.keys, 5)  # noqa: E731
@@ -173,14 +195,18 @@ def run(spec: Spec, out_dir: Path) -> RunResult:
     guest is booted again for the groups left; otherwise they are errors."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "console.log").unlink(missing_ok=True)
+    with scratch_dir() as scratch:
+        return _run(spec, out_dir, scratch)
+
+
+def _run(spec: Spec, out_dir: Path, scratch: Path) -> RunResult:
     started = time.monotonic()
-    kb = build_kernel(spec, out_dir)
+    kb, assets = prepare(spec, out_dir, scratch)
     timings = {"build": time.monotonic() - started, "boot": 0.0, "tests": 0.0}
-    assets = compile_assets(spec, kb, out_dir)
     pending = [g for g in spec.tests if g != "boot"]
     groups: list[TestResult] = []
     while True:
-        with booted(spec, kb, out_dir) as vm:
+        with booted(spec, kb, out_dir, scratch) as vm:
             timings["boot"] += vm.boot_seconds
             timings.setdefault("boot_to_first_result", vm.first_result_seconds or 0.0)
             boot = boot_group(vm, spec.timeouts.boot)

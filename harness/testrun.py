@@ -139,6 +139,17 @@ def _parse(lines: list[tuple[int, str]], name: str, where: str) -> TestResult:
         return TestResult(name, Status.ERROR, (f"no KTAP output in {where}",))
 
 
+def timed(run):
+    """Record how long a group ran as the group's own duration."""
+    def wrapper(*args, **kwargs) -> GroupRun:
+        start = time.monotonic()
+        ran = run(*args, **kwargs)
+        took = round(time.monotonic() - start, 2)
+        return GroupRun(dataclasses.replace(ran.result, duration_s=took), ran.ended)
+    return wrapper
+
+
+@timed
 def run_script(vm: qemu.Vm, shell: GuestShell, group: ScriptGroup, out: Path, timeout: float,
                shell_factory) -> GroupRun:
     """Push and run one script group; its stdout is the KTAP."""
@@ -185,11 +196,13 @@ SUITE_END = r"^\S*(?:\[[^\]]*\] ?)*(?:not )?ok \d+ migrate_pages\b"  # the modul
 
 
 def _isolated(shell: GuestShell) -> dict[str, int]:
-    output = shell.run("cat /proc/vmstat", timeout=30).stdout
+    # stat_refresh folds the per-CPU deltas in, so the counters are exact
+    output = shell.run("echo 1 > /proc/sys/vm/stat_refresh 2>/dev/null; cat /proc/vmstat", timeout=30).stdout
     values = dict(line.split() for line in output.splitlines() if line.split()[0] in ISOLATED)
     return {k: int(v) for k, v in values.items()}
 
 
+@timed
 def run_module(vm: qemu.Vm, shell: GuestShell, ko: Path, out: Path, timeout: float, shell_factory) -> GroupRun:
     """insmod the test module, read its KTAP live from the console, cross-check
     it with dmesg over SSH, unload it, and check nothing stayed isolated."""

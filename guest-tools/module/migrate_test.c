@@ -138,7 +138,7 @@ static int mt_resolve(void)
 			 "kallsyms_lookup_name not found with a kprobe (register_kprobe: %d); needs CONFIG_KPROBES=y and CONFIG_KALLSYMS=y",
 			 ret);
 		mt_log("    # migrate_test: %s", mt_setup_error);
-		return -ENOENT;
+		return -EOPNOTSUPP;
 	}
 	mt_migrate_pages = (typeof(mt_migrate_pages))mt_sym("migrate_pages", true);
 	mt_putback_movable_pages =
@@ -146,7 +146,7 @@ static int mt_resolve(void)
 	mt_folio_isolate_lru = (mt_isolate_fn *)mt_sym("folio_isolate_lru", true);
 	mt_lru_add_drain_all = (typeof(mt_lru_add_drain_all))mt_sym("lru_add_drain_all", true);
 	mt_do_madvise = (typeof(mt_do_madvise))mt_sym("do_madvise", false);
-	return mt_setup_error[0] ? -ENOENT : 0;
+	return mt_setup_error[0] ? -EOPNOTSUPP : 0;
 }
 
 static bool mt_isolate_lru(struct folio *folio)
@@ -177,13 +177,20 @@ struct mt_case {
 	unsigned int num;
 	bool failed;
 	bool skipped;
+	unsigned int nfail;	/* failed checks; the first MT_MAX_DIAG are shown */
 	char skip_reason[160];
 };
+
+#define MT_MAX_DIAG 12
 
 #define mt_diag(c, fmt, ...) \
 	mt_log("    # %s: " fmt, (c)->name, ##__VA_ARGS__)
 #define mt_fail(c, fmt, ...) \
-	do { (c)->failed = true; mt_diag(c, fmt, ##__VA_ARGS__); } while (0)
+	do { \
+		(c)->failed = true; \
+		if (++(c)->nfail <= MT_MAX_DIAG) \
+			mt_diag(c, fmt, ##__VA_ARGS__); \
+	} while (0)
 #define mt_skip(c, fmt, ...) \
 	do { \
 		(c)->skipped = true; \
@@ -408,7 +415,7 @@ static void mt_drop_ref(struct mt_fix *f, unsigned int i)
 static bool mt_record(struct mt_fix *f)
 {
 	struct mt_case *c = f->c;
-	unsigned int i;
+	unsigned int i, round;
 
 	mt_lru_add_drain_all();	/* no per-CPU batch holds a reference */
 	for (i = 0; i < f->nr; i++) {
@@ -429,6 +436,13 @@ static bool mt_record(struct mt_fix *f)
 		f->dirty[i] = folio_test_dirty(folio);
 		f->refcount[i] = folio_ref_count(folio);
 		f->lru_item[i] = folio_is_file_lru(folio);
+	}
+	/* a reference someone held for a moment must not become the norm */
+	for (round = 0; round < 2; round++) {
+		msleep(1);
+		mt_lru_add_drain_all();
+		for (i = 0; i < f->nr; i++)
+			f->refcount[i] = min(f->refcount[i], folio_ref_count(f->folio[i]));
 	}
 	return true;
 }
@@ -990,7 +1004,7 @@ static void mt_case_swapcache(struct mt_case *c)
 			f->ref[i] = mt_user_page(f, i);
 			if (!f->ref[i])
 				goto out_unpin;
-			inswap += PageSwapCache(f->ref[i]);
+			inswap += folio_test_swapcache(page_folio(f->ref[i]));
 		}
 		if (inswap == nr)
 			break;
@@ -1097,6 +1111,8 @@ static int __init migrate_test_init(void)
 		else
 			mt_cases[i].run(&c);
 
+		if (c.nfail > MT_MAX_DIAG)
+			mt_diag(&c, "%u more failed checks not shown", c.nfail - MT_MAX_DIAG);
 		if (c.failed) {
 			fail++;
 			mt_log("    not ok %u %s", c.num, c.name);

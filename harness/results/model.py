@@ -35,6 +35,8 @@ class CrashReport:
 class TestResult:
     """One KTAP test line, or a group/suite holding subtests."""
 
+    __test__ = False  # not a pytest test class, despite its name
+
     name: str
     status: Status
     diagnostics: tuple[str, ...] = ()

@@ -189,8 +189,17 @@ def summary(result: RunResult) -> str:
     for crash in crashes:
         where = f" (console.log lines {crash.first_line}-{crash.last_line})"
         lines.append(_fit(crash.title, WIDTH - len(where)) + where)
-    lines += ["", result.counts.line()]
+    lines += ["", *_groups_line(result), result.counts.line()]
     return "\n".join(lines) + "\n"
+
+
+def _groups_line(result: RunResult) -> list[str]:
+    """How long each group ran and under which accelerator (TCG is slow: say so)."""
+    timed = [f"{g.name} {g.duration_s:.1f}s" for g in result.groups if g.duration_s is not None]
+    accel = result.metadata.get("vm", {}).get("accel")
+    if not timed:
+        return []
+    return [_fit(f"Group runtimes{f' under {accel.upper()}' if accel else ''}: " + ", ".join(timed), WIDTH)]
 
 
 # ---- files -----------------------------------------------------------------

@@ -72,9 +72,7 @@ class GuestShell:
         """Run `command` in the guest's shell; stdout and stderr are kept apart.
 
         `on_stdout` sees stdout as it arrives (for live progress and logs)."""
-        channel = self.client.get_transport().open_session()
-        channel.settimeout(1.0)
-        channel.exec_command(command)
+        channel = self._exec(command)
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -102,15 +100,38 @@ class GuestShell:
         channel.close()
         return CommandResult(status, out.decode(errors="replace"), err.decode(errors="replace"))
 
+    def _exec(self, command: str, tries: int = 3) -> paramiko.Channel:
+        """A channel running `command`. dropbear now and then closes a new
+        channel at once (seen right after an SFTP session): open another."""
+        for attempt in range(tries):
+            transport = self.client.get_transport()
+            if transport is None or not transport.is_active():
+                raise GuestError(f"the SSH connection to the guest is gone; '{command}' did not run")
+            try:
+                channel = transport.open_session()
+                channel.settimeout(1.0)
+                channel.exec_command(command)
+                return channel
+            except (paramiko.SSHException, OSError) as e:
+                if attempt == tries - 1:
+                    raise GuestError(f"the guest's SSH server did not run '{command}': {e}") from None
+                time.sleep(0.2)
+
     def put(self, local: Path, remote: str, mode: int | None = None) -> None:
-        with self.client.open_sftp() as sftp:
-            sftp.put(str(local), remote)
-            if mode is not None:
-                sftp.chmod(remote, mode)
+        try:
+            with self.client.open_sftp() as sftp:
+                sftp.put(str(local), remote)
+                if mode is not None:
+                    sftp.chmod(remote, mode)
+        except (paramiko.SSHException, OSError) as e:
+            raise GuestError(f"could not copy {local} to the guest's {remote}: {e}") from None
 
     def get(self, remote: str, local: Path) -> None:
-        with self.client.open_sftp() as sftp:
-            sftp.get(remote, str(local))
+        try:
+            with self.client.open_sftp() as sftp:
+                sftp.get(remote, str(local))
+        except (paramiko.SSHException, OSError) as e:
+            raise GuestError(f"could not copy the guest's {remote} to {local}: {e}") from None
 
     def close(self) -> None:
         self.client.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,3 +104,24 @@ def test_sigint_stops_qemu(default_kernel, tmp_path):
     assert "Traceback" not in stderr
     assert process_gone(pid)
     assert (out / "console.log").stat().st_size > 0
+
+
+def test_make_test_kernel_is_the_main_job(default_kernel, tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(["make", "test-kernel", f"OUT={out}"], cwd=REPO, capture_output=True, text=True,
+                            timeout=1800)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert re.search(r"^\d+ passed, 0 failed", result.stdout, re.MULTILINE)
+    assert (out / "junit.xml").exists() and (out / "console.log").exists()
+
+
+def test_accel_probe_reports_its_choice(default_kernel, tmp_path):
+    from harness import cache
+    shutil.rmtree(cache.subdir("accel"))  # forget the last verdict: probe again
+    out = tmp_path / "out"
+    result = harness("run", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    accel = json.loads((out / "results.json").read_text())["metadata"]["vm"]["accel"]
+    assert f"under {accel.upper()}" in result.stderr
+    if accel == "tcg":  # KVM missing, or present and broken (as on these 2-core machines): said once
+        assert "KVM not used" in result.stderr or "falling back to TCG" in result.stderr

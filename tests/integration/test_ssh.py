@@ -23,9 +23,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def guest(default_kernel, tmp_path_factory):
     out = tmp_path_factory.mktemp("ssh")
-    kb = pipeline.build_kernel(Spec(), out)
-    with pipeline.booted(Spec(), kb, out) as vm, pipeline.guest_shell(vm) as shell:
-        yield vm, shell
+    with pipeline.scratch_dir() as scratch:
+        kb, _ = pipeline.prepare(Spec(), out, scratch)
+        with pipeline.booted(Spec(), kb, out, scratch) as vm, pipeline.guest_shell(vm) as shell:
+            yield vm, shell
 
 
 def test_sftp_push_keeps_every_byte(guest, tmp_path):

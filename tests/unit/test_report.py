@@ -228,3 +228,10 @@ def test_schema_doc_example_round_trips():
     doc = (Path(__file__).parents[2] / "docs" / "results-schema.md").read_text(encoding="utf-8")
     example = json.loads(doc.split("```json\n", 1)[1].split("```", 1)[0])
     assert to_json(from_json(example)) == example
+
+
+def test_summary_prints_group_runtimes_and_the_accelerator():
+    group = Result("workload", Status.PASS, subtests=(Result("a", Status.PASS),), duration_s=12.04)
+    text = summary(RunResult({"vm": {"accel": "tcg"}}, (group,)))
+    assert "Group runtimes under TCG: workload 12.0s" in text
+    assert text.rstrip().splitlines()[-1] == "1 passed, 0 failed, 0 skipped"

@@ -1,0 +1,51 @@
+"""Other kernels: Debian's 6.12 source built and tested like the default 6.1
+(a cold build takes a few minutes), and a module built for the wrong kernel."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import harness
+from harness import cli, pipeline
+from harness.guest import compile as compiler
+
+pytestmark = pytest.mark.e2e
+
+SOURCE_612 = "debian:linux-source-6.12"
+
+
+@pytest.fixture(scope="session")
+def kernel_612(tmp_path_factory):
+    out = tmp_path_factory.mktemp("b612")
+    result = harness("build", "--source", SOURCE_612, "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_612_boots_and_passes_boot_and_module(kernel_612, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"kernel: {{source: '{SOURCE_612}'}}\ntests: [boot, module]\n")
+    out = tmp_path / "out"
+    result = harness("run", "--spec", str(spec), "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    data = json.loads((out / "results.json").read_text())
+    assert data["metadata"]["kernel"]["version"].startswith("6.12.")
+    assert [g["status"] for g in data["groups"]] == ["pass", "pass"]
+
+
+def test_module_for_the_wrong_kernel_is_an_error_and_the_rest_runs(kernel_612, tmp_path, monkeypatch, capsys):
+    from harness.spec import Spec, with_overrides
+    with pipeline.scratch_dir() as scratch:
+        kb_612, _ = pipeline.prepare(with_overrides(Spec(), source=SOURCE_612), tmp_path, scratch)
+        wrong = compiler.module(kb_612, open(tmp_path / "module-build.log", "w"))
+    monkeypatch.setattr(compiler, "module", lambda kb, log: wrong)  # 6.12's module, 6.1's kernel
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("tests: [boot, module]\n")
+    status = cli.main(["run", "--spec", str(spec), "--out", str(tmp_path / "out")])
+    assert status == 1
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    boot, module = data["groups"]
+    assert boot["status"] == "pass"
+    assert module["status"] == "error" and module["diagnostics"][0].startswith("insmod failed:")
+    assert "Traceback" not in capsys.readouterr().err

@@ -1,0 +1,51 @@
+"""The test-run stage's bookkeeping, and the host-side compile of guest programs (real gcc)."""
+import io
+import subprocess
+
+import pytest
+
+from harness import testrun
+from harness.errors import GuestError
+from harness.guest import compile as compiler
+from harness.results import ktap
+from harness.results.model import CrashReport, Status, TestResult
+
+pytestmark = pytest.mark.unit
+
+TRUNCATED = ["KTAP version 1", "1..4", "ok 1 first", "ok 2 second", "# Subtest: third"]
+
+
+def test_the_first_missing_test_is_blamed_and_the_rest_are_errors():
+    group = ktap.parse_ktap(list(enumerate(TRUNCATED, 1)), "suite")
+    crash = CrashReport("Kernel panic - not syncing: x", "...", 10, 20)
+    blamed = testrun._blame_first_missing(group, "kernel crash: x", None, crash)
+    assert [(t.name, t.status) for t in blamed.subtests] == [
+        ("first", Status.PASS), ("second", Status.PASS), ("third", Status.FAIL), ("test 4 (missing)", Status.ERROR)]
+    assert blamed.subtests[2].crash is crash and blamed.status is Status.FAIL
+
+
+def test_durations_come_from_arrival_times():
+    group = ktap.parse_ktap(list(enumerate(TRUNCATED[:4], 1)), "suite")
+    timed = testrun._with_durations(group, {1: 0.0, 2: 0.1, 3: 1.5, 4: 4.0})
+    assert [t.duration_s for t in timed.subtests[:2]] == [1.5, 2.5]
+
+
+def test_regroup_takes_the_worst_leaf():
+    ok, bad = TestResult("a", Status.PASS), TestResult("b", Status.FAIL)
+    assert testrun._regroup("g", [ok, bad]).status is Status.FAIL
+    assert testrun._regroup("g", [ok, TestResult("c", Status.ERROR)]).status is Status.ERROR
+    assert testrun._regroup("g", [ok, TestResult("d", Status.SKIP)]).status is Status.PASS
+
+
+def test_workload_is_compiled_static_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIGRATE_HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(compiler, "WORKLOAD_DIR", tmp_path)
+    (tmp_path / "hello.c").write_text('#include <stdio.h>\nint main(void){puts("KTAP version 1");return 0;}\n')
+    log = io.StringIO()
+    binary = compiler.workload(log)
+    assert b"libc.so" not in subprocess.run(["ldd", str(binary)], capture_output=True).stdout  # static
+    assert subprocess.run([str(binary)], capture_output=True, text=True).stdout == "KTAP version 1\n"
+    assert compiler.workload(log) == binary and log.getvalue().count("$ gcc") == 1
+    (tmp_path / "hello.c").write_text("int main(void){return nope;}\n")
+    with pytest.raises(GuestError, match="compiling the guest workload failed"):
+        compiler.workload(log)
