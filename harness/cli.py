@@ -30,15 +30,34 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description="Build, boot and test a kernel's page migration.")
     sub = p.add_subparsers(dest="command", required=True)
-    _spec_args(sub.add_parser("run", help="build, boot, run the tests, report (the main job)"))
+    run = sub.add_parser("run", help="build, boot, run the tests, report (the main job)")
+    _spec_args(run)
+    run.add_argument("--bisect-exit-codes", action="store_true",
+                     help="exit 0 good, 1 bad, 125 skip (no build/boot), 255 harness failure: for `git bisect run`")
+    run.add_argument("--test", action="append", default=[], metavar="NAME",
+                     help="with --bisect-exit-codes: judge only these tests (group or group.path)")
+    bis = sub.add_parser("bisect", help="find the commit that broke the tests (git bisect in a private worktree)")
+    _spec_args(bis)
+    bis.add_argument("--good", required=True, help="a revision where the tests pass")
+    bis.add_argument("--bad", required=True, help="a revision where they fail")
+    bis.add_argument("--test", action="append", default=[], metavar="NAME",
+                     help="judge only these tests (group or group.path); repeatable")
+    bis.add_argument("--retries", type=int, default=0, help="run a step N more times before calling it good")
     _spec_args(sub.add_parser("build", help="prepare the source and build the kernel only"))
     boot = sub.add_parser("boot", help="boot the kernel; run --exec CMD over SSH, or stay up until Ctrl-C")
     _spec_args(boot)
     boot.add_argument("--exec", dest="exec_cmd", metavar="CMD", help="command to run in the guest; exit with its status")
     boot.add_argument("--push", action="append", default=[], type=Path, metavar="FILE",
                       help="copy FILE to the guest's /tmp/harness/ first (repeatable)")
-    rep = sub.add_parser("report", help="print the summary of an earlier run")
-    rep.add_argument("dir", type=Path)
+    rep = sub.add_parser("report", help="print the summary of an earlier run (or merge several)")
+    rep.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
+    rep.add_argument("--merge", action="store_true", help="merge runs or shard directories into one report")
+    rep.add_argument("--out", type=Path, help="with --merge: write results.json, junit.xml, summary.txt here")
+    mat = sub.add_parser("matrix", help="run the entries of a spec's matrix (one shard of them)")
+    mat.add_argument("spec", type=Path)
+    mat.add_argument("--shard", default="1/1", help="I/N: run the I-th of N round-robin shards (default 1/1)")
+    mat.add_argument("--list", action="store_true", help="print the shard's entries and exit")
+    mat.add_argument("--out", type=Path, help="artifacts: one subdirectory per entry (default out/matrix-TIMESTAMP)")
     return p
 
 
@@ -60,9 +79,15 @@ def execute(args: argparse.Namespace) -> int:
     from harness.results import report
 
     if args.command == "report":
-        earlier = report.load(args.dir)
+        if not args.merge and len(args.dirs) > 1:
+            raise HarnessError("give one DIR, or --merge with several")
+        earlier = report.merge(report.load_many(args.dirs)) if args.merge else report.load(args.dirs[0])
+        if args.out:
+            report.write_all(earlier, args.out)
         print(report.summary(earlier))
         return EXIT_PASS if earlier.ok else EXIT_FAIL
+    if args.command == "matrix":
+        return run_matrix(args)
     spec = _load_spec(args)
     out = _out_dir(args)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,10 +97,78 @@ def execute(args: argparse.Namespace) -> int:
         return EXIT_PASS
     if args.command == "boot":
         return boot(spec, out, args.exec_cmd, args.push)
+    if args.command == "bisect":
+        return run_bisect(args, spec, out)
+    if args.bisect_exit_codes:
+        return run_for_git_bisect(spec, out, tuple(args.test))
     result = pipeline.run(spec, out)
     print(report.summary(result))
     print(f"artifacts: {out}")
     return EXIT_PASS if result.ok else EXIT_FAIL
+
+
+def run_for_git_bisect(spec: specs.Spec, out: Path, tests: tuple[str, ...]) -> int:
+    """`harness run --bisect-exit-codes`: one step of `git bisect run`."""
+    from harness import bisect, pipeline
+    from harness.results import report
+
+    try:
+        result = pipeline.run(spec, out)
+    except HarnessError as e:
+        kind = bisect.verdict_of_error(e)
+        print(f"harness: error ({e.stage}): {e}", file=sys.stderr)
+        if kind is None:
+            print("harness: not a verdict on this commit: stopping the bisect", file=sys.stderr)
+            return bisect.EXIT_ABORT
+        print(f"harness: bisect verdict: {kind}", file=sys.stderr)
+        return bisect.EXIT_CODES[kind]
+    kind = bisect.verdict(result, tests)
+    print(report.summary(result))
+    print(f"bisect verdict: {kind}")
+    return bisect.EXIT_CODES[kind]
+
+
+def run_bisect(args: argparse.Namespace, spec: specs.Spec, out: Path) -> int:
+    from harness import bisect
+
+    if not args.source:
+        raise HarnessError("bisect needs --source: the git checkout to bisect")
+    steps, first_bad = bisect.bisect(Path(args.source).resolve(), args.good, args.bad, spec,
+                                     tuple(args.test), args.retries, out)
+    print(bisect.table(steps))
+    if first_bad is None:
+        print("no single first bad commit: the commits left were all skipped (see the table)")
+        return EXIT_FAIL
+    subject = bisect.git(Path(args.source).resolve(), "log", "-1", "--format=%s", first_bad)
+    print(f"first bad commit: {first_bad} {subject}")
+    print(f"artifacts: {out}")
+    return EXIT_PASS
+
+
+def run_matrix(args: argparse.Namespace) -> int:
+    """`harness matrix`: this shard's entries one after another, then one merged report."""
+    from harness import matrix, pipeline
+    from harness.results import report
+
+    index, total = matrix.parse_shard(args.shard)
+    entries = matrix.shard(matrix.expand(args.spec), index, total)
+    if args.list or not entries:
+        print("\n".join(entry.name for entry in entries) or f"shard {args.shard} has no entries")
+        return EXIT_PASS
+    out = args.out or Path("out") / time.strftime("matrix-%Y%m%d-%H%M%S")
+    results, broken = {}, []
+    for entry in entries:
+        logging.getLogger("harness").info("matrix entry %s (shard %s)", entry.name, args.shard)
+        try:
+            results[entry.name] = pipeline.run(entry.spec, out / entry.name)
+        except HarnessError as e:
+            print(f"harness: error ({e.stage}) in {entry.name}: {e}", file=sys.stderr)
+            broken.append(entry.name)
+    merged = report.merge(results)
+    report.write_all(merged, out)
+    print(report.summary(merged))
+    print(f"artifacts: {out}" + (f"; entries that could not run: {', '.join(broken)}" if broken else ""))
+    return EXIT_HARNESS if broken else EXIT_PASS if merged.ok else EXIT_FAIL
 
 
 def boot(spec: specs.Spec, out: Path, command: str | None, push: list[Path]) -> int:

@@ -253,10 +253,8 @@ def from_dict(data: object, base: Path, where: str = "spec") -> Spec:
     )
 
 
-def load(path: Path | None) -> Spec:
-    """Read, render and validate a spec file; None gives the default spec."""
-    if path is None:
-        return Spec()
+def read(path: Path) -> object:
+    """A spec file rendered with Jinja2 and parsed, not yet validated."""
     try:
         text = path.read_text()
     except OSError as e:
@@ -278,6 +276,16 @@ def load(path: Path | None) -> Spec:
         raise SpecError(f"{path}{line}: YAML syntax error: {e.problem or e.context}{context}") from None
     except yaml.YAMLError as e:
         raise SpecError(f"{path}: YAML error: {e}") from None
+    return data
+
+
+def load(path: Path | None) -> Spec:
+    """Read, render and validate a spec file; None gives the default spec."""
+    if path is None:
+        return Spec()
+    data = read(path)
+    if isinstance(data, dict) and "matrix" in data:
+        raise SpecError(f"{path} declares a matrix: run it with 'harness matrix {path}'")
     return from_dict(data, path.parent.resolve(), where=str(path))
 
 

@@ -232,8 +232,10 @@ static pid_t spawn_holder(char **region, size_t n, int node, uint64_t seed, int 
 {
 	if (pipe(p2c) || pipe(c2p))
 		return -1;
+	fflush(stdout);
 	pid_t pid = fork();
 	if (pid == 0) {
+		g_failures = 0; /* its own verdict, not the parent's so far */
 		char *r = map_region(n, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (!r)
 			_exit(3);

@@ -230,3 +230,24 @@ def load(out_dir: Path) -> RunResult:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
         raise HarnessError(f"malformed {path}: {detail} (see docs/results-schema.md)") from exc
+
+
+def merge(results: dict[str, RunResult]) -> RunResult:
+    """Several runs (matrix entries, CI shards) as one: groups become LABEL/GROUP."""
+    groups = tuple(dataclasses.replace(g, name=f"{label}/{g.name}")
+                   for label, r in results.items() for g in r.groups)
+    crashes = tuple(c for r in results.values() for c in r.crashes)
+    return RunResult({"merged": {label: r.metadata for label, r in results.items()}}, groups, crashes)
+
+
+def load_many(dirs: list[Path]) -> dict[str, RunResult]:
+    """Runs found in `dirs`: a run directory itself, or a directory of run directories."""
+    found: dict[str, RunResult] = {}
+    for directory in dirs:
+        runs = [directory] if (directory / "results.json").exists() else \
+            sorted(p.parent for p in directory.glob("*/results.json"))
+        if not runs:
+            raise HarnessError(f"{directory}: no results.json in it or in its subdirectories")
+        for run_dir in runs:
+            found[run_dir.name] = load(run_dir)
+    return found

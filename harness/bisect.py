@@ -1,0 +1,159 @@
+"""Bisect driver: `git bisect` in a worktree of its own, one harness run per step.
+
+Step verdicts: the chosen tests pass -> good; they fail or the kernel
+crashes -> bad; the kernel does not build or boot -> skip; the harness itself
+cannot work (QEMU missing, disk full, bad spec) -> the bisect stops, since an
+infrastructure fault must never mark a commit bad. The user's checkout is
+never touched: the worktree lives in the cache and keeps its path, so every
+step builds incrementally in the same build directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import cache, pipeline
+from harness.commands import run as run_command
+from harness.errors import BuildError, ConfigError, HarnessError, SourceError
+from harness.results.model import RunResult, Status
+from harness.spec import Spec
+
+log = logging.getLogger("harness")
+
+GOOD, BAD, SKIP = "good", "bad", "skip"
+EXIT_CODES = {GOOD: 0, BAD: 1, SKIP: 125}  # what `git bisect run` expects
+EXIT_ABORT = 255  # makes `git bisect run` stop: the harness, not the commit, failed
+
+
+def _selected(result: RunResult, tests: tuple[str, ...]) -> list:
+    """Leaves named by `tests` ("group", "group.path" or a prefix of one); all if none."""
+    leaves = []
+    for group in result.groups:
+        for leaf, path in _paths(group, group.name):
+            if not tests or any(path == t or path.startswith(t + ".") for t in tests):
+                leaves.append(leaf)
+    return leaves
+
+
+def _paths(test, prefix: str):
+    if not test.subtests:
+        yield test, prefix
+    for sub in test.subtests:
+        yield from _paths(sub, f"{prefix}.{sub.name}")
+
+
+def verdict(result: RunResult, tests: tuple[str, ...] = ()) -> str:
+    """good, bad or skip for one finished run.
+
+    A failed or crashed test is bad. A kernel that never got ready, or tests
+    that could not run (an earlier crash elsewhere, a module that does not
+    build at this commit), decide nothing: skip."""
+    boot = next((g for g in result.groups if g.name == "boot"), None)
+    if boot is None or boot.status is Status.ERROR:
+        return SKIP
+    chosen = _selected(result, tests)
+    if tests and not chosen:
+        return SKIP  # the chosen tests do not exist at this commit
+    if any(leaf.status is Status.FAIL or leaf.crash for leaf in chosen) or (not tests and result.crashes):
+        return BAD
+    if any(leaf.status is Status.ERROR for leaf in chosen):
+        return SKIP
+    return GOOD
+
+
+def verdict_of_error(error: HarnessError) -> str | None:
+    """skip for a commit that does not build (or a patch that does not apply
+    to it); None, meaning stop, for a fault of the machine or the harness."""
+    text = str(error)
+    if "No space left on device" in text:
+        return None
+    if isinstance(error, (BuildError, ConfigError)):
+        return SKIP
+    if isinstance(error, SourceError) and "does not apply" in text:
+        return SKIP
+    return None
+
+
+@dataclass
+class Step:
+    commit: str
+    subject: str
+    verdict: str
+    seconds: float
+    failing: list[str]
+
+
+def git(repo: Path, *args: str) -> str:
+    return run_command(["git", "-C", str(repo), *args], error=SourceError, what=f"git {args[0]}").strip()
+
+
+def _worktree(repo: Path, bad: str) -> Path:
+    path = cache.subdir("bisect") / f"{repo.name}-{cache.digest(str(repo))}"
+    if (path / ".git").exists():
+        run_command(["git", "-C", str(path), "bisect", "reset"], error=SourceError, what="git bisect reset")
+        git(path, "checkout", "--detach", "--force", bad)
+    else:
+        git(repo, "worktree", "prune")
+        git(repo, "worktree", "add", "--detach", "--force", str(path), bad)
+    return path
+
+
+def _step(spec: Spec, tree: Path, out: Path, tests: tuple[str, ...], retries: int) -> tuple[str, list[str]]:
+    """Run the harness on the checked-out commit; repeat a good verdict `retries` times."""
+    step_spec = dataclasses.replace(spec, kernel=dataclasses.replace(spec.kernel, source=str(tree), rev=None))
+    for attempt in range(retries + 1):
+        try:
+            result = pipeline.run(step_spec, out / f"try-{attempt}" if retries else out)
+        except HarnessError as e:
+            kind = verdict_of_error(e)
+            if kind is None:
+                raise
+            return kind, [f"{e.stage}: {str(e).splitlines()[0]}"]
+        kind = verdict(result, tests)
+        failing = [leaf.name for leaf in _selected(result, tests) if leaf.status.is_failure]
+        if kind != GOOD:
+            return kind, failing + [c.title for c in result.crashes]
+    return GOOD, []
+
+
+def bisect(repo: Path, good: str, bad: str, spec: Spec, tests: tuple[str, ...], retries: int,
+           out: Path) -> tuple[list[Step], str | None]:
+    """Find the first bad commit. Returns the steps and that commit (None if undecided)."""
+    if not (repo / ".git").exists():
+        raise SourceError(f"{repo} is not a git checkout")
+    for rev in (good, bad):
+        try:
+            git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+        except SourceError:
+            raise SourceError(f"git revision '{rev}' does not exist in {repo}") from None
+    tree = _worktree(repo, bad)
+    steps: list[Step] = []
+    try:
+        output = git(tree, "bisect", "start", bad, good)
+        while True:
+            commit = git(tree, "rev-parse", "HEAD")
+            subject = git(tree, "log", "-1", "--format=%s", commit)
+            log.info("bisect step %d: %s %s", len(steps) + 1, commit[:12], subject)
+            start = time.monotonic()
+            kind, failing = _step(spec, tree, out / f"step-{len(steps) + 1}-{commit[:12]}", tests, retries)
+            steps.append(Step(commit, subject, kind, time.monotonic() - start, failing))
+            output = git(tree, "bisect", kind)
+            if m := re.search(r"^([0-9a-f]{40}) is the first bad commit", output, re.MULTILINE):
+                return steps, m.group(1)
+            if "only 'skip'ped commits left" in output:
+                return steps, None
+    finally:
+        run_command(["git", "-C", str(tree), "bisect", "reset"], error=SourceError, what="git bisect reset")
+
+
+def table(steps: list[Step]) -> str:
+    lines = [f"{'STEP':<5}{'COMMIT':<14}{'VERDICT':<9}{'TIME':>8}  SUBJECT / FAILING"]
+    for i, s in enumerate(steps, 1):
+        lines.append(f"{i:<5}{s.commit[:12]:<14}{s.verdict:<9}{s.seconds:>7.0f}s  {s.subject[:60]}")
+        if s.failing:
+            lines.append(f"{'':<36}{', '.join(s.failing)[:64]}")
+    return "\n".join(lines)
