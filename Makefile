@@ -12,12 +12,12 @@ BENCH_ARGS ?=
 
 APT_PACKAGES = qemu-system-x86 qemu-utils busybox-static dropbear-bin openssh-sftp-server \
 	linux-source-6.1 linux-source-6.12 gcc make libc6-dev flex bison bc libelf-dev libssl-dev \
-	cpio xz-utils ccache rsync patch git kmod e2fsprogs
+	cpio xz-utils ccache rsync patch git kmod e2fsprogs python3-pip
 
 HARNESS_ARGS = $(if $(SPEC),--spec $(SPEC)) $(if $(SOURCE),--source $(SOURCE)) $(if $(REV),--rev $(REV)) \
 	$(foreach p,$(PATCHES),--patch $(p)) $(foreach c,$(CONFIGS),--config $(c)) --out $(OUT)
 
-.PHONY: setup test-kernel test unit bench lint
+.PHONY: setup test-kernel test unit test-mutants bench lint
 
 setup: .setup-stamp
 
@@ -26,7 +26,7 @@ setup: .setup-stamp
 	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
 		apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); }
-	$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+	PIP_BREAK_SYSTEM_PACKAGES=1 $(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
 	@touch $@
 
 test-kernel: setup
@@ -37,6 +37,9 @@ test: setup
 
 unit: setup
 	$(PYTHON) -m pytest -ra -m unit tests
+
+test-mutants: setup
+	$(PYTHON) tests/e2e/mutants.py
 
 bench: setup
 	$(PYTHON) bench/bench.py $(BENCH_ARGS)

@@ -740,6 +740,32 @@ static struct folio *mt_shmem_lookup(struct mt_fix *f, unsigned int i)
 /*
  * Cases 1-4 (and the dirty case): every folio is migrated.
  */
+
+/*
+ * After a migrate_pages() call that should have moved every folio: its
+ * return value and count, the list it leaves (empty; anything left is put
+ * back so the case can go on), the callbacks, the isolation counters and
+ * what the mapping now holds.
+ */
+static void mt_expect_all_migrated(struct mt_fix *f, const struct mt_alloc *a, int rc,
+				   unsigned int succeeded,
+				   struct folio *(*lookup)(struct mt_fix *f, unsigned int i))
+{
+	struct mt_case *c = f->c;
+
+	mt_expect_eq(c, "migrate_pages() return value", rc, 0);
+	mt_expect_eq(c, "*nr_succeeded", succeeded, f->nr);
+	mt_expect_list(f, 0);
+	mt_expect_callbacks(c, a, f->nr);
+	if (!list_empty(&f->list)) {
+		mt_putback_movable_pages(&f->list);
+		INIT_LIST_HEAD(&f->list);
+	}
+	mt_lru_add_drain_all();
+	mt_iso_expect(c, &f->base, "after migration");
+	mt_expect_state(f, BIT(f->nr) - 1, lookup);
+}
+
 static void mt_run_all_move(struct mt_case *c, unsigned int nr,
 			    enum migrate_mode mode, enum mt_fill fill)
 {
@@ -771,17 +797,7 @@ static void mt_run_all_move(struct mt_case *c, unsigned int nr,
 
 	rc = mt_migrate(f, &a, mode, &succeeded);
 
-	mt_expect_eq(c, "migrate_pages() return value", rc, 0);
-	mt_expect_eq(c, "*nr_succeeded", succeeded, nr);
-	mt_expect_list(f, 0);
-	mt_expect_callbacks(c, &a, nr);
-	if (!list_empty(&f->list)) {
-		mt_putback_movable_pages(&f->list);
-		INIT_LIST_HEAD(&f->list);
-	}
-	mt_lru_add_drain_all();
-	mt_iso_expect(c, &f->base, "after migration");
-	mt_expect_state(f, all, mt_shmem_lookup);
+	mt_expect_all_migrated(f, &a, rc, succeeded, mt_shmem_lookup);
 out:
 	mt_fix_free(f);
 }
@@ -938,7 +954,6 @@ static struct folio *mt_anon_lookup(struct mt_fix *f, unsigned int i)
 static void mt_case_swapcache(struct mt_case *c)
 {
 	const unsigned int nr = 8;
-	unsigned long all = BIT(nr) - 1;
 	struct mt_alloc a = { .nid = MT_DST_NID };
 	struct mt_pin pin = {};
 	struct mt_fix *f;
@@ -1034,17 +1049,7 @@ static void mt_case_swapcache(struct mt_case *c)
 
 	rc = mt_migrate(f, &a, MIGRATE_SYNC, &succeeded);
 
-	mt_expect_eq(c, "migrate_pages() return value", rc, 0);
-	mt_expect_eq(c, "*nr_succeeded", succeeded, nr);
-	mt_expect_list(f, 0);
-	mt_expect_callbacks(c, &a, nr);
-	if (!list_empty(&f->list)) {
-		mt_putback_movable_pages(&f->list);
-		INIT_LIST_HEAD(&f->list);
-	}
-	mt_lru_add_drain_all();
-	mt_iso_expect(c, &f->base, "after migration");
-	mt_expect_state(f, all, mt_anon_lookup);
+	mt_expect_all_migrated(f, &a, rc, succeeded, mt_anon_lookup);
 	/* and what the process itself reads through its page tables */
 	for (i = 0; i < nr; i++) {
 		if (copy_from_user(buf, (void __user *)(f->uaddr + i * PAGE_SIZE), PAGE_SIZE))

@@ -17,7 +17,9 @@
 #include <time.h>
 
 enum { NPRIV = 64, NSHARED = 32, NTOTAL = NPRIV + NSHARED, NWRITERS = 2 };
-#define BOUNCE_SECONDS 2.0
+#define BOUNCE_SECONDS 2.0   /* bounce for this long (or MAX_BOUNCES) ...           */
+#define MIN_BOUNCES 20        /* ... but at least this many on a slow host ...        */
+#define BOUNCE_LIMIT_S 10.0   /* ... unless that takes this long                      */
 #define MAX_BOUNCES 400
 
 struct shared_state {                 /* MAP_SHARED: seen by the child too */
@@ -173,7 +175,10 @@ int case_concurrent_bounce(void)
 	/* Bounce. The shared pages are mapped by the child too: MPOL_MF_MOVE_ALL (root). */
 	int bounces = 0, clean = 0, partial = 0;
 	double t0 = now_s();
-	while (bounces < MAX_BOUNCES && now_s() - t0 < BOUNCE_SECONDS) {
+	for (;;) {
+		double el = now_s() - t0;
+		if (bounces >= MAX_BOUNCES || el >= BOUNCE_LIMIT_S || (el >= BOUNCE_SECONDS && bounces >= MIN_BOUNCES))
+			break;
 		int to = bounces % 2 ? A : B;
 		for (int p = 0; p < NTOTAL; p++) {
 			nodes[p] = to;
