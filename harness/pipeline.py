@@ -33,8 +33,9 @@ SSH_CONNECT_S = 30  # init has started sshd before it says ready: this is only s
 
 
 def _source_lock(spec: Spec):
-    """Runs on the same source share its private tree and build: they take turns."""
-    return cache.locked(f"source-{cache.digest(spec.kernel.source)}")
+    """Runs on the same source share its private tree and build: they take turns
+    (`debian:linux-source-6.1` and the path it is extracted to are one source)."""
+    return cache.locked(f"source-{cache.digest(str(ksource.origin_path(spec.kernel.source)))}")
 
 
 def _build(spec: Spec, out_dir: Path) -> kbuild.KernelBuild:

@@ -19,7 +19,7 @@ from harness.errors import SpecError
 
 DEFAULT_SOURCE = "debian:linux-source-6.1"
 KNOWN_GROUPS = ("boot", "workload", "module")  # built in; a spec may add script groups
-DEFAULT_GROUPS = ("boot", "module")
+DEFAULT_GROUPS = ("boot", "workload", "module")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ class KernelSource:
     version: str  # from the top Makefile, e.g. "6.1.192"
     commit: str | None  # git HEAD of the tree, if it is a git checkout
     patches: tuple[Path, ...]
+    generation: int = 0  # grows whenever a prepare changed a file of `tree`
 
 
 def makefile_version(tree: Path) -> str:
@@ -38,10 +39,17 @@ def makefile_version(tree: Path) -> str:
     return version + fields.get("EXTRAVERSION", "")
 
 
+def origin_path(origin: str) -> Path:
+    """Where the source lives: Debian's tarball is extracted into the cache."""
+    if origin.startswith("debian:"):
+        return cache.subdir("src") / origin.removeprefix("debian:")
+    return Path(origin).resolve()
+
+
 def debian_tree(package: str) -> Path:
     """Extract /usr/src/<package>.tar.xz once into the cache; return the tree."""
     tarball = Path("/usr/src") / f"{package}.tar.xz"
-    target = cache.subdir("src") / package
+    target = origin_path(f"debian:{package}")
     if (target / ".extracted").exists():
         return target
     if not tarball.exists():
@@ -127,7 +135,7 @@ def _series_id(patches: tuple[Path, ...]) -> str:
     return cache.digest(*(p.read_bytes() for p in patches))
 
 
-def _private_tree(source: Path, patches: tuple[Path, ...], git_based: bool) -> Path:
+def _private_tree(source: Path, patches: tuple[Path, ...], git_based: bool) -> tuple[Path, bool]:
     """`source` with `patches` applied: in place for our own worktree, else in a synced copy.
 
     A state file remembers which files the last series touched. Those files
@@ -141,8 +149,7 @@ def _private_tree(source: Path, patches: tuple[Path, ...], git_based: bool) -> P
     series = _series_id(patches)
     stamps = {f: _stamp(source / f) for f in state.get("touched", [])}
     if state.get("series") == series and state.get("stamps") == stamps and tree.exists() and not git_based:
-        _sync(source, tree, exclude=state["touched"])
-        return tree
+        return tree, _sync(source, tree, exclude=state["touched"])
     # The files the last series touched differ from a plain sync: they are
     # stamped again even if this series fails half-way, and remembered until
     # a series has been applied in full.
@@ -162,7 +169,18 @@ def _private_tree(source: Path, patches: tuple[Path, ...], git_based: bool) -> P
         keep = sorted(set(touched) if applied else old | set(touched))
         state_file.write_text(json.dumps({"series": series if applied else None, "touched": keep,
                                           "stamps": {f: _stamp(source / f) for f in keep}}))
-    return tree
+    return tree, True
+
+
+def _generation(tree: Path, changed: bool) -> int:
+    """A counter of the tree's states: a build stamped with it is current
+    as long as no prepare has changed a file since."""
+    counter = tree.parent / f"{tree.name}.generation"
+    value = int(counter.read_text()) if counter.exists() else 0
+    if changed or not counter.exists():
+        value += 1
+        counter.write_text(str(value))
+    return value
 
 
 def _stamp(path: Path) -> list[int] | None:
@@ -173,10 +191,11 @@ def _stamp(path: Path) -> list[int] | None:
     return [st.st_mtime_ns, st.st_size]
 
 
-def _sync(source: Path, tree: Path, exclude: list[str]) -> None:
+def _sync(source: Path, tree: Path, exclude: list[str]) -> bool:
+    """Make `tree` a copy of `source` (mtimes kept); True if anything changed."""
     tree.mkdir(parents=True, exist_ok=True)
-    argv = ["rsync", "-a", "--delete", "--exclude=/.git"] + [f"--exclude=/{f}" for f in exclude]
-    run(argv + [f"{source}/", f"{tree}/"], error=SourceError, what=f"copying {source}")
+    argv = ["rsync", "-a", "--itemize-changes", "--delete", "--exclude=/.git"] + [f"--exclude=/{f}" for f in exclude]
+    return bool(run(argv + [f"{source}/", f"{tree}/"], error=SourceError, what=f"copying {source}").strip())
 
 
 def prepare(origin: str, rev: str | None, patches: tuple[Path, ...]) -> KernelSource:
@@ -188,9 +207,10 @@ def prepare(origin: str, rev: str | None, patches: tuple[Path, ...]) -> KernelSo
         _check_tree(tree)
     origin_tree = tree
     if rev:
-        tree = _private_tree(_git_worktree(tree, rev), patches, git_based=True)
+        tree, changed = _private_tree(_git_worktree(tree, rev), patches, git_based=True)
     else:
-        tree = _private_tree(tree, patches, git_based=False)
+        tree, changed = _private_tree(tree, patches, git_based=False)
     git_dir = tree if rev else origin_tree
     commit = _git(git_dir, "rev-parse", "HEAD") if (git_dir / ".git").exists() else None
-    return KernelSource(tree=tree, origin=origin, version=makefile_version(tree), commit=commit, patches=patches)
+    return KernelSource(tree=tree, origin=origin, version=makefile_version(tree), commit=commit, patches=patches,
+                        generation=_generation(tree, changed))

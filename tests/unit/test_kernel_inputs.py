@@ -143,3 +143,10 @@ def test_a_failed_series_still_restamps_what_the_last_one_touched(tree, tmp_path
     plain = source.prepare(str(tree), None, ()).tree / "mm/migrate.c"
     assert plain.read_text() == MIGRATE_C
     assert plain.stat().st_mtime_ns >= built_at  # newer than any object built from the patched file
+
+
+def test_generation_moves_only_when_a_file_changed(tree):
+    first = source.prepare(str(tree), None, ()).generation
+    assert source.prepare(str(tree), None, ()).generation == first
+    (tree / "mm/migrate.c").write_text(MIGRATE_C + "/* edited */\n")
+    assert source.prepare(str(tree), None, ()).generation == first + 1
