@@ -40,12 +40,9 @@ int case_anon_move_pages(void)
 	enum { N = 128 };
 	const int A = g_node_a, B = g_node_b;
 	int st[N], exp[N];
-	char *r = map_region(N, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *r = anon_pages_on(A, N, 11);
 	if (!r)
 		return FAIL;
-	bind_task_to(A);
-	fill_pattern(r, 0, N, 11);
-	bind_task_to(-1);
 	diag("%d private anonymous pages written under MPOL_BIND{%d}", N, A);
 	if (expect_on_node("precondition: pages where MPOL_BIND put them", 0, r, N, A) ||
 	    expect_numa_maps("precondition", 0, r, A, N))
@@ -218,12 +215,9 @@ int case_mbind_move(void)
 	unmap_region(r, N + EXTRA);
 
 	/* (c) one page pinned by a pipe (vmsplice): it cannot be migrated. */
-	char *q = map_region(M, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *q = anon_pages_on(A, M, 23);
 	if (!q)
 		return FAIL;
-	bind_task_to(A);
-	fill_pattern(q, 0, M, 23);
-	bind_task_to(-1);
 	if (expect_on_node("precondition (pin)", 0, q, M, A))
 		return FAIL;
 	int pipefd[2];

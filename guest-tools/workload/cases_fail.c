@@ -155,12 +155,9 @@ int case_migration_counters(void)
 	enum { N = 64, PIN1 = 10, PIN2 = 40 };
 	const int A = g_node_a, B = g_node_b;
 	int st[N], exp[N];
-	char *r = map_region(N, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *r = anon_pages_on(A, N, 101);
 	if (!r)
 		return FAIL;
-	bind_task_to(A);
-	fill_pattern(r, 0, N, 101);
-	bind_task_to(-1);
 	if (expect_on_node("precondition", 0, r, N, A))
 		return FAIL;
 
@@ -383,12 +380,9 @@ int case_bad_args(void)
 	enum { N = 4 };
 	const int A = g_node_a, B = g_node_b;
 	int st[N];
-	char *r = map_region(N, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *r = anon_pages_on(A, N, 121);
 	if (!r)
 		return FAIL;
-	bind_task_to(A);
-	fill_pattern(r, 0, N, 121);
-	bind_task_to(-1);
 	/* A node id that exists in no form: not online, no memory. */
 	int bad = 5;
 	struct stat sb;

@@ -192,12 +192,9 @@ int case_swap_pages(void)
 	int st[N], exp[N];
 	if (!swap_active())
 		return skip("no active swap device");
-	char *r = map_region(N, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *r = anon_pages_on(A, N, 71);
 	if (!r)
 		return FAIL;
-	bind_task_to(A);
-	fill_pattern(r, 0, N, 71);
-	bind_task_to(-1);
 	if (expect_on_node("precondition", 0, r, N, A))
 		return FAIL;
 

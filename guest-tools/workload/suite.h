@@ -87,6 +87,7 @@ int run_on_node_cpus(int node);
 void *map_region(size_t npages, int flags, int fd, off_t off);
 void unmap_region(void *p, size_t npages);
 void fill_pattern(void *base, size_t first_page, size_t npages, uint64_t seed);
+char *anon_pages_on(int node, size_t npages, uint64_t seed); /* private anon pages, filled, on `node` */
 /* Checks pages [first, first+n) against seed; returns the number of bad pages and
  * reports the first bad byte (offset from base). */
 long check_pattern(const char *what, const void *base, size_t first_page, size_t npages, uint64_t seed);

@@ -353,16 +353,9 @@ long expect_statuses(const char *what, pid_t pid, void *base, size_t npages, con
 		free(st);
 		return (long)npages;
 	}
-	for (size_t i = 0; i < npages; i++) {
-		if (st[i] == expected[i])
-			continue;
-		if (wrong < 4)
-			failf("%s: page %zu is on %s, expected %s (move_pages query)", what, i, statusname(st[i]),
-			      statusname(expected[i]));
-		wrong++;
-	}
-	if (wrong > 4)
-		failf("%s: %ld of %zu pages not where expected", what, wrong, npages);
+	char label[256];
+	snprintf(label, sizeof(label), "%s (move_pages query)", what);
+	wrong = check_status_array(label, st, expected, npages);
 	free(st);
 	return wrong;
 }
@@ -718,4 +711,15 @@ long check_status_array(const char *what, const int *status, const int *expected
 	if (wrong > 4)
 		failf("%s: %ld of %zu statuses wrong", what, wrong, n);
 	return wrong;
+}
+
+char *anon_pages_on(int node, size_t npages, uint64_t seed)
+{
+	char *r = map_region(npages, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (!r)
+		return NULL;
+	bind_task_to(node); /* first touch while running on `node` places the pages there */
+	fill_pattern(r, 0, npages, seed);
+	bind_task_to(-1);
+	return r;
 }
