@@ -15,16 +15,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from harness import cache
+from harness import cache, testrun
+from harness.errors import BootError, BuildError
 from harness.guest import compile as compiler
 from harness.guest import initramfs, keys
 from harness.kernel import build as kbuild
 from harness.kernel import source as ksource
-from harness.results import ktap, oops, report
-from harness.results.model import RunResult, Status, TestResult
-from harness import testrun
+from harness.results import oops, report
+from harness.results.model import RunResult, TestResult
 from harness.spec import ScriptGroup, Spec
-from harness.errors import BootError, BuildError
 from harness.vm import qemu
 from harness.vm.ssh import GuestShell
 
@@ -121,36 +120,6 @@ def guest_shell(vm: qemu.Vm) -> GuestShell:
     return GuestShell.connect(vm.ssh_port, vm.image.keys, SSH_CONNECT_S, vm.console.tail)
 
 
-def group_from_console(lines: list[tuple[int, str]], name: str) -> TestResult | None:
-    """The KTAP document on the console that says '# Subtest: NAME', parsed."""
-    for document in ktap.split_documents(lines):
-        if any(ktap.strip_console_prefix(text).strip() == f"# Subtest: {name}" for _, text in document):
-            return ktap.parse_ktap(document, name)
-    return None
-
-
-def boot_group(vm: qemu.Vm, timeout: float) -> TestResult:
-    group = group_from_console(vm.console.lines(), "boot")
-    if vm.ready.kind == "marker" and group is not None:
-        return group
-    why = {"crash": "the kernel crashed during boot", "exit": "QEMU exited during boot",
-           "timeout": f"the guest was not ready within {timeout:.0f} s"}.get(vm.ready.kind, "no boot checks printed")
-    if group is None:
-        return testrun.not_run("boot", why)
-    return TestResult(group.name, Status.ERROR, group.diagnostics + (why,), group.directive, group.subtests,
-                      line=group.line)
-
-
-def attach_crashes(group: TestResult, crashes: list) -> TestResult:
-    """A crash fails the group that was running; it is kept in its diagnostics."""
-    if not crashes:
-        return group
-    titles = tuple(f"kernel crash: {c.title} (console.log:{c.first_line})" for c in crashes)
-    status = Status.ERROR if group.status is Status.ERROR else Status.FAIL
-    return TestResult(group.name, status, group.diagnostics + titles, group.directive, group.subtests,
-                      group.duration_s, crashes[0], group.line)
-
-
 def metadata(spec: Spec, kb: kbuild.KernelBuild, vm: qemu.Vm, timings: dict) -> dict:
     return {
         "kernel": {"version": kb.source.version, "release": kb.release, "origin": kb.source.origin,
@@ -210,11 +179,11 @@ def _run(spec: Spec, out_dir: Path, scratch: Path) -> RunResult:
         with booted(spec, kb, out_dir, scratch) as vm:
             timings["boot"] += vm.boot_seconds
             timings.setdefault("boot_to_first_result", vm.first_result_seconds or 0.0)
-            boot = boot_group(vm, spec.timeouts.boot)
+            boot = testrun.boot_group(vm, spec.timeouts.boot)
             boot_crashes = [c for c in oops.find_crashes(vm.console.lines()) if c.first_line > vm.console.start_line]
             clean = vm.ready.kind == "marker" and not boot_crashes
             if not groups:
-                groups.append(attach_crashes(boot, boot_crashes))
+                groups.append(testrun.attach_crashes(boot, boot_crashes))
             if not clean or not pending:
                 break
             tests_started = time.monotonic()

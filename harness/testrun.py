@@ -1,6 +1,6 @@
 """Test-run stage: run each test group in the booted guest and collect its KTAP.
 
-A script group is pushed over SFTP and run over SSH; its stdout (KTAP) is
+The boot group is read from the serial console. A script group is pushed over SFTP and run over SSH; its stdout (KTAP) is
 written to OUT/<group>.ktap as it arrives and echoed as live progress. While
 it runs the serial console is read without pause, so a kernel crash ends the
 group at once, and a group that outlives its timeout is a hang: the guest's
@@ -80,6 +80,36 @@ def _blame_first_missing(group: TestResult, why: str, directive: str | None,
     diagnostics = group.diagnostics + (() if blamed else (why,))
     return dataclasses.replace(group, status=Status.FAIL, subtests=tuple(subtests), crash=crash,
                                diagnostics=diagnostics)
+
+
+def group_from_console(lines: list[tuple[int, str]], name: str) -> TestResult | None:
+    """The KTAP document on the console that says '# Subtest: NAME', parsed."""
+    for document in ktap.split_documents(lines):
+        if any(ktap.strip_console_prefix(text).strip() == f"# Subtest: {name}" for _, text in document):
+            return ktap.parse_ktap(document, name)
+    return None
+
+
+def boot_group(vm: qemu.Vm, timeout: float) -> TestResult:
+    group = group_from_console(vm.console.lines(), "boot")
+    if vm.ready.kind == "marker" and group is not None:
+        return group
+    why = {"crash": "the kernel crashed during boot", "exit": "QEMU exited during boot",
+           "timeout": f"the guest was not ready within {timeout:.0f} s"}.get(vm.ready.kind, "no boot checks printed")
+    if group is None:
+        return testrun.not_run("boot", why)
+    return TestResult(group.name, Status.ERROR, group.diagnostics + (why,), group.directive, group.subtests,
+                      line=group.line)
+
+
+def attach_crashes(group: TestResult, crashes: list) -> TestResult:
+    """A crash fails the group that was running; it is kept in its diagnostics."""
+    if not crashes:
+        return group
+    titles = tuple(f"kernel crash: {c.title} (console.log:{c.first_line})" for c in crashes)
+    status = Status.ERROR if group.status is Status.ERROR else Status.FAIL
+    return TestResult(group.name, status, group.diagnostics + titles, group.directive, group.subtests,
+                      group.duration_s, crashes[0], group.line)
 
 
 def not_run(name: str, why: str) -> TestResult:
