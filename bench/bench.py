@@ -94,7 +94,7 @@ def floor_boot(kernel: Path, scratch: Path) -> float:
                              swap_disk=disks.sparse(scratch / "floor-swap.img", Spec().vm.swap_mib),
                              scratch_disk=disks.scratch_disk(scratch / "floor-scratch.img"),
                              accel="tcg" if qemu.kvm_unavailable() else "kvm",
-                             monitor=scratch / "floor.sock", ssh_port=None)
+                             ssh_port=None)
     return timed(lambda: subprocess.run(argv, check=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=120))
 
 

@@ -102,7 +102,7 @@ def booted(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path, scratch: Path,
     run_keys = keys.make(scratch / "keys") if with_ssh else None
     image = initramfs.assemble(spec.vm, run_keys, scratch, with_ssh=with_ssh)
     console_log = out_dir / "console.log"
-    vm = qemu.boot(spec.vm, kb.bzimage, image, console_log, scratch, spec.timeouts.boot, with_ssh)
+    vm = qemu.boot(spec.vm, kb.bzimage, image, console_log, spec.timeouts.boot, with_ssh)
     with vm:
         (out_dir / "qemu.pid").write_text(f"{vm.pid}\n")
         log.info("boot: %s in %.1f s under %s (console: %s)",

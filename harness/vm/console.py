@@ -80,9 +80,6 @@ class Console:
             elif index == 2 and time.monotonic() >= deadline:
                 return Wait("crash" if crashed else "timeout", elapsed)
 
-    def send(self, text: str) -> None:
-        self.child.send(text)
-
     def drain(self, seconds: float = 0.5) -> None:
         """Copy whatever QEMU still prints during `seconds` into console.log."""
         if not self.alive:

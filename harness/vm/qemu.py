@@ -9,10 +9,10 @@ under TCG with a one-line notice. Hands on a running `Vm`.
 from __future__ import annotations
 
 import json
+import shlex
 import logging
 import os
 import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,14 +48,14 @@ def _ranges(cpus: tuple[int, ...]) -> list[str]:
 
 
 def command_line(vm: VmSpec, *, kernel: Path, initrd: Path, swap_disk: Path, scratch_disk: Path, accel: str,
-                 monitor: Path, ssh_port: int | None) -> list[str]:
+                 ssh_port: int | None) -> list[str]:
     template = jinja2.Template(PROFILE.read_text(), undefined=jinja2.StrictUndefined,
                                trim_blocks=True, lstrip_blocks=True)
     distances = [(i, j, v) for i, row in enumerate(vm.distances or ()) for j, v in enumerate(row) if i != j]
     text = template.render(
         accel=accel, cpus=vm.cpus, memory_mib=vm.memory_mib, distances=distances,
         numa=[{"mem_mib": n.mem_mib, "cpu_ranges": _ranges(n.cpus)} for n in vm.numa],
-        kernel=kernel, initrd=initrd, cmdline=f"{CMDLINE} {vm.append}".strip(), monitor=monitor,
+        kernel=kernel, initrd=initrd, cmdline=f"{CMDLINE} {vm.append}".strip(),
         swap_disk=swap_disk, scratch_disk=scratch_disk, ssh_port=ssh_port,
     )
     argv = [QEMU]
@@ -102,7 +102,6 @@ class Vm:
     image: GuestImage
     accel: str
     ssh_port: int | None
-    monitor: Path
     ready: Wait  # kind "marker" when init said it is ready
     boot_seconds: float  # QEMU start to ready
     first_result_seconds: float | None  # QEMU start to the first KTAP result
@@ -122,21 +121,20 @@ class Vm:
 
 
 def _start(vm: VmSpec, kernel: Path, image: GuestImage, accel: str, console_log: Path,
-           scratch: Path, with_ssh: bool, timeout: float) -> tuple[Console, int | None, Path, Wait]:
+           with_ssh: bool, timeout: float) -> tuple[Console, int | None, Wait]:
     """Start QEMU and wait for init to start; retry if a parallel run took our port."""
     for _attempt in range(3):
         port = free_port() if with_ssh else None
-        monitor = Path(tempfile.mkdtemp(prefix="mon-", dir=scratch)) / "monitor.sock"
         argv = command_line(vm, kernel=kernel, initrd=image.initramfs, swap_disk=image.swap_disk,
                             scratch_disk=image.scratch_disk,
-                            accel=accel, monitor=monitor, ssh_port=port)
-        (scratch / "qemu.cmdline").write_text(" ".join(argv) + "\n")
+                            accel=accel, ssh_port=port)
+        (console_log.parent / "qemu.cmdline").write_text(shlex.join(argv) + "\n")  # to reproduce by hand
         console = Console(argv, console_log)
         first = console.wait_for(INIT_STARTED, timeout=timeout)
         if first.kind == "exit" and "Could not set up host forwarding" in console.tail(5):
             console.close()
             continue
-        return console, port, monitor, first
+        return console, port, first
     raise BootError("QEMU could not forward an SSH port on 127.0.0.1 after 3 tries")
 
 
@@ -154,7 +152,7 @@ def _choose_accel(requested: str) -> str:
     return "kvm"
 
 
-def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path, scratch: Path,
+def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
          boot_timeout: float, with_ssh: bool = True) -> Vm:
     """Boot the guest and wait until init says it is ready (or crashes, or times out).
 
@@ -164,7 +162,7 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path, scratch
     need_tool(QEMU)
     accel = _choose_accel(vm.accel)
     probing = accel == "kvm" and vm.accel == "auto"
-    console, port, monitor, first = _start(vm, kernel, image, accel, console_log, scratch, with_ssh,
+    console, port, first = _start(vm, kernel, image, accel, console_log, with_ssh,
                                            KVM_PROBE_S if probing else boot_timeout)
     if probing and first.kind in ("timeout", "exit"):
         reason = (f"a KVM guest did not reach init within {KVM_PROBE_S} s" if first.kind == "timeout"
@@ -174,7 +172,7 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path, scratch
         with console_log.open("a") as f:
             f.write(f"\n[harness] KVM probe failed ({reason}); booting again under TCG\n")
         accel = "tcg"
-        console, port, monitor, first = _start(vm, kernel, image, accel, console_log, scratch, with_ssh,
+        console, port, first = _start(vm, kernel, image, accel, console_log, with_ssh,
                                                boot_timeout)
         if first.kind == "marker":  # the kernel is fine under TCG: KVM itself is at fault
             _remember_kvm(reason)
@@ -191,5 +189,5 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path, scratch
         console.close()
         raise
     first_result = first.seconds + result.seconds if result.kind == "marker" else None
-    return Vm(console, image, accel, port, monitor, ready, first.seconds + result.seconds + ready.seconds,
+    return Vm(console, image, accel, port, ready, first.seconds + result.seconds + ready.seconds,
               first_result)

@@ -65,7 +65,7 @@ def test_host_key_public_half_matches_dropbear(tmp_path):
 def test_qemu_command_line_from_topology():
     vm = VmSpec(cpus=4, numa=(NumaNode(1024, (0, 1)), NumaNode(512, (2, 3))), distances=((10, 20), (20, 10)))
     argv = qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s.img"), scratch_disk=Path("/x.img"),
-                             accel="tcg", monitor=Path("/m.sock"), ssh_port=2222)
+                             accel="tcg", ssh_port=2222)
     joined = " ".join(argv)
     assert argv[0] == "qemu-system-x86_64"
     assert "-m 1536M" in joined and "-smp 4,sockets=4,cores=1,threads=1" in joined
@@ -80,6 +80,6 @@ def test_qemu_command_line_from_topology():
 def test_qemu_noncontiguous_cpus_and_no_ssh():
     vm = VmSpec(cpus=3, numa=(NumaNode(512, (0, 2)), NumaNode(512, (1,))), swap_mib=0)
     joined = " ".join(qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s"), scratch_disk=Path("/x"),
-                                        accel="kvm", monitor=Path("/m"), ssh_port=None))
+                                        accel="kvm", ssh_port=None))
     assert "nodeid=0,memdev=mem0,cpus=0,cpus=2" in joined
     assert "hostfwd" not in joined and "-cpu host" in joined
