@@ -3,6 +3,7 @@ with 2 NUMA nodes and swap under QEMU, and reports the boot checks."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -125,3 +126,20 @@ def test_accel_probe_reports_its_choice(default_kernel, tmp_path):
     assert f"under {accel.upper()}" in result.stderr
     if accel == "tcg":  # KVM missing, or present and broken (as on these 2-core machines): said once
         assert "KVM not used" in result.stderr or "falling back to TCG" in result.stderr
+
+
+def test_bisect_exit_codes_for_git_bisect_run(default_kernel, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("vm: {append: numa=off}\ntests: [boot]\n")
+    bad = harness("run", "--bisect-exit-codes", "--spec", str(spec), "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 1 and "bisect verdict: bad" in bad.stdout, bad.stderr[-2000:]
+    skip = harness("run", "--bisect-exit-codes", "--config", str(DATA / "unknown-symbol.config"),
+                   "--out", str(tmp_path / "skip"))
+    assert skip.returncode == 125 and "bisect verdict: skip" in skip.stderr
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "qemu-system-x86_64").write_text("#!/bin/sh\necho 'broken on purpose' >&2\nexit 1\n")
+    (fake / "qemu-system-x86_64").chmod(0o755)
+    stop = harness("run", "--bisect-exit-codes", "--out", str(tmp_path / "stop"),
+                   env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"})
+    assert stop.returncode == 255 and "stopping the bisect" in stop.stderr
