@@ -178,6 +178,7 @@ def boot(spec: specs.Spec, out: Path, command: str | None, push: list[Path]) -> 
     for path in push:
         if not path.is_file():
             raise HarnessError(f"--push {path}: no such file")
+    (out / "console.log").unlink(missing_ok=True)
     with pipeline.scratch_dir() as scratch:
         kb, _ = pipeline.prepare(spec, out, scratch)
         with pipeline.booted(spec, kb, out, scratch) as vm, pipeline.guest_shell(vm) as shell:
@@ -186,16 +187,22 @@ def boot(spec: specs.Spec, out: Path, command: str | None, push: list[Path]) -> 
 
 def _in_guest(spec: specs.Spec, vm, shell, command: str | None, push: list[Path]) -> int:
     from harness import testrun
+    from harness.results import oops
 
     if push:
         shell.run(f"mkdir -p {testrun.GUEST_DIR}", timeout=30)
     for path in push:
         shell.put(path, f"{testrun.GUEST_DIR}/{path.name}", mode=path.stat().st_mode & 0o777)
     if command is not None:
-        result = shell.run(command, timeout=spec.timeouts.test)
+        ended, result, _ = testrun.run_watched(vm, shell, command, spec.timeouts.test)
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
-        if result.timed_out:
+        if ended == "crash":
+            titles = [c.title for c in oops.find_crashes(vm.console.lines())]
+            print(f"harness: the kernel crashed: {'; '.join(titles) or 'QEMU exited'} "
+                  f"(console: {vm.console.log_path})", file=sys.stderr)
+            return EXIT_FAIL
+        if ended == "hang":
             print(f"harness: '{command}' timed out after {spec.timeouts.test:.0f} s", file=sys.stderr)
             return 124
         return result.status

@@ -50,6 +50,8 @@ class _Progress:
             text = raw.decode(errors="replace").rstrip()
             if text.lstrip().startswith(("ok ", "not ok ")):
                 log.info("%s [%6.1f s] %s", self.group, now, text.strip())
+            elif text.lstrip().startswith("# Subtest: "):  # which test runs now
+                log.info("%s [%6.1f s] running %s", self.group, now, text.split(": ", 1)[1])
 
     def close(self) -> None:
         self.file.close()
@@ -129,25 +131,34 @@ def _dump_blocked_tasks(vm: qemu.Vm, shell_factory, out: Path, group: str, since
     return dump
 
 
-def _watched(vm: qemu.Vm, shell: GuestShell, command: str, timeout: float, on_stdout, out: Path,
-             name: str, shell_factory) -> tuple[str, CommandResult, Path | None]:
-    """Run `command` over SSH while reading the console; end early on a crash.
+def run_watched(vm: qemu.Vm, shell: GuestShell, command: str, timeout: float, on_stdout=None,
+                before_stop=None) -> tuple[str, CommandResult, Path | None]:
+    """Run `command` over SSH while the console is read (and logged) without pause.
 
-    Returns how it ended ("done", "crash" or "hang"), the command's result
-    and, for a hang, the blocked-task dump. A crashed or hung VM is stopped."""
+    Returns how it ended ("done", "crash" or "hang"), the command's result,
+    and what `before_stop(kind, console_line)` returned: it runs before a
+    crashed or hung VM is stopped (the SSH command ends with the VM)."""
     console_start = vm.console.line_count()
-    dump = None
+    kept = None
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(shell.run, command, timeout, on_stdout)
         watch = vm.console.wait_for(None, timeout + 5, until=future.done)
         kind = {"marker": "done", "timeout": "hang"}.get(watch.kind, "crash")
         if kind == "done" and future.result().timed_out:
             kind = "hang"
-        if kind == "hang":
-            dump = _dump_blocked_tasks(vm, shell_factory, out, name, console_start)
         if kind != "done":
-            vm.stop()  # the SSH command ends with the VM
-        return kind, future.result(), dump
+            kept = before_stop(kind, console_start) if before_stop else None
+            vm.stop()
+        result = future.result()
+    vm.console.drain(0.2)  # what the kernel printed as the command ended
+    return kind, result, kept
+
+
+def _dumper(vm: qemu.Vm, shell_factory, out: Path, name: str):
+    """For run_watched: a hung group's blocked-task dump."""
+    def dump(kind: str, since_line: int) -> Path | None:
+        return _dump_blocked_tasks(vm, shell_factory, out, name, since_line) if kind == "hang" else None
+    return dump
 
 
 def _ended_badly(result: TestResult, kind: str, vm: qemu.Vm, since_line: int, timeout: float,
@@ -189,8 +200,8 @@ def run_script(vm: qemu.Vm, shell: GuestShell, group: ScriptGroup, out: Path, ti
     since = vm.console.line_count()
     progress = _Progress(group.name, out / f"{group.name}.ktap")
     log.info("%s: running %s (timeout %.0f s)", group.name, group.script.name, timeout)
-    kind, command, dump = _watched(vm, shell, f"cd {GUEST_DIR} && {remote}", timeout, progress, out,
-                                   group.name, shell_factory)
+    kind, command, dump = run_watched(vm, shell, f"cd {GUEST_DIR} && {remote}", timeout, progress,
+                                      _dumper(vm, shell_factory, out, group.name))
     progress.close()
     lines = list(enumerate((out / f"{group.name}.ktap").read_text(errors="replace").splitlines(), 1))
     result = _with_durations(_parse(lines, group.name, "its stdout"), progress.arrivals)
@@ -242,7 +253,8 @@ def run_module(vm: qemu.Vm, shell: GuestShell, ko: Path, out: Path, timeout: flo
     before = _isolated(shell)
     since = vm.console.line_count()
     log.info("module: loading %s (timeout %.0f s)", ko.name, timeout)
-    kind, command, dump = _watched(vm, shell, f"insmod {remote}", timeout, None, out, "module", shell_factory)
+    kind, command, dump = run_watched(vm, shell, f"insmod {remote}", timeout, None,
+                                      _dumper(vm, shell_factory, out, "module"))
     if kind == "done" and command.status != 0:
         message = (command.stderr or command.stdout).strip() or f"exit status {command.status}"
         return GroupRun(TestResult("module", Status.ERROR, (f"insmod failed: {message}",)), "done")

@@ -64,6 +64,11 @@ def _warning(m: re.Match[str]) -> str:
     return f"WARNING at {place[1]}" if place else f"WARNING: {_clean(m[1])}"
 
 
+def _kernel_bug(m: re.Match[str]) -> str:
+    func = re.match(r"([\w.]+)\+0x[0-9a-f]+/", m[1])
+    return f"kernel BUG in {func[1]}" if func else f"kernel BUG at {m[1]}"
+
+
 def _panic(m: re.Match[str]) -> str:
     # Cut from the first word holding an address or code: "kill init! exitcode=0x00000009".
     reason = re.sub(r"\s*\S*(?:0x[0-9a-fA-F]+|[0-9a-f]{8,}).*$", "", m[1]).strip()
@@ -92,7 +97,9 @@ KINDS: tuple[CrashKind, ...] = (
         rip=True,
     ),
     CrashKind("bug", re.compile(r"BUG: (.*)"), lambda m: f"BUG: {_clean(m[1])}"),
-    CrashKind("kernel-bug", re.compile(r"kernel BUG at ([^!\s]+)"), lambda m: f"kernel BUG at {m[1]}"),
+    # Without CONFIG_DEBUG_BUGVERBOSE the kernel prints "Kernel BUG at func+0x1b/0x1000 [mod]".
+    CrashKind("kernel-bug", re.compile(r"[Kk]ernel BUG at ([^!\s]+)"), _kernel_bug),
+    CrashKind("invalid-opcode", re.compile(r"invalid opcode: "), lambda m: "invalid opcode", rip=True),
     CrashKind("gpf", re.compile(r"(?:Oops: )?general protection fault"), lambda m: "general protection fault", rip=True),
     CrashKind("oops", re.compile(r"(?:Internal error: )?Oops: "), lambda m: "Oops", rip=True),
     CrashKind("unable-to-handle", re.compile(r"([Uu]nable to handle .*)"), lambda m: _clean(m[1]), rip=True),

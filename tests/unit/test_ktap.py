@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -403,3 +404,30 @@ def test_second_document_ends_the_first():
 
 def test_split_documents_without_any_document():
     assert split_documents(numbered("just\nnoise\n")) == []
+
+
+# Real output captured from a full run on the default 6.1 kernel under QEMU:
+# the serial console (boot checks, then the test module's KTAP among kernel
+# messages) and the workload's stdout.
+REAL = Path(__file__).parent / "data" / "ktap"
+
+
+def test_real_console_holds_the_boot_and_module_documents():
+    lines = list(enumerate((REAL / "console-6.1.log").read_text(errors="replace").split("\n"), 1))
+    boot, module = split_documents(lines)
+    boot_result = parse_ktap(boot, "boot")
+    assert [t.name for t in boot_result.subtests] == [
+        "numa_nodes_online", "node0_memory", "node0_cpus", "node1_memory", "node1_cpus", "swap_active"]
+    assert boot_result.status is Status.PASS
+    module_result = parse_ktap(module, "module")
+    (suite,) = module_result.subtests
+    assert suite.name == "migrate_pages" and len(suite.subtests) == 8
+    assert all(t.status is Status.PASS for t in suite.subtests) and suite.subtests[0].name == "shmem_to_node1"
+    assert all(t.line and "ok" in lines[t.line - 1][1] for t in suite.subtests)
+
+
+def test_real_workload_output():
+    lines = list(enumerate((REAL / "workload-6.1.ktap").read_text().split("\n"), 1))
+    result = parse_ktap(lines, "workload")
+    assert len(result.subtests) == 14 and result.status is Status.PASS
+    assert result.subtests[-1].name == "query_mode"

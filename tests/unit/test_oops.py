@@ -1,6 +1,8 @@
 """Crash detection: hand-written x86_64 console captures in, CrashReports out."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness.results.oops import CRASH_START, KINDS, MAX_LINES, find_crashes
@@ -230,6 +232,7 @@ FIRST_LINES = {
     "bug-fault": ("BUG: unable to handle page fault for address: 0000000000000000", "BUG: unable to handle page fault"),
     "bug": ("BUG: sleeping function called from invalid context at mm/migrate.c:99", "BUG: sleeping function called from invalid context"),
     "kernel-bug": ("kernel BUG at mm/migrate.c:123!", "kernel BUG at mm/migrate.c:123"),
+    "invalid-opcode": ("invalid opcode: 0000 [#1] PREEMPT SMP", "invalid opcode"),
     "gpf": ("general protection fault, probably for non-canonical address 0xdffffc0000000000: 0000 [#1]", "general protection fault"),
     "oops": ("Oops: 0002 [#1] PREEMPT SMP NOPTI", "Oops"),
     "unable-to-handle": ("Unable to handle kernel paging request at virtual address dead000000000108", "Unable to handle kernel paging request"),
@@ -318,3 +321,29 @@ def test_excerpt_is_capped():
     lines = numbered("\n".join(["[   5.000000] BUG: soft lockup - CPU#0 stuck for 23s! [sh:1]", *frames]))
     [crash] = find_crashes(lines)
     assert len(crash.excerpt.splitlines()) == MAX_LINES
+
+
+# Real console logs, captured from the default 6.1 kernel under QEMU by
+# tests/unit/data/crashes/capture.sh (a module that crashes on purpose, sysrq).
+REAL = Path(__file__).parent / "data" / "crashes"
+
+
+@pytest.mark.parametrize("log, title, first_text, last_text", [
+    ("bug.log", "kernel BUG in crashmod_init", "Kernel BUG at crashmod_init", "---[ end trace"),
+    ("warn.log", "WARNING in crashmod_init", "WARNING: CPU:", "---[ end trace"),
+    ("null.log", "BUG: kernel NULL pointer dereference in crashmod_null_store.constprop.0",
+     "BUG: kernel NULL pointer dereference", "---[ end trace"),
+    ("hang.log", "INFO: task hung (blocked for more than 2 seconds): insmod", "INFO: task insmod:", "</TASK>"),
+    # panic=-1: QEMU is gone before the kernel prints its "end Kernel panic" line
+    ("panic.log", "Kernel panic - not syncing: sysrq triggered crash", "Kernel panic - not syncing",
+     "Kernel Offset:"),
+])
+def test_real_crash_logs(log, title, first_text, last_text):
+    lines = list(enumerate((REAL / log).read_text(errors="replace").split("\n"), 1))
+    crashes = find_crashes(lines)
+    assert [c.title for c in crashes] == [title]
+    crash = crashes[0]
+    assert first_text in lines[crash.first_line - 1][1] and last_text in lines[crash.last_line - 1][1]
+    assert crash.excerpt.splitlines()[0].startswith(first_text.split(":")[0])
+    assert CRASH_START.search(lines[crash.first_line - 1][1])
+    assert not any(CRASH_START.search(text) for n, text in lines if n < crash.first_line)
