@@ -216,11 +216,25 @@ def _in_guest(spec: specs.Spec, vm, shell, command: str | None, push: list[Path]
     return EXIT_FAIL
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Progress lines to whatever sys.stderr is when they are written."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("harness: %(message)s"))
-    logging.getLogger("harness").addHandler(handler)
-    logging.getLogger("harness").setLevel(logging.INFO)
+    logger = logging.getLogger("harness")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("harness: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     # paramiko logs its own tracebacks (e.g. a banner cut off by Ctrl-C); ours are the messages that count
     logging.getLogger("paramiko").addHandler(logging.NullHandler())
     signal.signal(signal.SIGTERM, _terminate)

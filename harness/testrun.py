@@ -99,7 +99,7 @@ def boot_group(vm: qemu.Vm, timeout: float) -> TestResult:
     why = {"crash": "the kernel crashed during boot", "exit": "QEMU exited during boot",
            "timeout": f"the guest was not ready within {timeout:.0f} s"}.get(vm.ready.kind, "no boot checks printed")
     if group is None:
-        return testrun.not_run("boot", why)
+        return not_run("boot", why)
     return TestResult(group.name, Status.ERROR, group.diagnostics + (why,), group.directive, group.subtests,
                       line=group.line)
 
