@@ -126,35 +126,42 @@ static int read_file(const char *path, char *buf, size_t n)
 	return (int)got;
 }
 
+/* A kernel list file such as "0-1,4" into up to `max` numbers; how many, or -1. */
+static int read_list(const char *path, int *out, int max)
+{
+	char buf[256];
+	if (read_file(path, buf, sizeof(buf)) <= 0)
+		return -1;
+	int nr = 0;
+	char *p = buf;
+	while (*p && nr < max) {
+		char *end;
+		long a = strtol(p, &end, 10), b = a;
+		if (end == p)
+			break;
+		p = end;
+		if (*p == '-') {
+			b = strtol(p + 1, &end, 10);
+			p = end;
+		}
+		for (long x = a; x <= b && nr < max; x++)
+			out[nr++] = (int)x;
+		if (*p != ',')
+			break;
+		p++;
+	}
+	return nr;
+}
+
 void detect_machine(void)
 {
 	struct utsname u;
 	if (uname(&u) == 0)
 		sscanf(u.release, "%d.%d", &g_kver_major, &g_kver_minor);
 	/* Nodes with memory: /sys/devices/system/node/has_memory, e.g. "0-1". */
-	char buf[256];
-	int nodes[MASK_BITS], nr = 0;
-	if (read_file("/sys/devices/system/node/has_memory", buf, sizeof(buf)) > 0) {
-		char *p = buf;
-		while (*p && nr < MASK_BITS) {
-			char *end;
-			long a = strtol(p, &end, 10), b = a;
-			if (end == p)
-				break;
-			p = end;
-			if (*p == '-') {
-				b = strtol(p + 1, &end, 10);
-				p = end;
-			}
-			for (long x = a; x <= b && nr < MASK_BITS; x++)
-				nodes[nr++] = (int)x;
-			if (*p == ',')
-				p++;
-			else
-				break;
-		}
-	}
-	g_nr_mem_nodes = nr;
+	int nodes[MASK_BITS];
+	int nr = read_list("/sys/devices/system/node/has_memory", nodes, MASK_BITS);
+	g_nr_mem_nodes = nr > 0 ? nr : 0;
 	if (nr >= 2) {
 		g_node_a = nodes[0];
 		g_node_b = nodes[1];
@@ -217,33 +224,14 @@ int run_on_node_cpus(int node)
 			CPU_SET(c, &set);
 		return sched_setaffinity(0, sizeof(set), &set);
 	}
-	char path[96], buf[256];
+	char path[96];
+	int cpus[CPU_SETSIZE];
 	snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/cpulist", node);
-	if (read_file(path, buf, sizeof(buf)) <= 0)
-		return -1;
-	char *p = buf;
-	int any = 0;
-	while (*p) {
-		char *end;
-		long a = strtol(p, &end, 10), b = a;
-		if (end == p)
-			break;
-		p = end;
-		if (*p == '-') {
-			b = strtol(p + 1, &end, 10);
-			p = end;
-		}
-		for (long c = a; c <= b && c < CPU_SETSIZE; c++) {
-			CPU_SET(c, &set);
-			any = 1;
-		}
-		if (*p == ',')
-			p++;
-		else
-			break;
-	}
-	if (!any)
-		return -1; /* memory-only node: leave affinity alone */
+	int nr = read_list(path, cpus, CPU_SETSIZE);
+	if (nr <= 0)
+		return -1; /* no such node, or memory-only: leave affinity alone */
+	for (int i = 0; i < nr; i++)
+		CPU_SET(cpus[i], &set);
 	return sched_setaffinity(0, sizeof(set), &set);
 }
 
