@@ -3,8 +3,8 @@
 - The workload: every guest-tools/workload/*.c linked into one static binary
   (`gcc -static`), cached by the content of its sources and flags.
 - The test module: guest-tools/module built by kbuild (`make -C BUILD M=`)
-  against the kernel just built, in a cache directory keyed by that build,
-  so the checkout never holds build output.
+  against the kernel just built, in a cache directory kept per kernel build
+  directory, so the checkout never holds build output.
 """
 from __future__ import annotations
 
@@ -44,20 +44,28 @@ def workload(log: IO[str]) -> Path:
 
 
 def module(kb: KernelBuild, log: IO[str]) -> Path:
-    """migrate_test.ko built against `kb`; a BuildError carries the compiler's first errors."""
+    """migrate_test.ko built against `kb`; a BuildError carries the compiler's first errors.
+
+    One kbuild directory per kernel build directory, so kbuild itself decides
+    what to recompile; make is skipped while neither the module's sources nor
+    the kernel tree (its generation) changed."""
     sources = _sources(MODULE_DIR, ("*.c", "*.h", "Kbuild", "Makefile"))
-    key = cache.digest(str(kb.build_dir), kb.release, *(p.read_bytes() for p in sources))
-    work = cache.subdir("modules") / f"{MODULE_NAME}-{key}"
-    ko = work / f"{MODULE_NAME}.ko"
-    if ko.exists():
+    work = cache.subdir("modules") / f"{MODULE_NAME}-{cache.digest(str(kb.build_dir))}"
+    ko, stamp = work / f"{MODULE_NAME}.ko", work / ".harness-built"
+    identity = cache.digest(str(kb.source.generation), kb.release, *(p.name for p in sources),
+                            *(p.read_bytes() for p in sources))
+    if ko.exists() and stamp.exists() and stamp.read_text() == identity:
         return ko
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    stamp.unlink(missing_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     for source in sources:
-        shutil.copy2(source, work / source.name)
+        target = work / source.name
+        if not target.exists() or target.read_bytes() != source.read_bytes():
+            shutil.copy2(source, target)
     try:
         run(["make", "-C", str(kb.build_dir), *make_vars(), f"M={work}", "modules"],
             error=BuildError, what=f"building {MODULE_NAME}.ko", log=log)
     except BuildError as e:
         raise BuildError(f"{MODULE_NAME}.ko does not build against {kb.release}:\n{first_errors(str(e))}") from None
+    stamp.write_text(identity)
     return ko
