@@ -1,8 +1,10 @@
 """Test-run stage: run each test group in the booted guest and collect its KTAP.
 
-The boot group is read from the serial console. A script group is pushed over SFTP and run over SSH; its stdout (KTAP) is
-written to OUT/<group>.ktap as it arrives and echoed as live progress. While
-it runs the serial console is read without pause, so a kernel crash ends the
+The boot group is read from the serial console. A script group (the
+workload is one) is pushed over SFTP and run over SSH; its stdout (KTAP) is
+written to OUT/<group>.ktap as it arrives and echoed as live progress. The
+module group is loaded with insmod and read from the console. While a group
+runs the serial console is read without pause, so a kernel crash ends the
 group at once, and a group that outlives its timeout is a hang: the guest's
 blocked tasks are dumped (sysrq w) into OUT/hang-<group>.txt. Hands on one
 TestResult per group plus how the group ended.
