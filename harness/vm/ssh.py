@@ -32,13 +32,25 @@ class CommandResult:
 
 
 class GuestShell:
-    def __init__(self, client: paramiko.SSHClient):
+    def __init__(self, client: paramiko.SSHClient, reconnect: Callable[[], paramiko.SSHClient]):
         self.client = client
+        self._reconnect = reconnect
+
+    def _fresh_connection(self) -> None:
+        """dropbear now and then drops a connection right after an SFTP
+        session (seen on 2022.83): connect again, same pinned keys."""
+        self.client.close()
+        self.client = self._reconnect()
 
     @classmethod
     def connect(cls, port: int, keys: RunKeys, timeout: float,
                 console_tail: Callable[[], str] = lambda: "") -> "GuestShell":
         """Connect as root, retrying until `timeout` while the guest's sshd starts."""
+        client = cls._client(port, keys, timeout, console_tail)
+        return cls(client, lambda: cls._client(port, keys, 10, console_tail))
+
+    @staticmethod
+    def _client(port: int, keys: RunKeys, timeout: float, console_tail: Callable[[], str]) -> paramiko.SSHClient:
         deadline = time.monotonic() + timeout
         last_error = "no attempt made"
         client_key = paramiko.PKey.from_path(keys.client_key)
@@ -50,7 +62,7 @@ class GuestShell:
                 client.connect(HOST, port, username="root", pkey=client_key,
                                look_for_keys=False, allow_agent=False, timeout=5, banner_timeout=10,
                                auth_timeout=10)
-                return cls(client)
+                return client
             except paramiko.BadHostKeyException as e:
                 client.close()
                 raise GuestError(
@@ -101,12 +113,13 @@ class GuestShell:
         return CommandResult(status, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def _exec(self, command: str, tries: int = 3) -> paramiko.Channel:
-        """A channel running `command`. dropbear now and then closes a new
-        channel at once (seen right after an SFTP session): open another."""
+        """A channel running `command`. A channel closed at once, or a
+        connection gone, gets another try (see _fresh_connection)."""
         for attempt in range(tries):
             transport = self.client.get_transport()
             if transport is None or not transport.is_active():
-                raise GuestError(f"the SSH connection to the guest is gone; '{command}' did not run")
+                self._fresh_connection()
+                transport = self.client.get_transport()
             try:
                 channel = transport.open_session()
                 channel.settimeout(1.0)
@@ -117,21 +130,26 @@ class GuestShell:
                     raise GuestError(f"the guest's SSH server did not run '{command}': {e}") from None
                 time.sleep(0.2)
 
+    def _sftp(self, action: Callable[[paramiko.SFTPClient], None], what: str) -> None:
+        for attempt in range(2):
+            try:
+                with self.client.open_sftp() as sftp:
+                    action(sftp)
+                return
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                if attempt == 1:
+                    raise GuestError(f"could not {what}: {e}") from None
+                self._fresh_connection()
+
     def put(self, local: Path, remote: str, mode: int | None = None) -> None:
-        try:
-            with self.client.open_sftp() as sftp:
-                sftp.put(str(local), remote)
-                if mode is not None:
-                    sftp.chmod(remote, mode)
-        except (paramiko.SSHException, OSError) as e:
-            raise GuestError(f"could not copy {local} to the guest's {remote}: {e}") from None
+        def put(sftp: paramiko.SFTPClient) -> None:
+            sftp.put(str(local), remote)
+            if mode is not None:
+                sftp.chmod(remote, mode)
+        self._sftp(put, f"copy {local} to the guest's {remote}")
 
     def get(self, remote: str, local: Path) -> None:
-        try:
-            with self.client.open_sftp() as sftp:
-                sftp.get(remote, str(local))
-        except (paramiko.SSHException, OSError) as e:
-            raise GuestError(f"could not copy the guest's {remote} to {local}: {e}") from None
+        self._sftp(lambda sftp: sftp.get(remote, str(local)), f"copy the guest's {remote} to {local}")
 
     def close(self) -> None:
         self.client.close()
