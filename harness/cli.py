@@ -180,7 +180,7 @@ def boot(spec: specs.Spec, out: Path, command: str | None, push: list[Path]) -> 
             raise HarnessError(f"--push {path}: no such file")
     (out / "console.log").unlink(missing_ok=True)
     with pipeline.scratch_dir() as scratch:
-        kb, _ = pipeline.prepare(spec, out, scratch)
+        kb, _ = pipeline.prepare(spec, out, scratch, with_assets=False)
         with pipeline.booted(spec, kb, out, scratch) as vm, pipeline.guest_shell(vm) as shell:
             return _in_guest(spec, vm, shell, command, push)
 

@@ -72,12 +72,14 @@ def compile_assets(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path) -> Assets:
     return Assets(workload, module)
 
 
-def prepare(spec: Spec, out_dir: Path, scratch: Path) -> tuple[kbuild.KernelBuild, Assets]:
-    """Build the kernel and the guest's programs; copy what QEMU and the guest
-    read into the run's scratch, since a parallel run may rebuild the shared tree."""
+def prepare(spec: Spec, out_dir: Path, scratch: Path,
+            with_assets: bool = True) -> tuple[kbuild.KernelBuild, Assets]:
+    """Build the kernel and (unless only booting) the guest's programs; copy what
+    QEMU and the guest read into the run's scratch, since a parallel run may
+    rebuild the shared tree."""
     with _source_lock(spec):
         kb = _build(spec, out_dir)
-        assets = compile_assets(spec, kb, out_dir)
+        assets = compile_assets(spec, kb, out_dir) if with_assets else Assets(None, None)
         kernel = Path(shutil.copy2(kb.bzimage, scratch / "bzImage"))
         module = assets.module
         if isinstance(module, Path):
