@@ -135,14 +135,13 @@ def metadata(spec: Spec, kb: kbuild.KernelBuild, vm: qemu.Vm, timings: dict) -> 
 
 def run_group(spec: Spec, vm: qemu.Vm, shell: GuestShell, group: str | ScriptGroup, assets: Assets,
               out_dir: Path) -> testrun.GroupRun:
-    reconnect = lambda: GuestShell.connect(vm.ssh_port, vm.image.keys, 5)  # noqa: E731
     if group == "module":
         if isinstance(assets.module, BuildError):
             return testrun.GroupRun(testrun.not_run("module", str(assets.module)), "done")
-        return testrun.run_module(vm, shell, assets.module, out_dir, spec.timeouts.test, reconnect)
+        return testrun.run_module(vm, shell, assets.module, out_dir, spec.timeouts.test)
     if group == "workload":
         group = ScriptGroup("workload", assets.workload)
-    return testrun.run_script(vm, shell, group, out_dir, group.timeout or spec.timeouts.test, reconnect)
+    return testrun.run_script(vm, shell, group, out_dir, group.timeout or spec.timeouts.test)
 
 
 def run_in_guest(spec: Spec, vm: qemu.Vm, groups: list[str | ScriptGroup], assets: Assets,
@@ -182,7 +181,8 @@ def _run(spec: Spec, out_dir: Path, scratch: Path) -> RunResult:
             timings["boot"] += vm.boot_seconds
             timings.setdefault("boot_to_first_result", vm.first_result_seconds or 0.0)
             boot = testrun.boot_group(vm, spec.timeouts.boot)
-            boot_crashes = [c for c in oops.find_crashes(vm.console.lines()) if c.first_line > vm.console.start_line]
+            boot_crashes = [c for c in oops.find_crashes(vm.console.lines())
+                            if c.first_line > vm.console.start_line]
             clean = vm.ready.kind == "marker" and not boot_crashes
             if not groups:
                 groups.append(testrun.attach_crashes(boot, boot_crashes))

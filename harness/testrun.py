@@ -120,11 +120,10 @@ def not_run(name: str, why: str) -> TestResult:
     return TestResult(name=name, status=Status.ERROR, diagnostics=(why,))
 
 
-def _dump_blocked_tasks(vm: qemu.Vm, shell_factory, out: Path, group: str, since_line: int) -> Path:
-    """sysrq w (blocked tasks) over a fresh SSH session; the console shows the dump."""
+def _dump_blocked_tasks(vm: qemu.Vm, shell: GuestShell, out: Path, group: str, since_line: int) -> Path:
+    """sysrq w (blocked tasks) on a channel of its own; the console shows the dump."""
     try:
-        with shell_factory() as shell:
-            shell.run("echo w > /proc/sysrq-trigger", timeout=DUMP_WAIT_S)
+        shell.run("echo w > /proc/sysrq-trigger", timeout=DUMP_WAIT_S)
     except Exception as e:  # noqa: BLE001 - a hung guest may refuse SSH too; keep going
         log.warning("%s: could not ask the guest for its blocked tasks: %s", group, e)
     vm.console.drain(DUMP_WAIT_S)
@@ -156,10 +155,10 @@ def run_watched(vm: qemu.Vm, shell: GuestShell, command: str, timeout: float, on
     return kind, result, kept
 
 
-def _dumper(vm: qemu.Vm, shell_factory, out: Path, name: str):
+def _dumper(vm: qemu.Vm, shell: GuestShell, out: Path, name: str):
     """For run_watched: a hung group's blocked-task dump."""
     def dump(kind: str, since_line: int) -> Path | None:
-        return _dump_blocked_tasks(vm, shell_factory, out, name, since_line) if kind == "hang" else None
+        return _dump_blocked_tasks(vm, shell, out, name, since_line) if kind == "hang" else None
     return dump
 
 
@@ -193,8 +192,7 @@ def timed(run):
 
 
 @timed
-def run_script(vm: qemu.Vm, shell: GuestShell, group: ScriptGroup, out: Path, timeout: float,
-               shell_factory) -> GroupRun:
+def run_script(vm: qemu.Vm, shell: GuestShell, group: ScriptGroup, out: Path, timeout: float) -> GroupRun:
     """Push and run one script group; its stdout is the KTAP."""
     shell.run(f"mkdir -p {GUEST_DIR}", timeout=30)
     remote = f"{GUEST_DIR}/{group.script.name}"
@@ -203,7 +201,7 @@ def run_script(vm: qemu.Vm, shell: GuestShell, group: ScriptGroup, out: Path, ti
     progress = _Progress(group.name, out / f"{group.name}.ktap")
     log.info("%s: running %s (timeout %.0f s)", group.name, group.script.name, timeout)
     kind, command, dump = run_watched(vm, shell, f"cd {GUEST_DIR} && {remote}", timeout, progress,
-                                      _dumper(vm, shell_factory, out, group.name))
+                                      _dumper(vm, shell, out, group.name))
     progress.close()
     lines = list(enumerate((out / f"{group.name}.ktap").read_text(errors="replace").splitlines(), 1))
     result = _with_durations(_parse(lines, group.name, "its stdout"), progress.arrivals)
@@ -246,7 +244,7 @@ def _isolated(shell: GuestShell) -> dict[str, int]:
 
 
 @timed
-def run_module(vm: qemu.Vm, shell: GuestShell, ko: Path, out: Path, timeout: float, shell_factory) -> GroupRun:
+def run_module(vm: qemu.Vm, shell: GuestShell, ko: Path, out: Path, timeout: float) -> GroupRun:
     """insmod the test module, read its KTAP live from the console, cross-check
     it with dmesg over SSH, unload it, and check nothing stayed isolated."""
     shell.run(f"mkdir -p {GUEST_DIR}", timeout=30)
@@ -256,7 +254,7 @@ def run_module(vm: qemu.Vm, shell: GuestShell, ko: Path, out: Path, timeout: flo
     since = vm.console.line_count()
     log.info("module: loading %s (timeout %.0f s)", ko.name, timeout)
     kind, command, dump = run_watched(vm, shell, f"insmod {remote}", timeout, None,
-                                      _dumper(vm, shell_factory, out, "module"))
+                                      _dumper(vm, shell, out, "module"))
     if kind == "done" and command.status != 0:
         message = (command.stderr or command.stdout).strip() or f"exit status {command.status}"
         return GroupRun(TestResult("module", Status.ERROR, (f"insmod failed: {message}",)), "done")

@@ -178,7 +178,8 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
             _remember_kvm(reason)
     elif probing:
         _remember_kvm(None)
-    if first.kind == "exit" and not any("Linux version" in line for _, line in console.lines()):
+    this_boot = [line for n, line in console.lines() if n > console.start_line]
+    if first.kind == "exit" and not any("Linux version" in line for line in this_boot):
         tail = console.tail(10)
         console.close()
         raise BootError(f"QEMU would not start the guest under {accel.upper()} (it exited at once):\n{tail}")
