@@ -72,8 +72,11 @@ def test_document_follows_the_schema():
     assert doc["ok"] is False
     assert [g["name"] for g in doc["groups"]] == ["migration", "boot"]
     thp = doc["groups"][0]["subtests"][1]["subtests"][0]
-    assert set(thp) == {"name", "status", "diagnostics", "directive", "duration_s", "line", "crash", "subtests"}
+    assert set(thp) == {"name", "status", "diagnostics", "failure", "directive", "duration_s", "line", "crash",
+                        "subtests"}
     assert thp["status"] == "fail" and thp["crash"]["title"] == OOPS.title
+    assert thp["failure"] == f"kernel crash: {OOPS.title} (console.log:40)"
+    assert doc["groups"][0]["subtests"][0]["failure"] is None  # passed
     assert set(doc["crashes"][0]) == {"title", "excerpt", "first_line", "last_line"}
     assert {t["status"] for t in doc["groups"][0]["subtests"]} <= {s.value for s in Status}
 
@@ -141,10 +144,11 @@ def test_one_testsuite_per_group_and_dotted_leaf_names():
 def test_junit_outcomes_per_status():
     cases = {c.get("name"): c for c in parsed().iter("testcase")}
     failure = cases["private_anon.thp"].find("failure")
-    assert failure.get("message") == "expected 2 pages moved, got 1 ]]> <&"
+    assert failure.get("message") == f"kernel crash: {OOPS.title} (console.log:40)"
+    assert "expected 2 pages moved, got 1 ]]> <&" in failure.text
     assert "second line" in failure.text and OOPS.title in failure.text and OOPS.excerpt in failure.text
     assert cases["never"].find("error").get("message") == "missing: planned but never reported"
-    assert cases["boot"].find("error").get("message") == "TIMEOUT"
+    assert cases["boot"].find("error").get("message") == "timed out"
     assert cases["swap"].find("skipped").get("message") == "SKIP no swap"
     assert "expected failure" in cases["private_anon.shared"].find("system-out").text
     assert len(cases["basic"]) == 0 and cases["basic"].get("time") == "0.250"
@@ -171,10 +175,10 @@ def test_summary_rows_sections_and_last_line():
     assert rows[0] == ["PASS", "migration", "basic", "0.25s"]
     assert "…" in lines[7] and LONG_NAME not in lines[7]
     text = "\n".join(lines)
-    assert "FAIL migration: private_anon.thp" in text
-    assert "    expected 2 pages moved, got 1 ]]> <&" in text
-    assert f"    crash: {OOPS.title}" in text
-    assert "ERROR boot: boot\n    TIMEOUT" in text  # no diagnostic: the directive stands in
+    assert f"FAIL migration: private_anon.thp: kernel crash: {OOPS.title}" in text
+    assert "    expected 2 pages moved, got 1 ]]> <&" in text  # the failed check after the crash
+    assert "ERROR migration: never: missing: planned but never reported" in text
+    assert "HANG boot: boot: timed out" in text  # a TIMEOUT with nothing said
     assert f"{ORPHAN.title} (console.log lines 90-99)" in text
     assert text.count(OOPS.title + " (console.log") == 1
 
@@ -185,7 +189,10 @@ def test_summary_lines_stay_within_100_characters():
         Result(long, Status.ERROR, diagnostics=(long,), crash=CrashReport(long, "", 1, 2)),)),))
     lines = summary(result).splitlines()
     assert all(len(line) <= 100 for line in lines)
-    assert sum("…" in line for line in lines) >= 5  # group, name, failure, diagnostic, crash titles
+    assert sum("…" in line for line in lines) >= 3  # table group and name, Failures: header, crash title
+    # What failed is wrapped, never cut: its end says "expected X, seen Y".
+    failures = "".join(line.strip() for line in lines[lines.index("Failures:") + 2:lines.index("Crashes:")])
+    assert f"kernel crash: {long} (console.log:1)" in failures
 
 
 def test_summary_of_an_empty_run():
