@@ -37,7 +37,6 @@ _XML_FORBIDDEN_RE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U001
 _FAILED_CHECK_RE = re.compile(r"^FAIL\b|\bFAILED\b|\b[Ee]xpected\b")
 _HEADER_RE = re.compile(r"^Subtest:")
 _DUMP_RE = re.compile(r"\bhang-[\w.-]+\.txt\b")
-SUMMARY_FAILURE_LINES = 3  # per failed test
 
 
 # ---- what failed -----------------------------------------------------------
@@ -234,19 +233,15 @@ def summary(result: RunResult) -> str:
 
 
 def _failure_entry(word: str, group: str, path: str, leaf: TestResult) -> list[str]:
-    """`WORD GROUP: PATH: what failed`, wrapped (never cut: the end says expected vs seen)."""
-    word = "HANG" if is_hang(leaf) else word
-    said = [" ".join(_xml_text(text).split()) for text in failure_lines(leaf)]
-    shown = said[:SUMMARY_FAILURE_LINES]
-    if len(said) > len(shown):
-        shown.append(f"... {len(said) - len(shown)} more (junit.xml, results.json)")
-    head = _fit(f"{word} {group}: {path}", WIDTH)
-    out = textwrap.wrap(f"{head}: {shown[0]}" if shown else head, WIDTH, subsequent_indent="    ",
-                        break_long_words=True, break_on_hyphens=False)
-    for text in shown[1:]:
-        out += textwrap.wrap(text, WIDTH, initial_indent="    ", subsequent_indent="      ",
-                             break_long_words=True, break_on_hyphens=False)
-    return out
+    """`WORD GROUP: PATH: what failed (and N more lines)`, wrapped, never cut: its end says expected vs seen."""
+    said = failure_lines(leaf)
+    text = _fit(f"{'HANG' if is_hang(leaf) else word} {group}: {path}", WIDTH)
+    if said:
+        # The status word already says FAIL; the workload's "FAIL: " prefix would repeat it.
+        text += ": " + " ".join(_xml_text(re.sub(r"^FAIL: ", "", said[0])).split())
+    if len(said) > 1:
+        text += f" (+{len(said) - 1} more in junit.xml)"
+    return textwrap.wrap(text, WIDTH, subsequent_indent="    ", break_on_hyphens=False)
 
 
 def _groups_line(result: RunResult) -> list[str]:
