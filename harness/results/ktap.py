@@ -30,8 +30,8 @@ from __future__ import annotations
 import itertools
 import re
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 from harness.results.model import Status, TestResult
 
@@ -122,7 +122,7 @@ class _Notes:
     def __bool__(self) -> bool:
         return bool(self.head)
 
-    def merged(self, *others: "_Notes") -> "_Notes":
+    def merged(self, *others: _Notes) -> _Notes:
         """All notes in line order, bounded again; dropped counts add up."""
         out = _Notes(sorted(note for notes in (self, *others) for note in (*notes.head, *notes.tail)))
         out.dropped += self.dropped + sum(o.dropped for o in others)

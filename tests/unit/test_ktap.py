@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.results.ktap import MAX_DIAGNOSTICS, KtapError, parse_ktap, split_documents, strip_console_prefix
+from harness.results.ktap import (
+    MAX_DIAGNOSTICS,
+    KtapError,
+    parse_ktap,
+    split_documents,
+    strip_console_prefix,
+)
 from harness.results.model import Counts, Status
 
 pytestmark = pytest.mark.unit
@@ -417,7 +423,7 @@ def test_subtest_header_of_a_test_that_never_reported_names_it():
         # Subtest: second
         # started
     """)
-    first, second = group.subtests
+    _, second = group.subtests
     assert (second.name, second.status) == ("second", Status.ERROR)
     assert group.diagnostics == ("preamble", "started")
 
