@@ -8,25 +8,16 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import validate_junit
 from lxml import etree
 
+from conftest import validate_junit
 from harness.errors import HarnessError
 from harness.results.ktap import parse_ktap, split_documents
-
 # Aliased so pytest does not try to collect the dataclass as a test class.
 from harness.results.model import Counts, CrashReport, RunResult, Status
 from harness.results.model import TestResult as Result
-from harness.results.report import (
-    failure,
-    failure_lines,
-    from_json,
-    junit_xml,
-    load,
-    summary,
-    to_json,
-    write_all,
-)
+from harness.results.report import (failure, failure_lines, from_json, junit_xml, load, summary, to_json,
+                                    write_all)
 
 pytestmark = pytest.mark.unit
 
