@@ -2,6 +2,7 @@
 (incrementally: a warm cache makes it seconds, a cold one a few minutes)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,40 @@ from lxml import etree
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "integration" / "data"
+
+
+# What the default run (boot, workload, module groups on the default machine) reports, leaf by leaf.
+BOOT_CHECKS = ["numa_nodes_online", "node0_memory", "node0_cpus", "node1_memory", "node1_cpus", "swap_active",
+               "scratch_mounted"]
+WORKLOAD_CASES = ["anon_move_pages", "migrate_pages_other_process", "mbind_move", "shared_anon_move_all",
+                  "file_pages_tmpfs", "file_pages_ext4", "swap_pages", "thp_move", "unmovable_page",
+                  "concurrent_bounce", "permissions_unprivileged", "bad_args", "migration_counters", "query_mode"]
+MODULE_CASES = ["shmem_to_node1", "mode_async", "mode_sync_light", "mode_sync", "extra_ref_not_migrated",
+                "dirty_state_preserved", "alloc_fail_enomem", "swapcache_anon"]
+MODULE_LEAVES = [f"migrate_pages.{c}" for c in MODULE_CASES] + [
+    "console_matches_dmesg", "unload", "isolated_counters_restored"]
+# Skips allowed on the default machine, as "group.test": none. A case that skips there lost
+# its precondition (a disk, swap, THP, a node's memory): that is a harness regression.
+EXPECTED_SKIPS: list[str] = []
+
+
+def leaves(results: dict, status: str | None = None) -> list[str]:
+    """results.json's leaves as "group.path" (only those with `status` if given)."""
+    found: list[str] = []
+
+    def walk(test: dict, path: str) -> None:
+        if not test["subtests"] and status in (None, test["status"]):
+            found.append(path)
+        for sub in test["subtests"]:
+            walk(sub, f"{path}.{sub['name']}")
+    for group in results["groups"]:
+        walk(group, group["name"])
+    return found
+
+
+def skips(out: Path) -> list[str]:
+    """The run's skipped leaves as "group.test" (the reasons are in summary.txt)."""
+    return leaves(json.loads((out / "results.json").read_text()), "skip")
 
 
 JUNIT_SCHEMA = etree.XMLSchema(etree.parse(str(Path(__file__).parent / "unit" / "data" / "junit.xsd")))

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Boot checks, as KTAP v1 on the console: the topology and swap the spec
-# asked for are the ones the kernel sees. Reads /etc/harness/expect.
+# Boot checks, as KTAP v1 on the console: the topology, swap and scratch disk
+# the spec asked for are the ones the kernel sees. Reads /etc/harness/expect.
 . /etc/harness/expect
 n=0
 result() {  # result OK|FAIL name [diagnostic]
@@ -12,7 +12,7 @@ skip() { n=$((n + 1)); echo "ok $n $1 # SKIP $2"; }
 
 echo "KTAP version 1"
 echo "# Subtest: boot"
-echo "1..$((2 * NODES + 2))"
+echo "1..$((2 * NODES + 3))"
 
 online=$(cat /sys/devices/system/node/online 2>/dev/null)
 found=$(ls -d /sys/devices/system/node/node[0-9]* 2>/dev/null | wc -l)
@@ -43,3 +43,9 @@ else
     if [ "$got" -ge $((SWAP_MIB - 1)) ] && [ "$got" -le "$SWAP_MIB" ]; then s=OK; else s=FAIL; fi
     result $s swap_active "swap on $SWAP_DEV: expected $SWAP_MIB MiB, found $got MiB"
 fi
+
+# The ext4 scratch disk of the file-page cases: attached and mounted by init.
+fs=$(awk -v d="$SCRATCH_DEV" -v m="$SCRATCH_MOUNT" '$1 == d && $2 == m {print $3}' /proc/mounts)
+if [ -b "$SCRATCH_DEV" ]; then attached="block device"; else attached="no block device"; fi
+if [ "$fs" = ext4 ]; then s=OK; else s=FAIL; fi
+result $s scratch_mounted "scratch disk $SCRATCH_DEV ($attached) on $SCRATCH_MOUNT: expected ext4, found ${fs:-not mounted}"

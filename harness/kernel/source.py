@@ -138,10 +138,13 @@ def _series_id(patches: tuple[Path, ...]) -> str:
 def _private_tree(source: Path, patches: tuple[Path, ...], git_based: bool) -> tuple[Path, bool]:
     """`source` with `patches` applied: in place for our own worktree, else in a synced copy.
 
-    A state file remembers which files the last series touched. Those files
+    A state file remembers which files a series ever touched. Those files
     are stamped with a fresh mtime whenever the series changes, so make sees
     every file whose content changed (rsync would otherwise restore an old
-    mtime), while an unchanged series and source rebuild nothing.
+    mtime), while an unchanged series and source rebuild nothing. They stay
+    out of later plain syncs: a sync would set a restored file's time back
+    to the source's, older than an object another build directory made from
+    the patched file, and make would keep that object.
     """
     tree = source if git_based else cache.subdir("trees") / f"{source.name}-{cache.digest(str(source))}"
     state_file = tree.parent / f"{tree.name}.patched.json"
@@ -166,7 +169,7 @@ def _private_tree(source: Path, patches: tuple[Path, ...], git_based: bool) -> t
         for name in old | set(touched):
             if (tree / name).exists():
                 (tree / name).touch()
-        keep = sorted(set(touched) if applied else old | set(touched))
+        keep = sorted(old | set(touched))
         state_file.write_text(json.dumps({"series": series if applied else None, "touched": keep,
                                           "stamps": {f: _stamp(source / f) for f in keep}}))
     return tree, True

@@ -69,6 +69,13 @@ def failure_lines(test: TestResult) -> list[str]:
     return lines or said[:1] or ([test.directive] if test.directive else [])
 
 
+def skip_reason(test: TestResult) -> str:
+    """Why a test skipped: its SKIP directive's text, else its first diagnostic."""
+    reason = re.sub(r"^SKIP\b:?\s*", "", test.directive or "", flags=re.IGNORECASE)
+    said = [d for d in test.diagnostics if not _HEADER_RE.match(d)]
+    return reason or next(iter(said), "no reason given")
+
+
 def failure(test: TestResult) -> str | None:
     """The one line that says what failed (None if the test did not fail or said nothing)."""
     return next(iter(failure_lines(test)), None)
@@ -207,7 +214,7 @@ def _fit(text: str, width: int) -> str:
 
 
 def summary(result: RunResult) -> str:
-    """Table of leaves, failures, crashes, then Counts.line() as the last line."""
+    """Table of leaves, failures, skips with their reasons, crashes, then Counts.line() as the last line."""
     rows = [(leaf.status.name, g.name, path, leaf) for g in result.groups for path, leaf in _leaves(g)]
     group_w = min(max([len("GROUP")] + [len(r[1]) for r in rows]), 24)
     name_w = WIDTH - 7 - (group_w + 2) - 10  # status, group, duration columns
@@ -221,6 +228,12 @@ def summary(result: RunResult) -> str:
         lines += ["", "Failures:"]
     for word, group, path, leaf in failures:
         lines += _failure_entry(word, group, path, leaf)
+    skips = [r for r in rows if r[3].status is Status.SKIP]
+    if skips:
+        lines += ["", "Skipped:"]
+    for word, group, path, leaf in skips:
+        lines += textwrap.wrap(f"SKIP {_fit(group, group_w)}: {_fit(path, name_w)}: {skip_reason(leaf)}", WIDTH,
+                               subsequent_indent="    ", break_on_hyphens=False)
     # A parser may attach a crash to a leaf only; list those too, once each.
     crashes = list(dict.fromkeys([*result.crashes, *(r[3].crash for r in rows if r[3].crash)]))
     if crashes:

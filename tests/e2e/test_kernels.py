@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import harness
+from conftest import BOOT_CHECKS, EXPECTED_SKIPS, MODULE_LEAVES, WORKLOAD_CASES, harness, leaves, skips
 from harness import cli, pipeline
 from harness.guest import compile as compiler
 
@@ -31,7 +31,12 @@ def test_612_passes_the_whole_suite(kernel_612, tmp_path):
     assert data["metadata"]["kernel"]["version"].startswith("6.12.")
     assert [(g["name"], g["status"]) for g in data["groups"]] == [
         ("boot", "pass"), ("workload", "pass"), ("module", "pass")]
-    assert data["counts"]["passed"] >= 30
+    expected = ([f"boot.{c}" for c in BOOT_CHECKS] + [f"workload.{c}" for c in WORKLOAD_CASES]
+                + [f"module.{c}" for c in MODULE_LEAVES])
+    assert leaves(data) == expected
+    assert skips(out) == EXPECTED_SKIPS, (out / "summary.txt").read_text()  # a skip is no pass
+    assert data["counts"] == {"passed": len(expected), "failed": 0, "skipped": 0, "errors": 0, "xfailed": 0,
+                              "total": len(expected)}
 
 
 def test_module_for_the_wrong_kernel_is_an_error_and_the_rest_runs(kernel_612, tmp_path, monkeypatch, capsys):

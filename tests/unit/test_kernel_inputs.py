@@ -1,4 +1,5 @@
 """Source preparation and config checks on small fake trees, with the real patch/rsync/git."""
+import os
 import subprocess
 import textwrap
 from pathlib import Path
@@ -67,7 +68,7 @@ def test_changed_series_restores_and_restamps_files(tree, tmp_path):
     other.write_text("--- a/Makefile\n+++ b/Makefile\n@@ -4 +4 @@\n-EXTRAVERSION = -rc1\n+EXTRAVERSION = -rc2\n")
     src = source.prepare(str(tree), None, (other,))
     restored = src.tree / "mm/migrate.c"
-    assert restored.read_text() == MIGRATE_C and restored.stat().st_mtime_ns >= first
+    assert restored.read_text() == MIGRATE_C and restored.stat().st_mtime_ns > first
     assert src.version == "6.1.99-rc2"
 
 
@@ -142,7 +143,7 @@ def test_a_failed_series_still_restamps_what_the_last_one_touched(tree, tmp_path
         source.prepare(str(tree), None, (bad,))
     plain = source.prepare(str(tree), None, ()).tree / "mm/migrate.c"
     assert plain.read_text() == MIGRATE_C
-    assert plain.stat().st_mtime_ns >= built_at  # newer than any object built from the patched file
+    assert plain.stat().st_mtime_ns > built_at  # newer than any object built from the patched file
 
 
 def test_generation_moves_only_when_a_file_changed(tree):
@@ -150,3 +151,19 @@ def test_generation_moves_only_when_a_file_changed(tree):
     assert source.prepare(str(tree), None, ()).generation == first
     (tree / "mm/migrate.c").write_text(MIGRATE_C + "/* edited */\n")
     assert source.prepare(str(tree), None, ()).generation == first + 1
+
+
+def test_a_restored_file_stays_newer_than_objects_built_from_the_patch(tree, tmp_path):
+    """Two build directories share the tree: one built the patched file, the other
+    rebuilt the restored one. The next runs must not set the file's time back to
+    the source's, or make keeps the first directory's object of the patched file."""
+    os.utime(tree / "mm/migrate.c", (1e9, 1e9))  # a source file unpacked long ago
+    patch = tmp_path / "marker.patch"
+    patch.write_text(MARKER_PATCH)
+    patched = source.prepare(str(tree), None, (patch,)).tree / "mm/migrate.c"
+    built_at = patched.stat().st_mtime_ns  # build dir 1 compiles the patched file
+    source.prepare(str(tree), None, ())  # restored and restamped; build dir 2 compiles it
+    again = source.prepare(str(tree), None, ()).tree / "mm/migrate.c"  # then build dir 1 builds
+    assert again.read_text() == MIGRATE_C
+    assert again.stat().st_mtime_ns > built_at, "the restored file went back to the source's time"
+    assert source.prepare(str(tree), None, ()).generation == source.prepare(str(tree), None, ()).generation
