@@ -49,7 +49,6 @@ static int file_case(const char *dir, int tmpfs)
 {
 	enum { N = 64, H = N / 2 };
 	const int A = g_node_a, B = g_node_b;
-	int st[N], exp[N];
 	if (!fs_is(dir, tmpfs ? TMPFS_MAGIC_ : EXT4_MAGIC_))
 		return skip("%s is not a mounted %s", dir, tmpfs ? "tmpfs" : "ext4");
 	if (tmpfs && !swap_active())
@@ -79,13 +78,7 @@ static int file_case(const char *dir, int tmpfs)
 		goto out;
 
 	long long s0 = vmstat_get("pgmigrate_success");
-	long ret = move_region(0, m, N, NULL, B, st, MPOL_MF_MOVE);
-	CHECK(ret == 0, "move_pages(%d file pages -> node %d) returned %ld (%s), expected 0", N, B, ret, errname(errno));
-	for (int i = 0; i < N; i++)
-		exp[i] = B;
-	check_status_array("file pages", st, exp, N);
-	expect_on_node("file pages after the move", 0, m, N, B);
-	expect_numa_maps("file pages after the move", 0, m, B, N);
+	move_all_expect("file pages moved to node B", m, N, B);
 	struct numa_line nl;
 	if (numa_maps_get(0, (unsigned long)m, &nl) == 0)
 		diag("numa_maps after the move: dirty=%ld mapped=%ld N%d=%ld", nl.dirty, nl.mapped, B, nl.n[B]);
@@ -240,14 +233,7 @@ int case_swap_pages(void)
 	int target = nl.n[B] == N ? A : B;
 	long need = N - nl.n[target]; /* pages that really have to migrate */
 	long long s0 = vmstat_get("pgmigrate_success");
-	ret = move_region(0, r, N, NULL, target, st, MPOL_MF_MOVE);
-	CHECK(ret == 0, "move_pages of swapped-in pages -> node %d returned %ld (%s), expected 0", target, ret,
-	      errname(errno));
-	for (int i = 0; i < N; i++)
-		exp[i] = target;
-	check_status_array("move of swapped-in pages", st, exp, N);
-	expect_on_node("swapped-in pages after the move", 0, r, N, target);
-	expect_numa_maps("swapped-in pages after the move", 0, r, target, N);
+	move_all_expect("swapped-in (swap-cache) pages moved", r, N, target);
 	numa_maps_get(0, (unsigned long)r, &nl);
 	diag("after the move: numa_maps swapcache=%ld dirty=%ld", nl.swapcache, nl.dirty);
 	CHECK(nl.swapcache == swapcache_before, "numa_maps swapcache=%ld after the move, %d before: migration "
