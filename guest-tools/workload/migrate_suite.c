@@ -4,7 +4,8 @@
  * Runs page-migration test cases (move_pages(2), migrate_pages(2), mbind(2), swap,
  * THP, ...) and prints KTAP v1 on stdout. Each case runs in a forked process of its
  * own (its own process group) under a deadline; a case that overruns it is killed
- * and reported "not ok". Usage: migrate_suite [CASE_NAME]
+ * and reported "not ok". Usage: migrate_suite [CASE_NAME]   (one case; the others are
+ * reported "# SKIP not selected"), or migrate_suite --list (the case names, one per line).
  */
 #include "suite.h"
 
@@ -98,6 +99,11 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	setvbuf(stderr, NULL, _IOLBF, 0);
 	const char *only = argc > 1 ? argv[1] : NULL;
+	if (only && !strcmp(only, "--list")) {
+		for (int i = 0; i < NCASES; i++)
+			printf("%s\n", cases[i].name);
+		return 0;
+	}
 	if (only) {
 		int found = 0;
 		for (int i = 0; i < NCASES; i++)
