@@ -37,6 +37,61 @@ static const struct tcase cases[] = {
 };
 #define NCASES ((int)(sizeof(cases) / sizeof(cases[0])))
 
+enum { STUCK = 3 };         /* run_case(): the case is stuck in the kernel (and the exit status) */
+#define KILL_GRACE_S 3.0    /* after SIGKILL, a task still alive this long is stuck in the kernel */
+#define MAX_TASKS 64
+static char g_stuck_in[128]; /* where the stuck case sleeps: kernel_move_pages+0x8d/0x1a0 */
+
+/* The case overran its deadline: kill its process group; if a task of it is still alive
+ * KILL_GRACE_S later (SIGKILL cannot end a task sleeping uninterruptibly in the kernel), the
+ * case is stuck in the kernel: print its tasks' kernel stacks and return STUCK, else FAIL. */
+static int overran(const struct tcase *c, pid_t pid)
+{
+	static struct task_info at_deadline[MAX_TASKS], left[MAX_TASKS];
+	int nd = group_tasks(pid, at_deadline, MAX_TASKS), nl, reaped = 0, st;
+	kill(-pid, SIGKILL);
+	kill(pid, SIGKILL);
+	double end = now_s() + KILL_GRACE_S;
+	for (;;) {
+		reaped |= waitpid(pid, &st, WNOHANG) == pid;
+		nl = group_tasks(pid, left, MAX_TASKS);
+		if ((reaped && nl == 0) || now_s() > end)
+			break;
+		usleep(20000);
+	}
+	int in_d = 0;
+	for (int i = 0; i < nd; i++)
+		in_d += at_deadline[i].state == 'D';
+	if (nl == 0) {
+		diag("FAIL: case did not finish within %d s, expected it to: killed; not stuck in the kernel (%d task(s), "
+		     "%d in state D at the deadline, all gone after SIGKILL)", c->timeout_s, nd, in_d);
+		return FAIL;
+	}
+	/* The first task in state D names the place (a helper may only wait for it). */
+	int first = 0;
+	for (int i = 0; i < nl; i++) {
+		kernel_stack(&left[i]);
+		if (left[i].state == 'D' && left[first].state != 'D')
+			first = i;
+	}
+	snprintf(g_stuck_in, sizeof(g_stuck_in), "%s", left[first].top);
+	diag("FAIL: case did not finish within %d s, expected it to; stuck in the kernel in %s: %d task(s) still alive "
+	     "%.0f s after SIGKILL, expected none (%d in state D at the deadline)", c->timeout_s, g_stuck_in, nl,
+	     KILL_GRACE_S, in_d);
+	for (int i = 0; i < nl && i < 8; i++) {
+		diag("stuck task %d (thread %d, %s), state %c, kernel stack:", (int)left[i].pid, (int)left[i].tid,
+		     left[i].comm, left[i].state);
+		for (char *line = left[i].stack; line && *line;) {
+			char *nl_ = strchr(line, '\n');
+			if (nl_)
+				*nl_ = 0;
+			diag("  %s", line);
+			line = nl_ ? nl_ + 1 : NULL;
+		}
+	}
+	return STUCK;
+}
+
 static int run_case(const struct tcase *c, char *reason)
 {
 	reason[0] = 0;
@@ -73,16 +128,8 @@ static int run_case(const struct tcase *c, char *reason)
 			diag("waitpid: %s", errname(errno));
 			return FAIL;
 		}
-		if (now_s() > end) {
-			diag("FAIL: case did not finish within %d s: killed (a hung migration or a lost wakeup?)",
-			     c->timeout_s);
-			kill(-pid, SIGKILL);
-			kill(pid, SIGKILL);
-			/* Reap it if it dies; a task stuck in the kernel may never die: move on. */
-			for (int i = 0; i < 400 && waitpid(pid, &st, WNOHANG) == 0; i++)
-				usleep(5000);
-			return FAIL;
-		}
+		if (now_s() > end)
+			return overran(c, pid);
 		usleep(2000);
 	}
 	/* Leftover helper processes of the case (should not exist): kill them. */
@@ -138,6 +185,12 @@ int main(int argc, char **argv)
 		}
 		printf("# Subtest: %s\n", c->name);
 		int r = run_case(c, reason);
+		if (r == STUCK) {
+			printf("not ok %d %s # TIMEOUT stuck in kernel: %s\n", i + 1, c->name, g_stuck_in);
+			diag("suite stopped after case %d: a case is stuck in the kernel, the remaining %d case(s) not run "
+			     "(%.1f s)", i + 1, NCASES - i - 1, now_s() - t0);
+			return STUCK;
+		}
 		if (r == SKIP)
 			printf("ok %d %s # SKIP %s\n", i + 1, c->name, reason[0] ? reason : "precondition missing");
 		else if (r == PASS)

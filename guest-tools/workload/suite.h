@@ -38,7 +38,7 @@
 #define NOBODY 65534
 #define STATUS_UNSET (-7777) /* sentinel: "the kernel did not write this status" */
 
-enum { PASS = 0, FAIL = 1, SKIP = 2 };
+enum { PASS = 0, FAIL = 1, SKIP = 2 }; /* a case's verdict: its process's exit status */
 
 /* ---- global facts about the machine (util.c) ---- */
 extern int g_node_a, g_node_b; /* two nodes with memory */
@@ -158,6 +158,18 @@ enum { HELPER_VERIFY = 'V', HELPER_REWRITE = 'W' /* with seed + 1 */, HELPER_QUI
 int helper_start(struct helper *h, char *base, size_t npages, int node, uint64_t seed); /* 0 ok */
 int helper_ask(struct helper *h, char cmd); /* the reply byte, -1 if the helper is gone */
 void helper_quit(struct helper *h, const char *what); /* and expect exit status 0 */
+
+/* ---- tasks of a case that overran its deadline (stuck.c) ---- */
+struct task_info {
+	pid_t pid, tid;
+	char state; /* /proc/PID/task/TID/stat: R, S, D, ... */
+	char comm[24];
+	char stack[2048]; /* kernel stack (/proc/PID/task/TID/stack), or what wchan says */
+	char top[128];    /* the first frame that is not a wait, e.g. kernel_move_pages+0x8d/0x1a0 */
+};
+/* The live tasks (threads; zombies left out) of process group pgrp, up to max. */
+int group_tasks(pid_t pgrp, struct task_info *out, int max);
+void kernel_stack(struct task_info *t); /* fills stack and top */
 
 /* ---- cases ---- */
 int case_anon_move_pages(void);
