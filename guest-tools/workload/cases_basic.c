@@ -88,7 +88,7 @@ int case_migrate_pages_other_process(void)
 		expect_numa_maps(what, pid, r, to, N);
 		long left = numa_maps_pages_on(pid, from, 5);
 		CHECK(left == 0, "%s: numa_maps of the child still counts %ld pages on node %d (the whole process "
-		      "should have left it)", what, left, from);
+		      "should have left it), expected 0", what, left, from);
 		long long ds = vmstat_get("pgmigrate_success") - s0;
 		CHECK(ds >= N, "pgmigrate_success grew by %lld, expected >= %d", ds, N);
 		int v = helper_ask(&child, HELPER_VERIFY);
@@ -323,14 +323,14 @@ int case_query_mode(void)
 	snprintf(path, sizeof(path), "/tmp/migrate_suite_q.%d", (int)getpid());
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	if (fd < 0) {
-		failf("open %s: %s", path, errname(errno));
+		failf("open %s: %s, expected success", path, errname(errno));
 		return FAIL;
 	}
 	unlink(path);
 	char *buf = malloc(F * PAGE);
 	fill_pattern(buf, 0, F, 62);
 	bind_task_to(A);
-	CHECK(pwrite(fd, buf, F * PAGE, 0) == (ssize_t)(F * PAGE), "pwrite: %s", errname(errno));
+	CHECK(pwrite(fd, buf, F * PAGE, 0) == (ssize_t)(F * PAGE), "pwrite: %s, expected the whole buffer written", errname(errno));
 	bind_task_to(-1);
 	char *m = map_region(F, MAP_SHARED, fd, 0);
 	if (!m)

@@ -65,7 +65,7 @@ static void write_page(int p)
 	for (size_t i = 0; i < WORDS_PER_PAGE; i++) {
 		uint64_t v = w[i], want = (gen << 32) | ((uint64_t)p << 16) | i;
 		if (v != want) {
-			report("writer: page %d byte %zu reads 0x%016llx right after writing 0x%016llx (lost write)", p, i * 8,
+			report("writer: page %d byte %zu reads 0x%016llx right after writing 0x%016llx, expected what it wrote (lost write)", p, i * 8,
 			       (unsigned long long)v, (unsigned long long)want);
 			break;
 		}
@@ -225,7 +225,7 @@ int case_concurrent_bounce(void)
 	/* The private pages stay private to this process: a forked copy-on-write
 	 * sharer would let a writer legitimately replace a just-migrated page by a
 	 * fresh copy on any node. */
-	CHECK(madvise(g_priv, NPRIV * PAGE, MADV_DONTFORK) == 0, "madvise(MADV_DONTFORK): %s", errname(errno));
+	CHECK(madvise(g_priv, NPRIV * PAGE, MADV_DONTFORK) == 0, "madvise(MADV_DONTFORK): %s, expected 0", errname(errno));
 	fflush(stdout);
 	pid_t child = fork();
 	if (child == 0)
@@ -276,15 +276,15 @@ int case_concurrent_bounce(void)
 	int hung = 0;
 	for (int i = 0; i < NWRITERS; i++)
 		if (join_within(wt[i], 5)) {
-			failf("writer thread %d did not stop within 5 s", i);
+			failf("writer thread %d did not stop within 5 s, expected it to", i);
 			hung = 1;
 		}
 	if (join_within(rt, 5)) {
-		failf("reader thread did not stop within 5 s");
+		failf("reader thread did not stop within 5 s, expected it to");
 		hung = 1;
 	}
 	int code = wait_child(child, 10, "bouncing child");
-	CHECK(code == 0, "child exited with %d", code);
+	CHECK(code == 0, "child exited with %d, expected 0", code);
 	diag("%d bounces of %d pages in %.2f s (%d complete, %d partial: per-page -EBUSY %ld, -EFAULT/-ENOENT %ld, "
 	     "unwritten %ld); rounds: writers %ld/%ld, reader %ld, child %ld",
 	     bounces, NTOTAL, took, clean, partial, busy, absent, unwritten, g_writer_rounds[0], g_writer_rounds[1],
@@ -295,7 +295,7 @@ int case_concurrent_bounce(void)
 	      clean, bounces);
 	CHECK(bounces >= 10, "only %d bounces in %.1f s, expected at least 10", bounces, took);
 	CHECK(g_reader_rounds > 0 && g_writer_rounds[0] > 0 && g_writer_rounds[1] > 0 && g_ss->child_rounds > 0,
-	      "some thread made no progress while pages bounced");
+	      "some thread made no progress while pages bounced (rounds: writers %ld/%ld, reader %ld, child %ld), expected all > 0", g_writer_rounds[0], g_writer_rounds[1], g_reader_rounds, g_ss->child_rounds);
 	if (hung)
 		return FAIL;
 	/* Final state: every page holds exactly its last published generation. */

@@ -144,12 +144,12 @@ int case_migration_counters(void)
 			break;
 		}
 		if (ds < N) {
-			failf("pgmigrate_success grew by %lld for %d migrated pages", ds, N);
+			failf("pgmigrate_success grew by %lld for %d migrated pages, expected >= %d", ds, N, N);
 			break;
 		}
 		exact = ds == N && df == 0;
 	}
-	CHECK(exact, "no attempt saw pgmigrate_success +%d / pgmigrate_fail +0 exactly", N);
+	CHECK(exact, "no attempt saw exactly the expected pgmigrate_success +%d / pgmigrate_fail +0 (3 attempts)", N);
 	expect_on_node("after the counted moves", 0, r, N, on);
 	check_pattern("after the counted moves", r, 0, N, 101);
 
@@ -182,7 +182,7 @@ int case_migration_counters(void)
 		}
 		exact = ds == N - 2 && df == 2;
 	}
-	CHECK(exact, "no attempt saw pgmigrate_success +%d / pgmigrate_fail +2 exactly", N - 2);
+	CHECK(exact, "no attempt saw exactly the expected pgmigrate_success +%d / pgmigrate_fail +2 (3 attempts)", N - 2);
 	unpin_pipe_expect(p1, r + PIN1 * PAGE, "first pinned page");
 	unpin_pipe_expect(p2, r + PIN2 * PAGE, "second pinned page");
 	check_pattern("at the end", r, 0, N, 101);
@@ -284,7 +284,7 @@ int case_permissions_unprivileged(void)
 		_exit(g_failures ? 1 : 0);
 	}
 	int code = wait_child(u, 20, "unprivileged process");
-	CHECK(code == 0, "the unprivileged process reported failures (exit %d)", code);
+	CHECK(code == 0, "the unprivileged process exited with %d, expected 0 (1: its checks failed)", code);
 	expect_on_node("root-owned process's pages after the refused calls", t, tr, N, A);
 	CHECK(helper_ask(&holder, HELPER_VERIFY) == '0', "root-owned process found its data corrupted, expected it "
 	      "intact");
@@ -323,7 +323,7 @@ int case_bad_args(void)
 		int s = STATUS_UNSET;
 		EXPECT_ERR(sys_move_pages(0, 1, &p, &targets[k], &s, MPOL_MF_MOVE), ENODEV, "move_pages(node %d)",
 		           targets[k]);
-		CHECK(s == STATUS_UNSET, "move_pages(node %d) wrote status %s", targets[k], statusname(s));
+		CHECK(s == STATUS_UNSET, "move_pages(node %d) wrote status %s, expected it unwritten", targets[k], statusname(s));
 	}
 	/* Unknown flags. */
 	EXPECT_ERR(move_region(0, r, N, NULL, B, st, 0x10), EINVAL, "move_pages(flags 0x10)");

@@ -215,7 +215,7 @@ int bind_task_to(int node)
 	nodemask_of(mask, node);
 	long r = sys_set_mempolicy(MPOL_BIND, mask, MAXNODE);
 	if (r)
-		failf("set_mempolicy(MPOL_BIND, {%d}) = %ld (%s)", node, r, errname(errno));
+		failf("set_mempolicy(MPOL_BIND, {%d}) = %ld (%s), expected 0", node, r, errname(errno));
 	return (int)r;
 }
 
@@ -246,12 +246,12 @@ void *map_region(size_t npages, int flags, int fd, off_t off)
 	size_t len = npages * PAGE;
 	char *res = mmap(NULL, len + 2 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (res == MAP_FAILED) {
-		failf("mmap reservation of %zu pages: %s", npages, errname(errno));
+		failf("mmap reservation of %zu pages: %s, expected success", npages, errname(errno));
 		return NULL;
 	}
 	char *p = mmap(res + PAGE, len, PROT_READ | PROT_WRITE, flags | MAP_FIXED, fd, off);
 	if (p == MAP_FAILED) {
-		failf("mmap of %zu pages (flags 0x%x): %s", npages, flags, errname(errno));
+		failf("mmap of %zu pages (flags 0x%x): %s, expected success", npages, flags, errname(errno));
 		munmap(res, len + 2 * PAGE);
 		return NULL;
 	}
@@ -308,7 +308,7 @@ long check_pattern(const char *what, const void *base, size_t first_page, size_t
 		}
 	}
 	if (bad > 3)
-		failf("%s: %ld of %zu pages corrupted in all", what, bad, npages);
+		failf("%s: %ld of %zu pages corrupted in all, expected 0", what, bad, npages);
 	return bad;
 }
 
@@ -607,11 +607,11 @@ int wait_child(pid_t pid, int timeout_s, const char *what)
 		if (r == pid)
 			break;
 		if (r < 0) {
-			failf("%s: waitpid(%d): %s", what, (int)pid, errname(errno));
+			failf("%s: waitpid(%d): %s, expected its exit status", what, (int)pid, errname(errno));
 			return -1;
 		}
 		if (now_s() > end) {
-			failf("%s: child %d did not finish within %d s (killed)", what, (int)pid, timeout_s);
+			failf("%s: child %d did not finish within %d s, expected it to (killed)", what, (int)pid, timeout_s);
 			kill(pid, SIGKILL);
 			waitpid(pid, &st, 0);
 			return -1;
@@ -620,14 +620,14 @@ int wait_child(pid_t pid, int timeout_s, const char *what)
 	}
 	if (WIFEXITED(st))
 		return WEXITSTATUS(st);
-	failf("%s: child %d killed by signal %d", what, (int)pid, WTERMSIG(st));
+	failf("%s: child %d killed by signal %d, expected it to exit", what, (int)pid, WTERMSIG(st));
 	return -1;
 }
 
 int become_nobody(void)
 {
 	if (setgroups(0, NULL) || setgid(NOBODY) || setuid(NOBODY)) {
-		failf("dropping to uid/gid %d: %s", NOBODY, errname(errno));
+		failf("dropping to uid/gid %d: %s, expected success", NOBODY, errname(errno));
 		return -1;
 	}
 	/* setuid() made us non-dumpable: let same-user peers ptrace-access us again. */
@@ -666,7 +666,7 @@ int write_full(int fd, const void *buf, size_t n)
 int pin_page_in_pipe(void *page, int pipefd[2])
 {
 	if (pipe(pipefd)) {
-		failf("pipe: %s", errname(errno));
+		failf("pipe: %s, expected success", errname(errno));
 		return -1;
 	}
 	/* vmsplice() without SPLICE_F_GIFT: the pipe buffer takes a reference on the
@@ -675,7 +675,7 @@ int pin_page_in_pipe(void *page, int pipefd[2])
 	struct iovec iov = { page, PAGE };
 	ssize_t r = vmsplice(pipefd[1], &iov, 1, 0);
 	if (r != (ssize_t)PAGE) {
-		failf("vmsplice of one page returned %zd (%s)", r, errname(errno));
+		failf("vmsplice of one page returned %zd (%s), expected %lu", r, errname(errno), PAGE);
 		close(pipefd[0]);
 		close(pipefd[1]);
 		return -1;
@@ -706,7 +706,7 @@ int helper_start(struct helper *h, char *base, size_t npages, int node, uint64_t
 {
 	*h = (struct helper){ .pid = -1, .base = base, .npages = npages, .node = node, .seed = seed };
 	if (pipe(h->cmd) || pipe(h->reply)) {
-		failf("pipe: %s", errname(errno));
+		failf("pipe: %s, expected success", errname(errno));
 		return -1;
 	}
 	fflush(stdout);
@@ -795,7 +795,7 @@ long check_status_array(const char *what, const int *status, const int *expected
 		wrong++;
 	}
 	if (wrong > 4)
-		failf("%s: %ld of %zu statuses wrong", what, wrong, n);
+		failf("%s: %ld of %zu statuses differ from the expected ones", what, wrong, n);
 	return wrong;
 }
 
