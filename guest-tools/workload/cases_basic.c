@@ -29,6 +29,7 @@ int case_anon_move_pages(void)
 		return FAIL;
 
 	long long s0 = vmstat_get("pgmigrate_success");
+	struct trace_mark t0 = trace_mark(REASON_SYSCALL);
 	move_all_expect("move to node B", r, N, B);
 	check_pattern("after move to node B", r, 0, N, 11);
 
@@ -54,6 +55,8 @@ int case_anon_move_pages(void)
 	long long ds = vmstat_get("pgmigrate_success") - s0;
 	diag("pgmigrate_success grew by %lld (pages migrated: %d)", ds, 2 * N);
 	CHECK(ds >= 2 * N, "pgmigrate_success grew by %lld, expected >= %d", ds, 2 * N);
+	/* N, then N/2 one-page batches each way (the other half were already there). */
+	expect_trace("move_pages(2) of every page, there and back", REASON_SYSCALL, t0, 2 * N, 2 * N, 0);
 	unmap_region(r, N);
 	return PASS;
 }
@@ -79,6 +82,8 @@ int case_migrate_pages_other_process(void)
 		nodemask_of(old, from);
 		nodemask_of(new_, to);
 		long long s0 = vmstat_get("pgmigrate_success");
+		long on_from = numa_maps_pages_on(pid, from, 0); /* every page of the child there */
+		struct trace_mark t0 = trace_mark(REASON_SYSCALL);
 		long ret = sys_migrate_pages(pid, MAXNODE, old, new_);
 		CHECK(ret == 0, "migrate_pages(child, {%d} -> {%d}) returned %ld (%s), expected 0 (pages not moved)",
 		      from, to, ret, errname(errno));
@@ -91,6 +96,7 @@ int case_migrate_pages_other_process(void)
 		      "should have left it), expected 0", what, left, from);
 		long long ds = vmstat_get("pgmigrate_success") - s0;
 		CHECK(ds >= N, "pgmigrate_success grew by %lld, expected >= %d", ds, N);
+		expect_trace(what, REASON_SYSCALL, t0, N, on_from > N ? on_from : N, 0);
 		int v = helper_ask(&child, HELPER_VERIFY);
 		CHECK(v == '0', "after migrate_pages {%d}->{%d} the child replied %d to 'verify your data', expected "
 		      "'0' (data intact)", from, to, v);
@@ -129,6 +135,7 @@ int case_mbind_move(void)
 
 	/* (b) MOVE|STRICT: every page moves, policy installed. */
 	long long s0 = vmstat_get("pgmigrate_success");
+	struct trace_mark t0 = trace_mark(REASON_MBIND);
 	ret = sys_mbind(r, (N + EXTRA) * PAGE, MPOL_BIND, maskB, MAXNODE, MPOL_MF_MOVE | MPOL_MF_STRICT);
 	CHECK(ret == 0, "mbind(BIND{%d}, MOVE|STRICT) returned %ld (%s), expected 0", B, ret, errname(errno));
 	expect_on_node("after mbind(MOVE|STRICT)", 0, r, N, B);
@@ -181,6 +188,9 @@ int case_mbind_move(void)
 	ret = sys_mbind(q, M * PAGE, MPOL_BIND, maskB, MAXNODE, MPOL_MF_MOVE | MPOL_MF_STRICT);
 	CHECK(ret == 0, "mbind(MOVE|STRICT) after unpinning returned %ld (%s), expected 0", ret, errname(errno));
 	expect_on_node("after unpinning and mbind again", 0, q, M, B);
+	/* (b) N; (c) M-1 and the pinned page failed, the pinned page failed again (the
+	 * others were on B already), then the unpinned page. */
+	expect_trace("mbind(2) moves", REASON_MBIND, t0, N + M, N + M, 2);
 	check_pattern("after unpin+mbind (pages before the pinned one)", q, 0, PIN, 23);
 	check_pattern("after unpin+mbind (the formerly pinned page)", q, PIN, 1, 24);
 	check_pattern("after unpin+mbind (pages after it)", q, PIN + 1, M - PIN - 1, 23);

@@ -175,6 +175,8 @@ int main(int argc, char **argv)
 	printf("1..%d\n", NCASES);
 	diag("kernel %d.%d, %d memory nodes (testing nodes %d and %d), uid %d", g_kver_major, g_kver_minor,
 	     g_nr_mem_nodes, g_node_a, g_node_b, (int)getuid());
+	if (g_nr_mem_nodes >= 2) /* else every case skips: leave the machine's tracing alone */
+		trace_setup();
 	double t0 = now_s();
 	int failed = 0;
 	for (int i = 0; i < NCASES; i++) {
@@ -184,11 +186,14 @@ int main(int argc, char **argv)
 			continue;
 		}
 		printf("# Subtest: %s\n", c->name);
+		trace_clear();
 		int r = run_case(c, reason);
+		trace_report();
 		if (r == STUCK) {
 			printf("not ok %d %s # TIMEOUT stuck in kernel: %s\n", i + 1, c->name, g_stuck_in);
 			diag("suite stopped after case %d: a case is stuck in the kernel, the remaining %d case(s) not run "
 			     "(%.1f s)", i + 1, NCASES - i - 1, now_s() - t0);
+			trace_teardown();
 			return STUCK;
 		}
 		if (r == SKIP)
@@ -200,6 +205,7 @@ int main(int argc, char **argv)
 			failed++;
 		}
 	}
+	trace_teardown();
 	diag("suite: %d case(s) failed, %.1f s", failed, now_s() - t0);
 	return failed ? 1 : 0;
 }

@@ -159,6 +159,25 @@ int helper_start(struct helper *h, char *base, size_t npages, int node, uint64_t
 int helper_ask(struct helper *h, char cmd); /* the reply byte, -1 if the helper is gone */
 void helper_quit(struct helper *h, const char *what); /* and expect exit status 0 */
 
+/* ---- migrate:mm_migrate_pages trace events (trace.c) ---- */
+#define REASON_SYSCALL "syscall_or_cpuset" /* MR_SYSCALL: move_pages(2), migrate_pages(2), cpusets */
+#define REASON_MBIND "mempolicy_mbind"     /* MR_MEMPOLICY_MBIND: mbind(2) */
+void trace_setup(void);    /* at suite start; says once if tracing is unavailable */
+void trace_teardown(void); /* at the end: the event off again */
+int trace_available(void);
+void trace_clear(void);  /* before each case */
+void trace_report(void); /* after each case: "# migrate_reason: REASON events=N succeeded=S failed=F" */
+/* Events with this reason since the case started, with their nr_succeeded and nr_failed
+ * summed; -1 when tracing is unavailable. */
+int trace_count(const char *reason, long *succeeded, long *failed);
+/* Expect the events of `reason` since the last mark to have succeeded in [smin, smax] and
+ * failed == f; no check when tracing is unavailable. `mark` holds the totals so far. */
+struct trace_mark {
+	long succeeded, failed;
+};
+struct trace_mark trace_mark(const char *reason);
+void expect_trace(const char *what, const char *reason, struct trace_mark since, long smin, long smax, long f);
+
 /* ---- tasks of a case that overran its deadline (stuck.c) ---- */
 struct task_info {
 	pid_t pid, tid;
