@@ -8,10 +8,12 @@ under TCG with a one-line notice. Hands on a running `Vm`.
 """
 from __future__ import annotations
 
+import enum
 import json
-import shlex
 import logging
 import os
+import re
+import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from harness import cache
 from harness.commands import need_tool
 from harness.errors import BootError
 from harness.guest.initramfs import MARKER, GuestImage
+from harness.results.oops import CRASH_START
 from harness.spec import VmSpec
 from harness.vm.console import Console, Wait
 
@@ -138,6 +141,26 @@ def _start(vm: VmSpec, kernel: Path, image: GuestImage, accel: str, console_log:
     raise BootError("QEMU could not forward an SSH port on 127.0.0.1 after 3 tries")
 
 
+class Probe(enum.Enum):
+    """What a first boot under KVM (accel auto) says about KVM."""
+
+    WORKS = "works"  # init started, or the kernel crashed by itself: stay on KVM
+    BROKEN = "broken"  # QEMU stopped, or no init within KVM_PROBE_S: fall back to TCG
+    WAIT = "wait"  # neither yet
+
+
+def kvm_probe(printed: str, exited: bool, elapsed: float) -> tuple[Probe, str]:
+    """The verdict from what QEMU printed (console and stderr), whether it exited,
+    and the seconds since it started; the reason says why KVM looks broken."""
+    if re.search(INIT_STARTED, printed) or CRASH_START.search(printed):
+        return Probe.WORKS, ""
+    if exited:
+        return Probe.BROKEN, f"QEMU stopped under KVM: {(printed.strip().splitlines() or [''])[-1].strip()}"
+    if elapsed >= KVM_PROBE_S:
+        return Probe.BROKEN, f"a KVM guest did not reach init within {KVM_PROBE_S} s"
+    return Probe.WAIT, ""
+
+
 def _choose_accel(requested: str) -> str:
     if requested == "tcg":
         return "tcg"
@@ -164,9 +187,11 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
     probing = accel == "kvm" and vm.accel == "auto"
     console, port, first = _start(vm, kernel, image, accel, console_log, with_ssh,
                                            KVM_PROBE_S if probing else boot_timeout)
-    if probing and first.kind in ("timeout", "exit"):
-        reason = (f"a KVM guest did not reach init within {KVM_PROBE_S} s" if first.kind == "timeout"
-                  else f"QEMU stopped under KVM: {(console.tail(3).strip().splitlines() or [''])[-1]}")
+    verdict, reason = None, ""
+    if probing:
+        printed = "\n".join(line for n, line in console.lines() if n > console.start_line)
+        verdict, reason = kvm_probe(printed, first.kind == "exit", first.seconds)
+    if verdict is Probe.BROKEN:
         log.warning("accel: %s; KVM looks broken on this host, falling back to TCG", reason)
         console.close()
         with console_log.open("a") as f:
@@ -176,7 +201,7 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
                                                boot_timeout)
         if first.kind == "marker":  # the kernel is fine under TCG: KVM itself is at fault
             _remember_kvm(reason)
-    elif probing:
+    elif verdict is Probe.WORKS:
         _remember_kvm(None)
     this_boot = [line for n, line in console.lines() if n > console.start_line]
     if first.kind == "exit" and not any("Linux version" in line for line in this_boot):
