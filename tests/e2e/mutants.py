@@ -3,7 +3,8 @@ injects one realistic bug into mm/ of the default 6.1 source; the full suite
 (boot, workload, module) must report every one as a failure or a crash.
 
 Writes the table to tests/e2e/MUTANTS.md and exits 1 if a mutant survived.
-Each mutant costs an incremental rebuild (one file) and a run.
+Each mutant costs an incremental rebuild (one file) and a run. `make test`
+runs a few of them (tests/e2e/test_mutants.py), one on 6.12.
 """
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def main() -> int:
         print(f"{patch.stem}: {verdict} in {time.monotonic() - start:.0f} s: {', '.join(caught_by[:4])}", flush=True)
     lines = ["# Mutants", "",
              "Bugs injected on purpose into mm/ of Debian's 6.1 source (`tests/e2e/mutants/*.patch`);",
-             "`make test-mutants` runs the full suite (boot, workload, module) on each and fills in this table.",
+             "`make test-mutants` runs the full suite (boot, workload, module) on each and fills in this table;",
+             "`make test` runs the subset in `tests/e2e/test_mutants.py` (one of them on 6.12).",
              f"Baseline (no mutant): {sum(1 for _ in failing(baseline))} failures. Last run: "
              f"{time.strftime('%Y-%m-%d')}.", "",
              "| mutant | the bug | verdict | caught by |", "|---|---|---|---|"]
