@@ -34,6 +34,10 @@ static const struct tcase cases[] = {
 	{ "bad_args", case_bad_args, 30 },
 	{ "migration_counters", case_migration_counters, 30 },
 	{ "query_mode", case_query_mode, 30 },
+	{ "compaction", case_compaction, 40 },
+	{ "soft_offline", case_soft_offline, 30 },
+	{ "numa_balancing", case_numa_balancing, 40 },
+	{ "contig_range", case_contig_range, 40 },
 };
 #define NCASES ((int)(sizeof(cases) / sizeof(cases[0])))
 

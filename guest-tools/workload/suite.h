@@ -159,9 +159,44 @@ int helper_start(struct helper *h, char *base, size_t npages, int node, uint64_t
 int helper_ask(struct helper *h, char cmd); /* the reply byte, -1 if the helper is gone */
 void helper_quit(struct helper *h, const char *what); /* and expect exit status 0 */
 
+/* ---- physical memory, settings (physmem.c) ---- */
+int sys_write(const char *path, const char *val); /* 0, or -1 with errno */
+long sys_read_long(const char *path);             /* the number at the start of a file; -1 */
+/* A sysfs/sysctl value changed for a case: setting_set() remembers the old one (the
+ * [bracketed] word of "a [b] c" files), setting_restore() writes it back. */
+struct setting {
+	char path[128], old[64];
+	int saved;
+};
+int setting_set(struct setting *s, const char *path, const char *val); /* 0 ok */
+void setting_restore(struct setting *s);
+uint64_t pfn_of(const void *addr);                             /* /proc/self/pagemap (root); 0: not present */
+int pfns_of(const void *base, size_t npages, uint64_t *out); /* the same for npages; 0 ok */
+#define KPF_HWPOISON_BIT 19                                   /* include/uapi/linux/kernel-page-flags.h */
+int kpageflag(uint64_t pfn, int bit);                         /* /proc/kpageflags: 1, 0, or -1 */
+long long meminfo_kb(const char *field);                      /* /proc/meminfo, e.g. "HardwareCorrupted" */
+/* Free blocks of order >= min_order on node (/proc/buddyinfo), in units of 2^min_order pages. */
+long buddy_free_blocks(int node, int min_order);
+struct zone_info {
+	int node;
+	char name[16];
+	long start_pfn, spanned, free, free_cma, high; /* pages; high: the high watermark */
+};
+int zones_get(struct zone_info *out, int max); /* /proc/zoneinfo; how many */
+int zone_of_pfn(uint64_t pfn, struct zone_info *out); /* 0 ok */
+long hugetlb_node_pages(int node);              /* 2 MiB pages in node's pool, -1 */
+long hugetlb_node_set(int node, long count);    /* ask for count; returns how many it has, -1 */
+int run_on_cpu_of(int node);                    /* pin this task to node's first CPU */
+char *map_thp_region(void); /* a 2 MiB-aligned 2 MiB VMA with MADV_HUGEPAGE (guard VMAs around) */
+int thp_available(void);    /* THP "enabled" is not [never] */
+
 /* ---- migrate:mm_migrate_pages trace events (trace.c) ---- */
 #define REASON_SYSCALL "syscall_or_cpuset" /* MR_SYSCALL: move_pages(2), migrate_pages(2), cpusets */
 #define REASON_MBIND "mempolicy_mbind"     /* MR_MEMPOLICY_MBIND: mbind(2) */
+#define REASON_COMPACTION "compaction"         /* MR_COMPACTION */
+#define REASON_MEMORY_FAILURE "memory_failure" /* MR_MEMORY_FAILURE: soft offline */
+#define REASON_NUMA_MISPLACED "numa_misplaced" /* MR_NUMA_MISPLACED: NUMA balancing */
+#define REASON_CONTIG_RANGE "contig_range"     /* MR_CONTIG_RANGE: alloc_contig_range(), CMA */
 void trace_setup(void);    /* at suite start; says once if tracing is unavailable */
 void trace_teardown(void); /* at the end: the event off again */
 int trace_available(void);
@@ -171,7 +206,9 @@ void trace_report(void); /* after each case: "# migrate_reason: REASON events=N 
  * summed; -1 when tracing is unavailable. */
 int trace_count(const char *reason, long *succeeded, long *failed);
 /* Expect the events of `reason` since the last mark to have succeeded in [smin, smax] and
- * failed == f; no check when tracing is unavailable. `mark` holds the totals so far. */
+ * failed == f (TRACE_ANY_FAILED: any); no check when tracing is unavailable. `mark` holds
+ * the totals so far. */
+#define TRACE_ANY_FAILED (-1L)
 struct trace_mark {
 	long succeeded, failed;
 };
@@ -205,5 +242,9 @@ int case_permissions_unprivileged(void);
 int case_bad_args(void);
 int case_migration_counters(void);
 int case_query_mode(void);
+int case_compaction(void);
+int case_soft_offline(void);
+int case_numa_balancing(void);
+int case_contig_range(void);
 
 #endif

@@ -1,0 +1,589 @@
+/* Cases of the kernel's other paths into migrate_pages(): compaction, soft_offline,
+ * numa_balancing, contig_range (see README.md). Each checks the data, where the pages
+ * are (node; PFN from /proc/self/pagemap), the path's counters and its trace events. */
+#include "suite.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#ifndef MADV_SOFT_OFFLINE
+#define MADV_SOFT_OFFLINE 101
+#endif
+
+#define NR_PAGES_PER_HPAGE (HPAGE / PAGE)
+
+/* Nodes of each page in a list of addresses (move_pages query); how many are not on node. */
+static long pages_not_on(char **pages, size_t n, int node, const char *what)
+{
+	int *st = calloc(n, sizeof(int));
+	for (size_t i = 0; i < n; i++)
+		st[i] = STATUS_UNSET;
+	long r = sys_move_pages(0, n, (void **)pages, NULL, st, 0), off = 0;
+	for (size_t i = 0; i < n; i++)
+		if (st[i] != node) {
+			if (!off)
+				failf("%s: page %zu is on %s, expected node %d", what, i, statusname(st[i]), node);
+			off++;
+		}
+	CHECK(r == 0, "%s: move_pages query returned %ld (%s), expected 0", what, r, errname(errno));
+	free(st);
+	return off;
+}
+
+static int need_pfns(void)
+{
+	static char probe[PAGE];
+	probe[0] = 1;
+	return geteuid() == 0 && pfn_of(probe) != 0;
+}
+
+/* The first CMA area in debugfs (CONFIG_CMA_DEBUGFS), its files. */
+static int cma_area(char *dir, size_t n)
+{
+	DIR *d = opendir("/sys/kernel/debug/cma");
+	struct dirent *e;
+	int found = 0;
+	while (d && (e = readdir(d)))
+		if (e->d_name[0] != '.' && !found) {
+			snprintf(dir, n, "/sys/kernel/debug/cma/%.64s", e->d_name);
+			found = 1;
+		}
+	if (d)
+		closedir(d);
+	return found ? 0 : -1;
+}
+
+static long cma_read(const char *dir, const char *name)
+{
+	char p[160];
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	return sys_read_long(p);
+}
+
+static int cma_write(const char *dir, const char *name, long v)
+{
+	char p[160], val[32];
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	snprintf(val, sizeof(val), "%ld", v);
+	return sys_write(p, val);
+}
+
+/* ------------------------------------------------------------------ compaction */
+
+/* Node C gets no free 2 MiB block: its free blocks go to the hugetlb pool (compaction
+ * leaves hugetlb pages alone) except K, which our pages fill; then every page of ours
+ * with an odd PFN is freed. A THP fault on C must then fail; compacting C must move
+ * our pages (new PFNs, same data, same node) until a 2 MiB block is free, and the same
+ * THP fault must then succeed. A CMA area on C is allocated for the time of the case
+ * (its free blocks would serve a THP), and min_free_kbytes lowered (THP raises it to
+ * tens of MiB: the node's watermarks would be above what the pattern leaves free). */
+int case_compaction(void)
+{
+	enum { K = 16 }; /* 2 MiB blocks our pages fragment */
+	const uint64_t SEED = 91;
+	const int C = g_node_b;
+	char compact[96], cma[128];
+	snprintf(compact, sizeof(compact), "/sys/devices/system/node/node%d/compact", C);
+	if (!need_pfns())
+		return skip("needs root and PFNs in /proc/self/pagemap");
+	if (access(compact, W_OK))
+		return skip("%s: %s (CONFIG_COMPACTION?)", compact, errname(errno));
+	if (!thp_available())
+		return skip("transparent hugepages not available");
+	long huge0 = hugetlb_node_pages(C);
+	if (huge0 < 0)
+		return skip("no hugetlb pool on node %d (CONFIG_HUGETLBFS?): it fills the node", C);
+	run_on_cpu_of(C); /* the THP faults and the freed pages use this CPU's lists */
+	struct setting defrag, proactive, minfree;
+	if (setting_set(&defrag, "/sys/kernel/mm/transparent_hugepage/defrag", "never") ||
+	    setting_set(&minfree, "/proc/sys/vm/min_free_kbytes", "8192")) {
+		failf("setting THP defrag to never, min_free_kbytes to 8192: %s, expected success", errname(errno));
+		setting_restore(&defrag);
+		return FAIL;
+	}
+	setting_set(&proactive, "/proc/sys/vm/compaction_proactiveness", "0"); /* 5.9+: no compaction on its own */
+	long cma_pages = 0;
+	struct zone_info z[16], cz;
+	if (cma_area(cma, sizeof(cma)) == 0 && zone_of_pfn((uint64_t)cma_read(cma, "base_pfn"), &cz) == 0 &&
+	    cz.node == C) {
+		cma_pages = cma_read(cma, "count") - cma_read(cma, "used");
+		CHECK(cma_write(cma, "alloc", cma_pages) == 0, "allocating the %ld free pages of the CMA area %s on node "
+		      "%d: %s, expected success", cma_pages, cma, C, errname(errno));
+	}
+	char *r = NULL, *t = NULL;
+	size_t cap = 0, n = 0, nk = 0;
+	uint64_t *pfn = NULL, *pfn2 = NULL;
+	char **kept = NULL;
+	long blocks = buddy_free_blocks(C, 9);
+	long huge = hugetlb_node_set(C, huge0 + (blocks > K ? blocks - K : 0));
+	long free_pages = 0, room = 0;
+	for (int i = 0, nz = zones_get(z, 16); i < nz; i++)
+		if (z[i].node == C) {
+			free_pages += z[i].free;
+			room += z[i].free > z[i].high ? z[i].free - z[i].high : 0;
+		}
+	diag("node %d: %ld free 2 MiB blocks; hugetlb pool %ld -> %ld pages; %ld free pages left, %ld above the high "
+	     "watermark; CMA pages allocated for the case: %ld", C, blocks, huge0, huge, free_pages, room, cma_pages);
+	/* Our pages take the rest, small fragments first, until no free 2 MiB block is left. */
+	cap = (size_t)room;
+	r = map_region(cap, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	t = map_thp_region();
+	if (!r || !t || g_failures)
+		goto out;
+	bind_task_to(C);
+	while (n < cap && buddy_free_blocks(C, 9) > 0) {
+		size_t chunk = cap - n < 256 ? cap - n : 256;
+		fill_pattern(r, n, chunk, SEED);
+		n += chunk;
+	}
+	bind_task_to(-1);
+	pfn = calloc(n, sizeof(uint64_t));
+	pfn2 = calloc(n, sizeof(uint64_t));
+	kept = calloc(n, sizeof(char *));
+	if (pfns_of(r, n, pfn)) {
+		failf("reading the PFNs of %zu pages from /proc/self/pagemap: %s, expected success", n, errname(errno));
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (pfn[i] & 1)
+			madvise(r + i * PAGE, PAGE, MADV_DONTNEED);
+		else
+			kept[nk++] = r + i * PAGE;
+	}
+	long left = buddy_free_blocks(C, 9);
+	diag("%zu pages of ours on node %d, the %zu with odd PFNs freed; free 2 MiB blocks on the node: %ld", n, C,
+	     n - nk, left);
+	if (pages_not_on(kept, nk, C, "precondition: our pages on node C"))
+		goto out;
+
+	/* Before: a THP fault on C (no compaction on fault: defrag=never) gets small pages. */
+	long long fb0 = vmstat_get("thp_fault_fallback");
+	bind_task_to(C);
+	t[0] = 1;
+	bind_task_to(-1);
+	long kb = smaps_get_kb(0, (unsigned long)t, "AnonHugePages");
+	long long dfb = vmstat_get("thp_fault_fallback") - fb0;
+	CHECK(kb == 0 && dfb >= 1, "precondition: a THP fault on node %d before compaction gave AnonHugePages %ld kB, "
+	      "thp_fault_fallback +%lld, expected 0 kB and +1 (no free 2 MiB block; buddyinfo said %ld)", C, kb, dfb,
+	      left);
+	madvise(t, HPAGE, MADV_DONTNEED);
+	if (g_failures)
+		goto out;
+
+	const char *ctr[] = { "compact_migrate_scanned", "compact_free_scanned", "compact_isolated", "pgmigrate_success" };
+	long long c0[4];
+	for (int i = 0; i < 4; i++)
+		c0[i] = vmstat_get(ctr[i]);
+	struct trace_mark m0 = trace_mark(REASON_COMPACTION);
+	double t0 = now_s();
+	CHECK(sys_write(compact, "1") == 0, "writing 1 to %s: %s, expected success", compact, errname(errno));
+	diag("compacting node %d took %.2f s", C, now_s() - t0);
+
+	size_t moved = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!(pfn[i] & 1))
+			check_pattern("our pages after compacting the node", r, i, 1, SEED);
+	if (pfns_of(r, n, pfn2) == 0)
+		for (size_t i = 0; i < n; i++)
+			moved += !(pfn[i] & 1) && pfn2[i] != pfn[i];
+	pages_not_on(kept, nk, C, "our pages after compaction (it moves pages within a zone)");
+	long long d[4];
+	for (int i = 0; i < 4; i++)
+		d[i] = vmstat_get(ctr[i]) - c0[i];
+	diag("%zu of our %zu pages got a new PFN; %s +%lld, %s +%lld, %s +%lld, %s +%lld", moved, nk, ctr[0], d[0],
+	     ctr[1], d[1], ctr[2], d[2], ctr[3], d[3]);
+	CHECK(moved >= 256, "%zu of our pages have a new PFN after compaction, expected >= 256 (a 2 MiB block's worth "
+	      "moved to free one)", moved);
+	for (int i = 0; i < 3; i++)
+		CHECK(d[i] > 0, "%s grew by %lld, expected > 0", ctr[i], d[i]);
+	CHECK(d[3] >= (long long)moved, "pgmigrate_success grew by %lld, expected >= %zu (our moved pages)", d[3], moved);
+	expect_trace("compacting the node", REASON_COMPACTION, m0, (long)moved, LONG_MAX, TRACE_ANY_FAILED);
+
+	/* After: the same THP fault gets a huge page, on C. */
+	long long ok0 = vmstat_get("thp_fault_alloc");
+	bind_task_to(C);
+	fill_pattern(t, 0, NR_PAGES_PER_HPAGE, SEED + 1);
+	bind_task_to(-1);
+	kb = smaps_get_kb(0, (unsigned long)t, "AnonHugePages");
+	CHECK(kb == 2048 && vmstat_get("thp_fault_alloc") > ok0, "a THP fault on node %d after compaction gave "
+	      "AnonHugePages %ld kB, expected 2048 (compaction freed a 2 MiB block)", C, kb);
+	expect_on_node("the THP after compaction", 0, t, NR_PAGES_PER_HPAGE, C);
+	check_pattern("the THP", t, 0, NR_PAGES_PER_HPAGE, SEED + 1);
+
+	/* /proc/sys/vm/compact_memory compacts every node: it scans, and the data stays. */
+	long long s0 = vmstat_get(ctr[0]);
+	CHECK(sys_write("/proc/sys/vm/compact_memory", "1") == 0, "writing 1 to /proc/sys/vm/compact_memory: %s, "
+	      "expected success", errname(errno));
+	CHECK(vmstat_get(ctr[0]) > s0, "compact_migrate_scanned did not grow after /proc/sys/vm/compact_memory, "
+	      "expected it to");
+	for (size_t i = 0; i < n; i++)
+		if (!(pfn[i] & 1))
+			check_pattern("our pages after compact_memory", r, i, 1, SEED);
+	check_pattern("the THP after compact_memory", t, 0, NR_PAGES_PER_HPAGE, SEED + 1);
+out:
+	free(pfn);
+	free(pfn2);
+	free(kept);
+	if (r)
+		unmap_region(r, cap);
+	if (t)
+		munmap(t, HPAGE);
+	hugetlb_node_set(C, huge0);
+	if (cma_pages)
+		CHECK(cma_write(cma, "free", cma_pages) == 0, "freeing the CMA allocation: %s", errname(errno));
+	setting_restore(&proactive);
+	setting_restore(&minfree);
+	setting_restore(&defrag);
+	return PASS;
+}
+
+/* ---------------------------------------------------------------- soft_offline */
+
+struct offlined {
+	uint64_t pfn[8];
+	int n;
+};
+
+/* madvise(MADV_SOFT_OFFLINE) on page idx of npages at base (all with `seed`): the page
+ * gets a new PFN on the same node, keeps its data, its old PFN is poisoned; the other
+ * pages keep their PFNs. */
+static void soft_offline_one(const char *what, char *base, size_t npages, size_t idx, uint64_t seed, int node,
+                             struct offlined *off)
+{
+	uint64_t *before = calloc(npages, 8), *after = calloc(npages, 8);
+	pfns_of(base, npages, before);
+	long long hc0 = meminfo_kb("HardwareCorrupted");
+	struct trace_mark m0 = trace_mark(REASON_MEMORY_FAILURE);
+	int r = madvise(base + idx * PAGE, PAGE, MADV_SOFT_OFFLINE);
+	CHECK(r == 0, "%s: madvise(MADV_SOFT_OFFLINE) returned %d (%s), expected 0", what, r, errname(r ? errno : 0));
+	pfns_of(base, npages, after);
+	uint64_t old = before[idx], new_ = after[idx];
+	diag("%s: page %zu PFN %#llx -> %#llx", what, idx, (unsigned long long)old, (unsigned long long)new_);
+	CHECK(old && new_ && new_ != old, "%s: PFN of the offlined page %#llx -> %#llx, expected a new PFN", what,
+	      (unsigned long long)old, (unsigned long long)new_);
+	for (size_t i = 0; i < npages; i++)
+		CHECK(i == idx || after[i] == before[i], "%s: page %zu moved from PFN %#llx to %#llx, expected only page "
+		      "%zu to move", what, i, (unsigned long long)before[i], (unsigned long long)after[i], idx);
+	int hw_old = kpageflag(old, KPF_HWPOISON_BIT), hw_new = kpageflag(new_, KPF_HWPOISON_BIT);
+	CHECK(hw_old == 1 && hw_new == 0, "%s: /proc/kpageflags HWPOISON of the old PFN %d, of the new %d, expected 1 "
+	      "and 0", what, hw_old, hw_new);
+	long long dhc = meminfo_kb("HardwareCorrupted") - hc0;
+	CHECK(dhc == 4, "%s: HardwareCorrupted grew by %lld kB, expected 4 (one page poisoned)", what, dhc);
+	check_pattern(what, base, 0, npages, seed);
+	expect_on_node(what, 0, base + idx * PAGE, 1, node);
+	expect_trace(what, REASON_MEMORY_FAILURE, m0, 1, 1, 0);
+	if (off->n < 8)
+		off->pfn[off->n++] = old;
+	free(before);
+	free(after);
+}
+
+/* A shared file mapping of 4 pages on node, written through the mapping (dirty). */
+static char *dirty_file_pages(const char *path, int node, uint64_t seed, int *fd)
+{
+	*fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (*fd < 0 || ftruncate(*fd, 4 * PAGE)) {
+		failf("creating %s: %s, expected success", path, errname(errno));
+		return NULL;
+	}
+	char *m = map_region(4, MAP_SHARED, *fd, 0);
+	if (m) {
+		bind_task_to(node);
+		fill_pattern(m, 0, 4, seed);
+		bind_task_to(-1);
+	}
+	return m;
+}
+
+int case_soft_offline(void)
+{
+	enum { EXTRA = 4096 };
+	const int A = g_node_a;
+	if (!need_pfns())
+		return skip("needs root and PFNs in /proc/self/pagemap");
+	if (meminfo_kb("HardwareCorrupted") < 0)
+		return skip("no HardwareCorrupted in /proc/meminfo (CONFIG_MEMORY_FAILURE?)");
+	struct offlined off = { .n = 0 };
+
+	/* Unprivileged: EPERM, nothing moves. */
+	char *u = anon_pages_on(A, 1, 100);
+	uint64_t upfn = u ? pfn_of(u) : 0;
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		g_failures = 0;
+		if (become_nobody() == 0) {
+			int r = madvise(u, PAGE, MADV_SOFT_OFFLINE);
+			CHECK(r == -1 && errno == EPERM, "unprivileged madvise(MADV_SOFT_OFFLINE) returned %d (%s), "
+			      "expected EPERM", r, errname(r ? errno : 0));
+		}
+		_exit(g_failures ? 1 : 0);
+	}
+	CHECK(wait_child(pid, 10, "unprivileged child") == 0, "the unprivileged child's checks failed");
+	CHECK(pfn_of(u) == upfn, "after the unprivileged madvise the page's PFN changed, expected the same");
+
+	/* Private anonymous pages. */
+	char *a = anon_pages_on(A, 4, 101);
+	if (!a)
+		return FAIL;
+	soft_offline_one("private anonymous page", a, 4, 1, 101, A, &off);
+
+	/* Dirty page cache on ext4; after the move it still reaches the disk. */
+	int fd;
+	char path[128];
+	snprintf(path, sizeof(path), "/mnt/scratch/migrate_suite_so.%d", (int)getpid());
+	char *e = dirty_file_pages(path, A, 102, &fd);
+	if (e) {
+		soft_offline_one("dirty ext4 page-cache page", e, 4, 1, 102, A, &off);
+		unmap_region(e, 4);
+		CHECK(fsync(fd) == 0 && drop_caches() == 0, "fsync + drop_caches: %s, expected success", errname(errno));
+		char *buf = malloc(4 * PAGE);
+		CHECK(pread(fd, buf, 4 * PAGE, 0) == (ssize_t)(4 * PAGE), "pread: %s", errname(errno));
+		check_pattern("the ext4 file read back from disk after the soft offline", buf, 0, 4, 102);
+		free(buf);
+		close(fd);
+		unlink(path);
+	}
+
+	/* tmpfs. */
+	snprintf(path, sizeof(path), "/tmp/migrate_suite_so.%d", (int)getpid());
+	char *s = dirty_file_pages(path, A, 103, &fd);
+	if (s) {
+		soft_offline_one("tmpfs page", s, 4, 2, 103, A, &off);
+		unmap_region(s, 4);
+		close(fd);
+		unlink(path);
+	}
+
+	/* A THP: split, then the one page moves; the other 511 keep their PFNs. */
+	if (thp_available()) {
+		char *t = map_thp_region();
+		if (!t)
+			return FAIL;
+		bind_task_to(A);
+		fill_pattern(t, 0, NR_PAGES_PER_HPAGE, 104);
+		bind_task_to(-1);
+		long kb = smaps_get_kb(0, (unsigned long)t, "AnonHugePages");
+		if (kb != 2048)
+			diag("no THP on node %d (AnonHugePages %ld kB): the THP part is not run", A, kb);
+		else {
+			long long sp0 = vmstat_get("thp_split_page");
+			soft_offline_one("a page of a THP", t, NR_PAGES_PER_HPAGE, 5, 104, A, &off);
+			kb = smaps_get_kb(0, (unsigned long)t, "AnonHugePages");
+			long long dsp = vmstat_get("thp_split_page") - sp0;
+			CHECK(kb == 0 && dsp == 1, "after soft offlining a page of a THP: AnonHugePages %ld kB, "
+			      "thp_split_page +%lld, expected 0 kB and +1 (split first)", kb, dsp);
+		}
+		munmap(t, HPAGE);
+	}
+
+	/* Offlining the same page again: 0, it is a new page now. Then: the poisoned PFNs are
+	 * never handed out again, however much is allocated on the node. */
+	char *x = anon_pages_on(A, EXTRA, 105);
+	uint64_t *xp = calloc(EXTRA, 8);
+	if (x && pfns_of(x, EXTRA, xp) == 0)
+		for (size_t i = 0; i < EXTRA; i++)
+			for (int k = 0; k < off.n; k++)
+				CHECK(xp[i] != off.pfn[k], "the poisoned PFN %#llx was handed out again (page %zu of %d "
+				      "new pages on node %d), expected never", (unsigned long long)off.pfn[k], i, EXTRA, A);
+	check_pattern("new pages", x, 0, EXTRA, 105);
+	free(xp);
+	unmap_region(x, EXTRA);
+	return PASS;
+}
+
+/* -------------------------------------------------------------- numa_balancing */
+
+struct nb_shared {
+	volatile int stop, verified, quit;
+};
+
+/* The worker: its own pages on A (both regions; the second bound to A by mbind), then it
+ * runs on B's CPUs and keeps reading them until told to stop, then checks its data. */
+static void nb_worker(struct nb_shared *sh, char *freer, char *bound, size_t n, int A, int B)
+{
+	g_failures = 0;
+	unsigned long maskA[2];
+	nodemask_of(maskA, A);
+	bind_task_to(A);
+	fill_pattern(freer, 0, n, 111);
+	fill_pattern(bound, 0, n, 112);
+	bind_task_to(-1);
+	CHECK(sys_mbind(bound, n * PAGE, MPOL_BIND, maskA, MAXNODE, 0) == 0, "mbind(BIND{%d}): %s, expected 0", A,
+	      errname(errno));
+	run_on_node_cpus(B);
+	sh->verified = 1; /* ready */
+	while (!sh->stop) {
+		touch_read(freer, n);
+		touch_read(bound, n);
+	}
+	check_pattern("the worker's pages, not bound", freer, 0, n, 111);
+	check_pattern("the worker's pages bound to A", bound, 0, n, 112);
+	sh->verified = g_failures ? 3 : 2;
+	while (!sh->quit)
+		usleep(1000);
+	_exit(g_failures ? 1 : 0);
+}
+
+int case_numa_balancing(void)
+{
+	enum { N = 64, WAIT_S = 25 };
+	const int A = g_node_a, B = g_node_b;
+	if (access("/proc/sys/kernel/numa_balancing", W_OK))
+		return skip("no /proc/sys/kernel/numa_balancing (CONFIG_NUMA_BALANCING?)");
+	/* Scan quickly (the knobs are in debugfs with CONFIG_SCHED_DEBUG from 5.13, sysctls
+	 * before; without either the defaults: a first scan after about 1 s of runtime). */
+	const char *knob[][2] = { { "scan_delay_ms", "0" }, { "scan_period_min_ms", "10" },
+	                          { "scan_period_max_ms", "200" }, { "scan_size_mb", "16" } };
+	struct setting ks[4], nb;
+	int tuned = 0;
+	for (int i = 0; i < 4; i++) {
+		char p[128];
+		snprintf(p, sizeof(p), "/sys/kernel/debug/sched/numa_balancing/%s", knob[i][0]);
+		if (access(p, W_OK))
+			snprintf(p, sizeof(p), "/proc/sys/kernel/numa_balancing_%s", knob[i][0]);
+		tuned += setting_set(&ks[i], p, knob[i][1]) == 0;
+	}
+	if (setting_set(&nb, "/proc/sys/kernel/numa_balancing", "1")) {
+		failf("writing 1 to /proc/sys/kernel/numa_balancing: %s, expected success", errname(errno));
+		return FAIL;
+	}
+	const char *ctr[] = { "numa_hint_faults", "numa_pages_migrated", "numa_pte_updates" };
+	long long c0[3];
+	for (int i = 0; i < 3; i++)
+		c0[i] = vmstat_get(ctr[i]);
+	struct trace_mark m0 = trace_mark(REASON_NUMA_MISPLACED);
+	char *freer = map_region(N, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), *bound = map_region(N, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct nb_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (!freer || !bound || sh == MAP_FAILED)
+		goto out;
+	fflush(stdout);
+	pid_t pid = fork(); /* a new mm: its first scan is scan_delay_ms after this */
+	if (pid == 0)
+		nb_worker(sh, freer, bound, N, A, B);
+	double t0 = now_s();
+	while (!sh->verified && now_s() < t0 + 10)
+		usleep(1000);
+	struct numa_line nl = { .found = 0 };
+	if (expect_numa_maps("precondition: the worker's pages on A", pid, freer, A, N) ||
+	    expect_numa_maps("precondition: the worker's bound pages on A", pid, bound, A, N))
+		goto stop;
+	t0 = now_s();
+	while (now_s() < t0 + WAIT_S && (numa_maps_get(pid, (unsigned long)freer, &nl) || nl.n[B] < N))
+		usleep(20000);
+	diag("numa_balancing on (%d knobs tuned): %ld of %d pages on node %d after %.2f s", tuned, nl.n[B], N, B,
+	     now_s() - t0);
+stop:
+	sh->stop = 1;
+	while (sh->verified < 2 && now_s() < t0 + WAIT_S + 10)
+		usleep(1000);
+	CHECK(sh->verified == 2, "the worker's own data check: %d, expected 2 (data intact)", sh->verified);
+	expect_on_node("the worker's pages (not bound), touched from node B's CPUs", pid, freer, N, B);
+	expect_on_node("the worker's pages bound to A by mbind (left alone)", pid, bound, N, A);
+	long rss = status_get_kb(pid, "VmRSS") / 4;
+	sh->quit = 1;
+	CHECK(wait_child(pid, 10, "numa balancing worker") == 0, "the worker exited with a failure, expected 0");
+	long long d[3];
+	for (int i = 0; i < 3; i++)
+		d[i] = vmstat_get(ctr[i]) - c0[i];
+	diag("%s +%lld, %s +%lld, %s +%lld", ctr[0], d[0], ctr[1], d[1], ctr[2], d[2]);
+	for (int i = 0; i < 3; i++)
+		CHECK(d[i] >= N, "%s grew by %lld, expected >= %d (every page of the region)", ctr[i], d[i], N);
+	/* our N pages, and at most the worker's other pages (stack, data) */
+	expect_trace("NUMA balancing", REASON_NUMA_MISPLACED, m0, N, rss > N ? rss : N, TRACE_ANY_FAILED);
+out:
+	setting_restore(&nb);
+	for (int i = 0; i < 4; i++)
+		setting_restore(&ks[i]);
+	return PASS;
+}
+
+/* ---------------------------------------------------------------- contig_range */
+
+/* User pages in the CMA area, then CMA's alloc of the whole area: they must move out. */
+int case_contig_range(void)
+{
+	enum { P = 4096, MARGIN = 2048 /* pages */ };
+	const uint64_t SEED = 121;
+	char dir[128];
+	if (!need_pfns())
+		return skip("needs root and PFNs in /proc/self/pagemap");
+	if (cma_area(dir, sizeof(dir)))
+		return skip("no CMA area in /sys/kernel/debug/cma (cma= on the command line, CONFIG_CMA_DEBUGFS)");
+	long base = cma_read(dir, "base_pfn"), count = cma_read(dir, "count"), used0 = cma_read(dir, "used");
+	struct zone_info z;
+	if (base < 0 || count <= 0 || zone_of_pfn((uint64_t)base, &z)) {
+		failf("CMA area %s: base_pfn %ld, count %ld, no zone in /proc/zoneinfo holds it; expected one", dir, base,
+		      count);
+		return FAIL;
+	}
+	const int C = z.node;
+	diag("CMA area %s: PFNs [%#lx, %#lx), %ld pages used; node %d zone %s: %ld free, %ld of them CMA", dir, base,
+	     base + count, used0, C, z.name, z.free, z.free_cma);
+	CHECK(used0 == 0, "the CMA area has %ld pages in use before the case, expected 0", used0);
+	long huge0 = hugetlb_node_pages(C);
+	if (huge0 < 0)
+		return skip("no hugetlb pool on node %d (CONFIG_HUGETLBFS?): it fills the node", C);
+	run_on_cpu_of(C);
+	/* Movable allocations take CMA pages only when the zone's free CMA pages exceed half of
+	 * its free pages (__rmqueue()): fill the zone (hugetlb pages, not from CMA while that is
+	 * not so) until the other free pages are just above the free CMA ones. */
+	long fill = (z.free - z.free_cma - z.free_cma - MARGIN) / (long)NR_PAGES_PER_HPAGE;
+	long huge = hugetlb_node_set(C, huge0 + (fill > 0 ? fill : 0));
+	zone_of_pfn((uint64_t)base, &z);
+	diag("hugetlb pool on node %d: %ld -> %ld pages; zone %s now %ld free, %ld of them CMA", C, huge0, huge, z.name,
+	     z.free, z.free_cma);
+	char *r = map_region(P, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t *pfn = calloc(P, 8);
+	if (!r)
+		goto out;
+	bind_task_to(C);
+	fill_pattern(r, 0, P, SEED);
+	bind_task_to(-1);
+	pfns_of(r, P, pfn);
+	long in = 0;
+	for (int i = 0; i < P; i++)
+		in += pfn[i] >= (uint64_t)base && pfn[i] < (uint64_t)(base + count);
+	diag("%ld of our %d pages are in the CMA area", in, P);
+	CHECK(in >= 64, "precondition: %ld of %d user pages in the CMA area, expected >= 64", in, P);
+	if (g_failures)
+		goto out;
+
+	struct trace_mark m0 = trace_mark(REASON_CONTIG_RANGE);
+	double t0 = now_s();
+	int ret = cma_write(dir, "alloc", count);
+	CHECK(ret == 0, "echo %ld > %s/alloc: %s, expected success (the user pages migrated out)", count, dir,
+	      errname(errno));
+	diag("CMA alloc of %ld pages: %.2f s", count, now_s() - t0);
+	long used = cma_read(dir, "used");
+	CHECK(ret != 0 || used == count, "CMA area: %ld pages used after the alloc, expected %ld", used, count);
+	pfns_of(r, P, pfn);
+	long still = 0;
+	for (int i = 0; i < P; i++)
+		if (pfn[i] >= (uint64_t)base && pfn[i] < (uint64_t)(base + count)) {
+			if (!still)
+				failf("page %d still at PFN %#llx, inside the allocated CMA area, expected moved out", i,
+				      (unsigned long long)pfn[i]);
+			still++;
+		} else
+			CHECK(pfn[i], "page %d is not present after the CMA alloc, expected it still mapped", i);
+	CHECK(still == 0, "%ld pages still in the CMA area, expected 0", still);
+	check_pattern("user pages after CMA's alloc", r, 0, P, SEED);
+	expect_trace("CMA alloc of the whole area", REASON_CONTIG_RANGE, m0, in, count, TRACE_ANY_FAILED);
+	if (ret == 0) {
+		CHECK(cma_write(dir, "free", count) == 0, "echo %ld > %s/free: %s, expected success", count, dir,
+		      errname(errno));
+		used = cma_read(dir, "used");
+		CHECK(used == used0, "CMA area: %ld pages used after the free, expected %ld", used, used0);
+	}
+out:
+	if (r)
+		unmap_region(r, P);
+	free(pfn);
+	hugetlb_node_set(C, huge0);
+	return PASS;
+}
