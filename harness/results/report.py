@@ -24,6 +24,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.results import migrate_reasons
 from harness.results.model import Counts, CrashReport, RunResult, Status, TestResult
 
 SCHEMA = 1
@@ -87,6 +88,7 @@ def _test_json(test: TestResult) -> dict:
             "diagnostics": list(test.diagnostics), "failure": failure(test), "directive": test.directive,
             "duration_s": test.duration_s, "line": test.line,
             "crash": _crash_json(test.crash) if test.crash else None,
+            "migrate_reasons": migrate_reasons.parse(test.diagnostics),
             "subtests": [_test_json(sub) for sub in test.subtests]}
 
 
@@ -228,7 +230,7 @@ def summary(result: RunResult) -> str:
     for crash in crashes:
         where = f" (console.log lines {crash.first_line}-{crash.last_line})"
         lines.append(_fit(crash.title, WIDTH - len(where)) + where)
-    lines += ["", *_groups_line(result), result.counts.line()]
+    lines += ["", *_groups_line(result), *migrate_reasons.coverage_lines(result, WIDTH), result.counts.line()]
     return "\n".join(lines) + "\n"
 
 
