@@ -76,7 +76,7 @@ def test_document_follows_the_schema():
     assert [g["name"] for g in doc["groups"]] == ["migration", "boot"]
     thp = doc["groups"][0]["subtests"][1]["subtests"][0]
     assert set(thp) == {"name", "status", "diagnostics", "failure", "directive", "duration_s", "line", "crash",
-                        "subtests"}
+                        "migrate_reasons", "subtests"}
     assert thp["status"] == "fail" and thp["crash"]["title"] == OOPS.title
     assert thp["failure"] == f"kernel crash: {OOPS.title} (console.log:40)"
     assert doc["groups"][0]["subtests"][0]["failure"] is None  # passed
