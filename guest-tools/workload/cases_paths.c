@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #ifndef MADV_SOFT_OFFLINE
@@ -72,6 +73,28 @@ static int cma_write(const char *dir, const char *name, long v)
 	return sys_write(p, val);
 }
 
+/* With THP the kernel raises min_free_kbytes to tens of MiB (about 34 MiB high watermark
+ * per node here): a node filled for a case would sit below it, and kswapd would swap the
+ * case's pages out. Lower it for the case (restored with the setting). */
+static void low_watermarks(struct setting *minfree)
+{
+	if (setting_set(minfree, "/proc/sys/vm/min_free_kbytes", "8192"))
+		failf("writing 8192 to /proc/sys/vm/min_free_kbytes: %s, expected success", errname(errno));
+}
+
+/* Free pages of node outside CMA areas above each zone's high watermark (kswapd's
+ * measure: it does not count free CMA pages). */
+static long node_room(int node)
+{
+	struct zone_info z[16];
+	long room = 0;
+	for (int i = 0, nz = zones_get(z, 16); i < nz; i++) {
+		long r = z[i].free - z[i].free_cma - z[i].high;
+		room += z[i].node == node && r > 0 ? r : 0;
+	}
+	return room;
+}
+
 /* ------------------------------------------------------------------ compaction */
 
 /* Node C is made small and fragmented: its free 2 MiB blocks go to the hugetlb pool
@@ -80,7 +103,7 @@ static int cma_write(const char *dir, const char *name, long v)
  * into the holes (new PFNs, same data, same node); the counters and the trace agree. */
 int case_compaction(void)
 {
-	enum { K = 16, SPARE = 24 }; /* blocks our pages fragment; blocks left free (above the watermarks) */
+	enum { K = 16, SPARE = 16 }; /* blocks our pages fragment; blocks left free */
 	const uint64_t SEED = 91;
 	const int C = g_node_b;
 	const size_t n = K * NR_PAGES_PER_HPAGE;
@@ -93,11 +116,14 @@ int case_compaction(void)
 	long huge0 = hugetlb_node_pages(C);
 	if (huge0 < 0)
 		return skip("no hugetlb pool on node %d (CONFIG_HUGETLBFS?): it fills the node", C);
-	struct setting proactive;
+	struct setting proactive, minfree;
 	setting_set(&proactive, "/proc/sys/vm/compaction_proactiveness", "0"); /* 5.9+: no compaction on its own */
-	long blocks = buddy_free_blocks(C, 9);
-	long huge = hugetlb_node_set(C, huge0 + (blocks > K + SPARE ? blocks - K - SPARE : 0));
-	diag("node %d: %ld free 2 MiB blocks; hugetlb pool %ld -> %ld pages", C, blocks, huge0, huge);
+	low_watermarks(&minfree);
+	long room = node_room(C);
+	long fill = (room - (K + SPARE) * (long)NR_PAGES_PER_HPAGE) / (long)NR_PAGES_PER_HPAGE;
+	long huge = hugetlb_node_set(C, huge0 + (fill > 0 ? fill : 0));
+	diag("node %d: %ld free pages outside CMA above the high watermark; hugetlb pool %ld -> %ld pages", C, room,
+	     huge0, huge);
 	uint64_t *pfn = calloc(n, sizeof(uint64_t)), *pfn2 = calloc(n, sizeof(uint64_t));
 	char **kept = calloc(n, sizeof(char *));
 	size_t nk = 0, moved = 0;
@@ -157,6 +183,7 @@ out:
 	unmap_region(r, n);
 	hugetlb_node_set(C, huge0);
 	setting_restore(&proactive);
+	setting_restore(&minfree);
 	return PASS;
 }
 
@@ -448,6 +475,9 @@ int case_contig_range(void)
 	if (huge0 < 0)
 		return skip("no hugetlb pool on node %d (CONFIG_HUGETLBFS?): it fills the node", C);
 	run_on_cpu_of(C);
+	struct setting minfree;
+	low_watermarks(&minfree);
+	zone_of_pfn((uint64_t)base, &z);
 	/* Movable allocations take CMA pages only when the zone's free CMA pages exceed half of
 	 * its free pages (__rmqueue()): fill the zone (hugetlb pages, not from CMA while that is
 	 * not so) until the other free pages are just above the free CMA ones. */
@@ -460,6 +490,9 @@ int case_contig_range(void)
 	uint64_t *pfn = calloc(P, 8);
 	if (!r)
 		goto out;
+	/* locked as they fault in (MLOCK_ONFAULT): never reclaimed; still migratable (CMA
+	 * isolates unevictable pages too) */
+	CHECK(syscall(SYS_mlock2, r, P * PAGE, 1) == 0, "mlock2(MLOCK_ONFAULT): %s, expected 0", errname(errno));
 	bind_task_to(C);
 	fill_pattern(r, 0, P, SEED);
 	bind_task_to(-1);
@@ -504,5 +537,6 @@ out:
 		unmap_region(r, P);
 	free(pfn);
 	hugetlb_node_set(C, huge0);
+	setting_restore(&minfree);
 	return PASS;
 }
