@@ -93,7 +93,7 @@ def _nodes(test: TestResult, path: str):
 
 
 def _test(run_id: str, build_id: str, n: int, path: str, node: TestResult, environment: dict) -> dict:
-    test = {"id": f"{ORIGIN}:{run_id}:test:{n}", "build_id": build_id, "origin": ORIGIN, "path": path,
+    test: dict = {"id": f"{ORIGIN}:{run_id}:test:{n}", "build_id": build_id, "origin": ORIGIN, "path": path,
             "status": _status(node), "environment": environment}
     if node.duration_s is not None:
         test["duration"] = node.duration_s
@@ -101,7 +101,7 @@ def _test(run_id: str, build_id: str, n: int, path: str, node: TestResult, envir
         test["log_excerpt"] = excerpt
     if node.directive:
         test["comment"] = _text(node.directive)
-    misc = {"name": node.name}
+    misc: dict = {"name": node.name}
     if node.line is not None:
         misc["console_line"] = node.line
     if node.crash:

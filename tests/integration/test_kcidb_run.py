@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from kcidb_io.schema import LATEST
-
 from conftest import harness
+from kcidb_io.schema import LATEST
 
 pytestmark = pytest.mark.integration
 

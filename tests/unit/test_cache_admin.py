@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from harness import bisect, cache, cache_admin
 from harness.cache_admin import Kind
 from harness.cli import main
@@ -131,7 +131,7 @@ def test_clean_all_removes_what_no_run_holds_and_says_in_use_for_the_rest(root, 
         # a run holds the source: its source, tree, builds and module stay; so do guest images
         for name in ("source", "tree", "build", "old_build", "module", "scratch", "guest"):
             assert paths[name].exists(), name
-            assert f"in use" in out and str(paths[name]) in out
+            assert "in use" in out and str(paths[name]) in out
         for name in ("user_tree", "bisect"):
             assert not paths[name].exists(), name
         assert "removed  ccache" in out
@@ -216,7 +216,7 @@ def test_ccache_is_emptied_by_ccache_itself(root, tmp_path, capsys):
     env = {**os.environ, "CCACHE_DIR": str(root / "ccache")}
     subprocess.run(["ccache", "gcc", "-c", str(source), "-o", str(tmp_path / "x.o")], check=True, env=env)
     stats = ["ccache", "--print-stats"]
-    files = lambda: int(dict(line.split("\t") for line in subprocess.run(  # noqa: E731
+    files = lambda: int(dict(line.split("\t") for line in subprocess.run(
         stats, check=True, capture_output=True, text=True, env=env).stdout.splitlines())["files_in_cache"])
     assert files() > 0
     assert main(["cache", "clean", "--older-than", "1"]) == 0  # just compiled: kept
