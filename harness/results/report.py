@@ -259,12 +259,15 @@ def _groups_line(result: RunResult) -> list[str]:
 
 
 def write_all(result: RunResult, out_dir: Path) -> None:
-    """Write results.json, junit.xml and summary.txt into out_dir (created if needed)."""
+    """Write results.json, junit.xml, summary.txt and kcidb.json into out_dir (created if needed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     # ensure_ascii keeps lone surrogates from a badly decoded console writable and round-trippable.
     (out_dir / "results.json").write_text(json.dumps(to_json(result), indent=2) + "\n", encoding="utf-8")
     (out_dir / "junit.xml").write_text(junit_xml(result), encoding="utf-8")
     (out_dir / "summary.txt").write_text(summary(result), encoding="utf-8")
+    from harness.results import kcidb  # it reads this module's failure rule
+
+    kcidb.write(result, out_dir)
 
 
 def load(out_dir: Path) -> RunResult:
@@ -290,7 +293,9 @@ def merge(results: dict[str, RunResult]) -> RunResult:
     groups = tuple(dataclasses.replace(g, name=f"{label}/{g.name}")
                    for label, r in results.items() for g in r.groups)
     crashes = tuple(c for r in results.values() for c in r.crashes)
-    return RunResult({"merged": {label: r.metadata for label, r in results.items()}}, groups, crashes)
+    crash_labels = [label for label, r in results.items() for _ in r.crashes]  # whose each crash is
+    return RunResult({"merged": {label: r.metadata for label, r in results.items()}, "crash_labels": crash_labels},
+                     groups, crashes)
 
 
 def load_many(dirs: list[Path]) -> dict[str, RunResult]:

@@ -209,7 +209,7 @@ def test_summary_of_an_empty_run():
 def test_write_all_then_load(tmp_path):
     out = tmp_path / "run"
     write_all(run(), out)
-    assert {p.name for p in out.iterdir()} == {"results.json", "junit.xml", "summary.txt"}
+    assert {p.name for p in out.iterdir()} == {"results.json", "junit.xml", "summary.txt", "kcidb.json"}
     assert load(out) == run()
     ET.parse(out / "junit.xml")
     assert (out / "summary.txt").read_text(encoding="utf-8") == summary(run())
