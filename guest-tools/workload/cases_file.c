@@ -265,18 +265,6 @@ int case_swap_pages(void)
 
 /* ---------------------------------------------------------------- THP */
 
-static int thp_enabled(void)
-{
-	char buf[128] = "";
-	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-	if (!f)
-		return 0;
-	if (!fgets(buf, sizeof(buf), f))
-		buf[0] = 0;
-	fclose(f);
-	return buf[0] && !strstr(buf, "[never]");
-}
-
 static void write_sys(const char *path, const char *val)
 {
 	FILE *f = fopen(path, "w");
@@ -290,7 +278,7 @@ int case_thp_move(void)
 {
 	const size_t NP = HPAGE / PAGE;
 	const int A = g_node_a, B = g_node_b;
-	if (!thp_enabled())
+	if (!thp_available())
 		return skip("transparent hugepages not available (no CONFIG_TRANSPARENT_HUGEPAGE or 'never')");
 	/* A VMA of exactly one 2 MiB-aligned huge page. */
 	char *res = mmap(NULL, 3 * HPAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
