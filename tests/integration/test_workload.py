@@ -9,12 +9,19 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import REPO, harness
+from harness.results import migrate_reasons
+from harness.results.report import load
 
 pytestmark = pytest.mark.integration
 
 CASES = ["anon_move_pages", "migrate_pages_other_process", "mbind_move", "shared_anon_move_all",
          "file_pages_tmpfs", "file_pages_ext4", "swap_pages", "thp_move", "unmovable_page",
-         "concurrent_bounce", "permissions_unprivileged", "bad_args", "migration_counters", "query_mode"]
+         "concurrent_bounce", "permissions_unprivileged", "bad_args", "migration_counters", "query_mode",
+         "compaction", "soft_offline", "numa_balancing", "contig_range"]
+# The issue's "done when": these paths into migrate_pages() exercised, each by a passing test.
+EXERCISED = {"compaction": "workload.compaction", "memory_failure": "workload.soft_offline",
+             "syscall_or_cpuset": "workload.anon_move_pages", "mempolicy_mbind": "workload.mbind_move",
+             "numa_misplaced": "workload.numa_balancing", "contig_range": "workload.contig_range"}
 
 
 def test_default_run_has_every_workload_case_passing(default_kernel, tmp_path):
@@ -28,6 +35,9 @@ def test_default_run_has_every_workload_case_passing(default_kernel, tmp_path):
     groups = [g["name"] for g in json.loads((out / "results.json").read_text())["groups"]]
     assert groups == ["boot", "workload", "module"]
     assert (out / "workload.ktap").read_text().startswith("KTAP version 1")
+    cover = migrate_reasons.coverage(load(out))
+    assert {reason: test for reason, test in EXERCISED.items() if test in cover[reason][0]} == EXERCISED
+    assert "Migrate reasons (passing tests): compaction: compaction;" in result.stdout
 
 
 FAIL_THEN_SKIP = r'''
