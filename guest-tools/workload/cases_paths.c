@@ -106,9 +106,9 @@ static long node_room(int node)
 /* Node C is made small and fragmented: its free 2 MiB blocks go to the hugetlb pool
  * (compaction leaves hugetlb pages alone) except K + SPARE, and our pages fill K of them.
  * In the lower half of those blocks (by PFN) every page of ours with an odd PFN is freed
- * again, in the upper half every page: compaction's migration scanner (from the zone's
- * start) meets our fragmented blocks before its free scanner (from the end) runs out of
- * free pages above them. Compacting C must move our kept pages (new PFNs, same data,
+ * again, in the upper half all but 1 in 64 (a wholly free block is no target for
+ * compaction's free scanner): the migration scanner (from the zone's start) meets our
+ * fragmented blocks before the free scanner (from the end) runs out of free pages above. Compacting C must move our kept pages (new PFNs, same data,
  * same node); the counters and the trace agree. */
 int case_compaction(void)
 {
@@ -144,15 +144,15 @@ int case_compaction(void)
 	uint64_t *order = malloc(n * sizeof(uint64_t));
 	memcpy(order, pfn, n * sizeof(uint64_t));
 	qsort(order, n, sizeof(uint64_t), cmp_u64);
-	const uint64_t upper = order[n / 2] >> 9; /* 2 MiB blocks from here on are freed whole */
+	const uint64_t upper = order[n / 2] >> 9; /* 2 MiB blocks from here on keep 1 page in 64 */
 	free(order);
 	for (size_t i = 0; i < n; i++) {
-		if ((pfn[i] & 1) || (pfn[i] >> 9) >= upper)
+		if ((pfn[i] >> 9) < upper ? (pfn[i] & 1) : (pfn[i] & 63))
 			madvise(r + i * PAGE, PAGE, MADV_DONTNEED);
 		else
 			kept[nk++] = r + i * PAGE;
 	}
-	diag("%zu pages of ours on node %d; kept %zu: those with even PFNs below %#llx", n, C, nk,
+	diag("%zu pages of ours on node %d; kept %zu: those with even PFNs below %#llx, 1 in 64 above", n, C, nk,
 	     (unsigned long long)(upper << 9));
 	if (pages_not_on(kept, nk, C, "precondition: our pages on node C"))
 		goto out;
