@@ -192,10 +192,18 @@ def _stamp(path: Path) -> list[int] | None:
 
 
 def _sync(source: Path, tree: Path, exclude: list[str]) -> bool:
-    """Make `tree` a copy of `source` (mtimes kept); True if anything changed."""
+    """Make `tree` a copy of `source`; True if anything changed.
+
+    rsync keeps the source's mtimes, so an edit of the source undone with its
+    old mtime would come back older than the object make built from the edit,
+    and make would keep that object: every file rsync updates gets a fresh mtime."""
     tree.mkdir(parents=True, exist_ok=True)
     argv = ["rsync", "-a", "--itemize-changes", "--delete", "--exclude=/.git"] + [f"--exclude=/{f}" for f in exclude]
-    return bool(run(argv + [f"{source}/", f"{tree}/"], error=SourceError, what=f"copying {source}").strip())
+    changes = run(argv + [f"{source}/", f"{tree}/"], error=SourceError, what=f"copying {source}")
+    for line in changes.splitlines():
+        if line.startswith(">f"):  # a regular file whose content was (re)written
+            (tree / line.split(" ", 1)[1]).touch()
+    return bool(changes.strip())
 
 
 def prepare(origin: str, rev: str | None, patches: tuple[Path, ...]) -> KernelSource:
