@@ -1,8 +1,18 @@
-"""One error type per stage. Only cli.py catches them and maps them to exit 2.
+"""One error type per stage. Only cli.py catches them and maps them to exit 2
+(harness/exits.py).
 
 Each message is meant for a person: one paragraph that names the culprit
 (the file, the line, the symbol, the command) and, where it helps, what to do.
+A few kinds of failure are types of their own, so that callers decide by
+type and never by message text: a patch that does not apply, a command that
+timed out, a full disk.
 """
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Iterator
+from typing import cast
 
 
 class HarnessError(Exception):
@@ -17,6 +27,10 @@ class SpecError(HarnessError):
 
 class SourceError(HarnessError):
     stage = "source"
+
+
+class PatchDoesNotApply(SourceError):
+    """A patch of the series does not apply to this source (a verdict on the commit, for bisect)."""
 
 
 class ConfigError(HarnessError):
@@ -37,3 +51,37 @@ class GuestError(HarnessError):
 
 class ToolMissing(HarnessError):
     stage = "setup"
+
+
+class DiskFull(HarnessError):
+    """No space left on the device: a fault of the machine, never of the kernel under test."""
+
+    stage = "disk"
+
+
+class CommandTimeout(HarnessError):
+    """An external command outlived its timeout. commands.run raises it as
+    timeout_of(the stage's error), so it is that stage's error too."""
+
+
+_TIMEOUTS: dict[type[HarnessError], type[CommandTimeout]] = {}
+
+
+def timeout_of(stage_error: type[HarnessError]) -> type[CommandTimeout]:
+    """The CommandTimeout that is also a `stage_error` (e.g. a BuildError), made once."""
+    if stage_error not in _TIMEOUTS:
+        bases, name = (CommandTimeout, stage_error), f"{stage_error.__name__}Timeout"
+        _TIMEOUTS[stage_error] = cast(type[CommandTimeout], type(name, bases, {"stage": stage_error.stage}))
+    return _TIMEOUTS[stage_error]
+
+
+@contextlib.contextmanager
+def disk_full_is_an_error() -> Iterator[None]:
+    """Turn ENOSPC met in the harness's own writes into DiskFull."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise DiskFull(f"no space left on the device while writing {e.filename or 'a file'}: "
+                       "free some space (the cache is in ~/.cache/migrate-harness)") from None

@@ -20,10 +20,10 @@ Choices where Documentation/dev-tools/ktap.rst leaves room:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
-from harness.results.model import Status, TestResult
+from harness.results.model import Status, TestResult, rollup
 
 Line = tuple[int, str]
 Note = tuple[int, str]  # (line number, diagnostic text): sorted by line when merged
@@ -57,7 +57,12 @@ class _Tok:
     indent: int
     kind: str  # "version" | "plan" | "result" | "diag"
     text: str
-    match: re.Match[str] | None = None
+    match: re.Match[str] | None = None  # a result's: (ok|not ok, number, the rest)
+
+    def result(self) -> tuple[str, str, str]:
+        assert self.match is not None, "only result tokens have a match"
+        ok, number, rest = self.match.groups()
+        return ok, number, rest
 
 
 def _tokenize(line: int, raw: str) -> _Tok | None:
@@ -149,7 +154,7 @@ class _Parser:
                     hint = name or hint
             elif tok.kind == "result":
                 doc.results.append(self._result(tok, pending, children, hint, len(doc.results) + 1))
-                seen.add(int(tok.match[2]))
+                seen.add(int(tok.result()[1]))
                 pending, children, hint = [], None, None
         if children is not None:
             doc.results.append(self._orphan(children, len(doc.results) + 1, hint, seen))
@@ -163,7 +168,7 @@ class _Parser:
 
     @staticmethod
     def _result(tok: _Tok, notes: list[Note], children: _Doc | None, hint: str | None, expected: int) -> TestResult:
-        ok, num, rest = tok.match.groups()
+        ok, num, rest = tok.result()
         status, directive, name = _classify(ok == "ok", rest)
         subtests: tuple[TestResult, ...] = ()
         if children is not None:
@@ -192,15 +197,8 @@ class _Parser:
 
 
 def _overall(results: list[TestResult], plan: int | None) -> Status:
-    leaves = [leaf for r in results for leaf in r.leaves()]
-    if not leaves:
-        return Status.SKIP if plan == 0 else Status.ERROR
-    statuses = {leaf.status for leaf in leaves}
-    if Status.ERROR in statuses:
-        return Status.ERROR
-    if Status.FAIL in statuses:
-        return Status.FAIL
-    return Status.SKIP if statuses == {Status.SKIP} else Status.PASS
+    """The rolled-up status of the leaves; with none, an empty plan is a skip."""
+    return rollup(results) or (Status.SKIP if plan == 0 else Status.ERROR)
 
 
 def parse_ktap(lines: Iterable[Line], name: str) -> TestResult:

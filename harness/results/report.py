@@ -19,6 +19,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
 from harness.results.model import Counts, CrashReport, RunResult, Status, TestResult
@@ -34,12 +35,12 @@ _XML_FORBIDDEN_RE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U001
 # ---- results.json ----------------------------------------------------------
 
 
-def _crash_json(crash: CrashReport) -> dict:
+def _crash_json(crash: CrashReport) -> dict[str, Any]:
     return {"title": crash.title, "excerpt": crash.excerpt,
             "first_line": crash.first_line, "last_line": crash.last_line}
 
 
-def _test_json(test: TestResult) -> dict:
+def _test_json(test: TestResult) -> dict[str, Any]:
     return {"name": test.name, "status": test.status.value,
             "diagnostics": list(test.diagnostics), "directive": test.directive,
             "duration_s": test.duration_s, "line": test.line,
@@ -47,7 +48,7 @@ def _test_json(test: TestResult) -> dict:
             "subtests": [_test_json(sub) for sub in test.subtests]}
 
 
-def to_json(result: RunResult) -> dict:
+def to_json(result: RunResult) -> dict[str, Any]:
     """The results.json document; counts and ok are derived, for readers that skip the tree."""
     counts = result.counts
     return {"schema": SCHEMA, "metadata": dict(result.metadata),
@@ -56,12 +57,12 @@ def to_json(result: RunResult) -> dict:
             "crashes": [_crash_json(crash) for crash in result.crashes]}
 
 
-def _crash_from(data: dict) -> CrashReport:
+def _crash_from(data: dict[str, Any]) -> CrashReport:
     return CrashReport(str(data["title"]), str(data["excerpt"]),
                        int(data["first_line"]), int(data["last_line"]))
 
 
-def _test_from(data: dict) -> TestResult:
+def _test_from(data: dict[str, Any]) -> TestResult:
     duration = data.get("duration_s")
     return TestResult(
         name=str(data["name"]), status=Status(data["status"]),
@@ -73,7 +74,7 @@ def _test_from(data: dict) -> TestResult:
         line=data.get("line"))
 
 
-def from_json(data: dict) -> RunResult:
+def from_json(data: dict[str, Any]) -> RunResult:
     """Inverse of to_json. Raises ValueError/KeyError/TypeError on a malformed document."""
     if data.get("schema") != SCHEMA:
         raise ValueError(f"unsupported schema {data.get('schema')!r}, expected {SCHEMA}")
@@ -91,12 +92,7 @@ def _xml_text(text: str) -> str:
 
 def _leaves(group: TestResult) -> list[tuple[str, TestResult]]:
     """(path below the group joined with ".", leaf); a group without subtests is its own leaf."""
-    if not group.subtests:
-        return [(group.name, group)]
-    out = []
-    for sub in group.subtests:
-        out += [(f"{sub.name}.{path}" if sub.subtests else path, leaf) for path, leaf in _leaves(sub)]
-    return out
+    return [(".".join(names) or group.name, leaf) for names, leaf in group.paths()]
 
 
 def _crash_text(crash: CrashReport) -> str:
@@ -179,7 +175,7 @@ def summary(result: RunResult) -> str:
     for word, group, path, leaf in failures:
         lines.append(_fit(f"{word} {group}: {path}", WIDTH))
         if leaf.diagnostics or leaf.directive:
-            lines.append("    " + _fit((*leaf.diagnostics, leaf.directive)[0], WIDTH - 4))
+            lines.append("    " + _fit((*leaf.diagnostics, leaf.directive or "")[0], WIDTH - 4))
         if leaf.crash:
             lines.append("    crash: " + _fit(leaf.crash.title, WIDTH - 11))
     # A parser may attach a crash to a leaf only; list those too, once each.

@@ -6,7 +6,6 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from conftest import harness
 
 pytestmark = pytest.mark.integration

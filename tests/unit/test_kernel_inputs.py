@@ -1,7 +1,6 @@
 """Source preparation and config checks on small fake trees, with the real patch/rsync/git."""
 import subprocess
 import textwrap
-from pathlib import Path
 
 import pytest
 

@@ -7,10 +7,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import validate_junit
 from lxml import etree
 
-from conftest import validate_junit
 from harness.errors import HarnessError
+
 # Aliased so pytest does not try to collect the dataclass as a test class.
 from harness.results.model import Counts, CrashReport, RunResult, Status
 from harness.results.model import TestResult as Result
@@ -116,7 +117,7 @@ def test_junit_counts_equal_counts_plus_crash_testcases():
     c = result.counts
     # ORPHAN is attached nowhere and ON_PASS only to a passing leaf: two extra error testcases.
     assert attr_counts(root) == (c.total + 2, c.failed, c.errors + 2, c.skipped)
-    for suite, group in zip(root, result.groups):
+    for suite, group in zip(root, result.groups, strict=False):
         g = Counts.of([group])
         assert attr_counts(suite) == (g.total, g.failed, g.errors, g.skipped)
         assert len(suite.findall("testcase")) == g.total

@@ -1,11 +1,11 @@
-"""The test-run stage's bookkeeping, and the host-side compile of guest programs (real gcc)."""
+"""The test groups' bookkeeping, and the host-side compile of guest programs (real gcc)."""
 import io
 import subprocess
 
 import pytest
 
-from harness import testrun
 from harness.errors import GuestError
+from harness.groups import guest, module, script
 from harness.guest import compile as compiler
 from harness.results import ktap
 from harness.results.model import CrashReport, Status, TestResult
@@ -18,7 +18,7 @@ TRUNCATED = ["KTAP version 1", "1..4", "ok 1 first", "ok 2 second", "# Subtest: 
 def test_the_first_missing_test_is_blamed_and_the_rest_are_errors():
     group = ktap.parse_ktap(list(enumerate(TRUNCATED, 1)), "suite")
     crash = CrashReport("Kernel panic - not syncing: x", "...", 10, 20)
-    blamed = testrun._blame_first_missing(group, "kernel crash: x", None, crash)
+    blamed = guest.blame_first_missing(group, "kernel crash: x", None, crash)
     assert [(t.name, t.status) for t in blamed.subtests] == [
         ("first", Status.PASS), ("second", Status.PASS), ("third", Status.FAIL), ("test 4 (missing)", Status.ERROR)]
     assert blamed.subtests[2].crash is crash and blamed.status is Status.FAIL
@@ -26,15 +26,15 @@ def test_the_first_missing_test_is_blamed_and_the_rest_are_errors():
 
 def test_durations_come_from_arrival_times():
     group = ktap.parse_ktap(list(enumerate(TRUNCATED[:4], 1)), "suite")
-    timed = testrun._with_durations(group, {1: 0.0, 2: 0.1, 3: 1.5, 4: 4.0})
+    timed = script.with_durations(group, {1: 0.0, 2: 0.1, 3: 1.5, 4: 4.0})
     assert [t.duration_s for t in timed.subtests[:2]] == [1.5, 2.5]
 
 
 def test_regroup_takes_the_worst_leaf():
     ok, bad = TestResult("a", Status.PASS), TestResult("b", Status.FAIL)
-    assert testrun._regroup("g", [ok, bad]).status is Status.FAIL
-    assert testrun._regroup("g", [ok, TestResult("c", Status.ERROR)]).status is Status.ERROR
-    assert testrun._regroup("g", [ok, TestResult("d", Status.SKIP)]).status is Status.PASS
+    assert module.regroup("g", [ok, bad]).status is Status.FAIL
+    assert module.regroup("g", [ok, TestResult("c", Status.ERROR)]).status is Status.ERROR
+    assert module.regroup("g", [ok, TestResult("d", Status.SKIP)]).status is Status.PASS
 
 
 def test_workload_is_compiled_static_and_cached(tmp_path, monkeypatch):
