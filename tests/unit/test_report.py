@@ -15,7 +15,7 @@ from harness.errors import HarnessError
 # Aliased so pytest does not try to collect the dataclass as a test class.
 from harness.results.model import Counts, CrashReport, RunResult, Status
 from harness.results.model import TestResult as Result
-from harness.results.report import from_json, junit_xml, load, summary, to_json, write_all
+from harness.results.report import from_json, junit_xml, load, merge, summary, to_json, write_all
 
 pytestmark = pytest.mark.unit
 
@@ -236,3 +236,17 @@ def test_summary_prints_group_runtimes_and_the_accelerator():
     text = summary(RunResult({"vm": {"accel": "tcg"}}, (group,)))
     assert "Group runtimes under TCG: workload 12.0s" in text
     assert text.rstrip().splitlines()[-1] == "1 passed, 0 failed, 0 skipped"
+
+
+def group(name, *statuses, crash=None):
+    leaves = tuple(Result(f"t{i}", s, crash=crash if s is Status.FAIL else None) for i, s in enumerate(statuses))
+    worst = Status.FAIL if Status.FAIL in statuses else Status.ERROR if Status.ERROR in statuses else Status.PASS
+    return Result(name, worst, subtests=leaves)
+
+
+def test_merge_prefixes_groups_and_keeps_counts():
+    a = RunResult({}, (group("boot", Status.PASS), group("module", Status.PASS, Status.FAIL)))
+    b = RunResult({}, (group("boot", Status.PASS, Status.PASS),))
+    merged = merge({"6.1": a, "6.12": b})
+    assert [g.name for g in merged.groups] == ["6.1/boot", "6.1/module", "6.12/boot"]
+    assert merged.counts.passed == 4 and merged.counts.failed == 1

@@ -1,12 +1,7 @@
-"""The test groups' bookkeeping, and the host-side compile of guest programs (real gcc)."""
-import io
-import subprocess
-
+"""harness/groups: the groups' bookkeeping (blame, durations, roll-up)."""
 import pytest
 
-from harness.errors import GuestError
 from harness.groups import guest, module, script
-from harness.guest import compile as compiler
 from harness.results import ktap
 from harness.results.model import CrashReport, Status, TestResult
 
@@ -35,17 +30,3 @@ def test_regroup_takes_the_worst_leaf():
     assert module.regroup("g", [ok, bad]).status is Status.FAIL
     assert module.regroup("g", [ok, TestResult("c", Status.ERROR)]).status is Status.ERROR
     assert module.regroup("g", [ok, TestResult("d", Status.SKIP)]).status is Status.PASS
-
-
-def test_workload_is_compiled_static_and_cached(tmp_path, monkeypatch):
-    monkeypatch.setenv("MIGRATE_HARNESS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(compiler, "WORKLOAD_DIR", tmp_path)
-    (tmp_path / "hello.c").write_text('#include <stdio.h>\nint main(void){puts("KTAP version 1");return 0;}\n')
-    log = io.StringIO()
-    binary = compiler.workload(log)
-    assert b"libc.so" not in subprocess.run(["ldd", str(binary)], capture_output=True).stdout  # static
-    assert subprocess.run([str(binary)], capture_output=True, text=True).stdout == "KTAP version 1\n"
-    assert compiler.workload(log) == binary and log.getvalue().count("$ gcc") == 1
-    (tmp_path / "hello.c").write_text("int main(void){return nope;}\n")
-    with pytest.raises(GuestError, match="compiling the guest workload failed"):
-        compiler.workload(log)
