@@ -16,47 +16,25 @@ from typing import cast
 
 
 class HarnessError(Exception):
-    """The harness could not do its job (exit 2)."""
+    """The harness could not do its job (exit 2). `stage` names the stage in the message."""
 
     stage = "harness"
 
-
-class SpecError(HarnessError):
-    stage = "spec"
-
-
-class SourceError(HarnessError):
-    stage = "source"
+    def __init_subclass__(cls, stage: str = "", **kwargs: object) -> None:
+        super().__init_subclass__()
+        cls.stage = stage or cls.stage
 
 
-class PatchDoesNotApply(SourceError):
-    """A patch of the series does not apply to this source (a verdict on the commit, for bisect)."""
-
-
-class ConfigError(HarnessError):
-    stage = "config"
-
-
-class BuildError(HarnessError):
-    stage = "build"
-
-
-class BootError(HarnessError):
-    stage = "boot"
-
-
-class GuestError(HarnessError):
-    stage = "guest"
-
-
-class ToolMissing(HarnessError):
-    stage = "setup"
-
-
-class DiskFull(HarnessError):
-    """No space left on the device: a fault of the machine, never of the kernel under test."""
-
-    stage = "disk"
+# One per stage, in the order a run meets them.
+class SpecError(HarnessError, stage="spec"): ...
+class SourceError(HarnessError, stage="source"): ...
+class PatchDoesNotApply(SourceError): ...  # a verdict on the commit, for bisect
+class ConfigError(HarnessError, stage="config"): ...
+class BuildError(HarnessError, stage="build"): ...
+class BootError(HarnessError, stage="boot"): ...
+class GuestError(HarnessError, stage="guest"): ...
+class ToolMissing(HarnessError, stage="setup"): ...
+class DiskFull(HarnessError, stage="disk"): ...  # a fault of the machine, never of the kernel under test
 
 
 class CommandTimeout(HarnessError):
@@ -71,7 +49,7 @@ def timeout_of(stage_error: type[HarnessError]) -> type[CommandTimeout]:
     """The CommandTimeout that is also a `stage_error` (e.g. a BuildError), made once."""
     if stage_error not in _TIMEOUTS:
         bases, name = (CommandTimeout, stage_error), f"{stage_error.__name__}Timeout"
-        _TIMEOUTS[stage_error] = cast(type[CommandTimeout], type(name, bases, {"stage": stage_error.stage}))
+        _TIMEOUTS[stage_error] = cast(type[CommandTimeout], type(name, bases, {}, stage=stage_error.stage))
     return _TIMEOUTS[stage_error]
 
 
