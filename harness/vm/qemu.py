@@ -38,7 +38,8 @@ FIRST_RESULT = r"^(?:not )?ok 1 "  # the boot checks' first KTAP result
 
 
 def command_line(vm: VmSpec, *, kernel: Path, initrd: Path, swap_disk: Path, scratch_disk: Path, accel: str,
-                 ssh_port: int) -> list[str]:
+                 ssh_port: int | None) -> list[str]:
+    """The argv; ssh_port None: no network (bench.py's floor boot)."""
     template = jinja2.Template(PROFILE.read_text(), undefined=jinja2.StrictUndefined,
                                trim_blocks=True, lstrip_blocks=True)
     distances = [(i, j, v) for i, row in enumerate(vm.distances or ()) for j, v in enumerate(row) if i != j]

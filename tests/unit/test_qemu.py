@@ -24,9 +24,9 @@ def test_qemu_command_line_from_topology():
     assert "-no-reboot" in argv and "-accel" not in argv
 
 
-def test_qemu_noncontiguous_cpus():
+def test_qemu_noncontiguous_cpus_and_no_ssh():
     vm = VmSpec(cpus=3, numa=(NumaNode(512, (0, 2)), NumaNode(512, (1,))), swap_mib=0)
     joined = " ".join(qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s"), scratch_disk=Path("/x"),
-                                        accel="kvm", ssh_port=2222))
+                                        accel="kvm", ssh_port=None))
     assert "nodeid=0,memdev=mem0,cpus=0,cpus=2" in joined
-    assert "-cpu host" in joined
+    assert "hostfwd" not in joined and "-cpu host" in joined
