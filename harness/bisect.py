@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import pipeline
+from harness import cache, cache_admin, pipeline
 from harness.errors import BuildError, ConfigError, DiskFull, HarnessError, PatchDoesNotApply, SourceError
 from harness.exits import BisectExit
 from harness.kernel.source import commit_of, git, worktree, worktree_path
@@ -88,11 +88,14 @@ class Step:
     failing: list[str]
 
 
+BISECT_TREES = "bisect"  # the cache folder of the bisect worktrees
+
+
 def _worktree(repo: Path, bad: str) -> Path:
     """The bisect's own worktree, at `bad`."""
-    if (worktree_path(repo, "bisect") / ".git").exists():
-        git(worktree_path(repo, "bisect"), "bisect", "reset")  # an earlier bisect may have stopped half-way
-    return worktree(repo, bad, "bisect")
+    if (worktree_path(repo, BISECT_TREES) / ".git").exists():
+        git(worktree_path(repo, BISECT_TREES), "bisect", "reset")  # an earlier bisect may have stopped half-way
+    return worktree(repo, bad, BISECT_TREES)
 
 
 def _step(spec: Spec, tree: Path, out: Path, tests: tuple[str, ...], retries: int) -> tuple[Verdict, list[str]]:
@@ -114,13 +117,34 @@ def _step(spec: Spec, tree: Path, out: Path, tests: tuple[str, ...], retries: in
 
 
 def bisect(repo: Path, good: str, bad: str, spec: Spec, tests: tuple[str, ...], retries: int,
-           out: Path) -> tuple[list[Step], str | None]:
-    """Find the first bad commit. Returns the steps and that commit (None if undecided)."""
+           out: Path, keep: bool = False) -> tuple[list[Step], str | None]:
+    """Find the first bad commit. Returns the steps and that commit (None if undecided).
+
+    The worktree, its private tree and build directories are removed at the
+    end unless `keep` (then `harness cache clean` removes them later)."""
     if not (repo / ".git").exists():
         raise SourceError(f"{repo} is not a git checkout")
     for rev in (good, bad):
         commit_of(repo, rev)
-    tree = _worktree(repo, bad)
+    with cache.locked(f"bisect-{cache.digest(str(repo))}"):  # one bisect per repository at a time
+        try:
+            return _bisect(_worktree(repo, bad), good, bad, spec, tests, retries, out)
+        finally:
+            if not keep:
+                forget(repo)
+
+
+def forget(repo: Path) -> None:
+    """Remove the bisect worktree of `repo` and what its steps built from it."""
+    tree = worktree_path(repo, BISECT_TREES)
+    if tree.exists():
+        cache_admin.forget_source(tree)
+        git(repo, "worktree", "remove", "--force", str(tree))
+        log.info("bisect: removed its worktree and builds from the cache (--keep keeps them)")
+
+
+def _bisect(tree: Path, good: str, bad: str, spec: Spec, tests: tuple[str, ...], retries: int,
+            out: Path) -> tuple[list[Step], str | None]:
     steps: list[Step] = []
     try:
         output = git(tree, "bisect", "start", bad, good)

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from harness.groups import Ended, Guest
 from harness.guest import initramfs, keys
 from harness.kernel import build as kbuild
 from harness.kernel import source as ksource
-from harness.results import oops, report
+from harness.results import kcidb, oops, report
 from harness.results.model import CrashReport, RunResult, TestResult
 from harness.spec import Spec, group_name
 from harness.vm import qemu
@@ -76,10 +77,12 @@ def prepare(spec: Spec, out_dir: Path, scratch: Path,
 
 @contextlib.contextmanager
 def scratch_dir() -> Iterator[Path]:
-    """Per-run scratch space (kernel copy, swap image, initramfs, keys), removed afterwards."""
+    """Per-run scratch space (kernel copy, swap image, initramfs, keys), removed afterwards;
+    locked while the run lives, so `harness cache clean` knows a run is in progress."""
     path = Path(tempfile.mkdtemp(prefix="run-", dir=cache.subdir("scratch")))
     try:
-        yield path
+        with cache.holding(path):
+            yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -118,9 +121,13 @@ def guest(spec: Spec, vm: qemu.Vm[CrashReport], out_dir: Path) -> Iterator[Guest
 
 
 def metadata(spec: Spec, kb: kbuild.KernelBuild, vm: qemu.Vm[CrashReport], timings: dict[str, float]) -> dict[str, Any]:
+    started = datetime.now(UTC) - timedelta(seconds=timings["total"])
     return {
+        "started": started.isoformat(timespec="microseconds"),
         "kernel": {"version": kb.source.version, "release": kb.release, "origin": kb.source.origin,
                    "commit": kb.source.commit, "patches": [str(p) for p in kb.source.patches],
+                   "patchset_hash": kcidb.patchset_hash(list(kb.source.patches)),
+                   "configs": [str(c) for c in spec.kernel.configs], "compiler": kcidb.compiler(kb.config_path),
                    "config_hash": cache.digest(kb.config_path.read_bytes())},
         "vm": {"accel": vm.accel, "cpus": spec.vm.cpus, "swap_mib": spec.vm.swap_mib,
                "numa": [asdict(n) for n in spec.vm.numa], "distances": spec.vm.distances},

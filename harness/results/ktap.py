@@ -5,22 +5,32 @@ unrelated console noise are tolerated; only lines shaped like KTAP count. The
 output is one TestResult tree per KTAP document (see model.py), handed on to
 the report stage; every `line` points back into console.log.
 
-Choices where Documentation/dev-tools/ktap.rst leaves room:
+Choices where Documentation/dev-tools/ktap.rst leaves room ("diagnostic
+lines regarding a test are directly before the test result line"):
 - "# ..." lines before a document's plan, first result and first nested
   document describe that document: they go to the result line that closes it
   (for the top level, to the group parse_ktap returns). Later "# ..." lines go
   to the next result at their indentation; any left after a level's last
   result go to the parent's next result (top level: to the group).
-- "# Subtest: X" names the document it heads; after a plan or result it names
-  the next result at its level. Such names are used for results that never came.
+- "# Subtest: X" is a name, not a diagnostic. Before the plan it names its
+  document; after a plan or result it names the next result at its level (the
+  workload prints it before each case) and opens that test's diagnostics, so
+  lines between the plan and the first such header are the document's preamble.
+  Names of results that never came are taken from it.
+- A test keeps at most MAX_DIAGNOSTICS diagnostics, the first and last half,
+  with one line in between saying how many were dropped and where to read them.
+- A test number printed twice at one level is an ERROR on the second result:
+  the producer is broken, so its suite must not pass.
 - Planned results that never arrived are ERROR leaves with line=None. Nested
   results whose parent never printed its own result line get an ERROR parent
   whose `line` is where the nested document began.
 """
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from harness.results.model import Status, TestResult, rollup
@@ -30,6 +40,7 @@ Note = tuple[int, str]  # (line number, diagnostic text): sorted by line when me
 
 MISSING = "missing: planned but never reported"
 NO_RESULT_LINE = "missing: subtests ran but the result line was never printed"
+MAX_DIAGNOSTICS = 200  # per test; a guest printing megabytes must not reach results.json
 
 # Timestamp "[    1.234567]" and caller "[    T1]"/"[ C0]" fields, optionally after a
 # syslog level "<6>". Exactly one space is dropped: the rest is KTAP indentation.
@@ -96,6 +107,37 @@ def _missing(name: str) -> TestResult:
     return TestResult(name=name, status=Status.ERROR, diagnostics=(MISSING,))
 
 
+class _Notes:
+    """One test's diagnostics, bounded: the first and last MAX_DIAGNOSTICS // 2 kept, the rest counted."""
+
+    def __init__(self, notes: Iterable[Note] = ()) -> None:
+        self.head: list[Note] = []
+        self.tail: deque[Note] = deque(maxlen=MAX_DIAGNOSTICS // 2)
+        self.dropped = 0
+        for note in notes:
+            self.add(note)
+
+    def add(self, note: Note) -> None:
+        if len(self.head) < MAX_DIAGNOSTICS // 2:
+            self.head.append(note)
+            return
+        self.dropped += len(self.tail) == self.tail.maxlen
+        self.tail.append(note)
+
+    def __bool__(self) -> bool:
+        return bool(self.head)
+
+    def merged(self, *others: _Notes) -> _Notes:
+        """All notes in line order, bounded again; dropped counts add up."""
+        out = _Notes(sorted(note for notes in (self, *others) for note in (*notes.head, *notes.tail)))
+        out.dropped += self.dropped + sum(o.dropped for o in others)
+        return out
+
+    def texts(self, log: str) -> list[str]:
+        gap = [f"... {self.dropped} more diagnostic lines dropped (see {log})"] if self.dropped else []
+        return [text for _, text in self.head] + gap + [text for _, text in self.tail]
+
+
 @dataclass
 class _Doc:
     """One KTAP level (document) as parsed."""
@@ -103,8 +145,8 @@ class _Doc:
     line: int
     name: str | None = None
     plan: int | None = None
-    header: list[Note] = field(default_factory=list)
-    trailing: list[Note] = field(default_factory=list)
+    header: _Notes = field(default_factory=_Notes)
+    trailing: _Notes = field(default_factory=_Notes)
     results: list[TestResult] = field(default_factory=list)
 
     @property
@@ -113,27 +155,27 @@ class _Doc:
 
 
 class _Parser:
-    def __init__(self, toks: list[_Tok]) -> None:
-        self.toks = toks
-        self.pos = 0
+    def __init__(self, toks: Iterator[_Tok], log: str) -> None:
+        self.toks, self.log = toks, log
+        self.tok = next(toks, None)
 
     def level(self, indent: int) -> _Doc:
         """Parse the document at `indent` until a shallower line or a new document."""
-        doc = _Doc(line=self.toks[self.pos].line)
-        pending: list[Note] = []
-        seen: set[int] = set()
+        assert self.tok is not None, "a level starts at a token"
+        doc = _Doc(line=self.tok.line)
+        pending = _Notes()
+        seen: dict[int, int] = {}  # test number -> line of its first result
         hint: str | None = None
         children: _Doc | None = None
         started = False
-        while self.pos < len(self.toks):
-            tok = self.toks[self.pos]
+        while (tok := self.tok) is not None:
             if tok.indent < indent or (tok.kind == "version" and tok.indent == indent and started):
                 break
             started = True
             if tok.indent > indent:
                 child = self.level(tok.indent)
                 if child.diag_only:  # indented chatter, not a nested test
-                    pending += child.header + child.trailing
+                    pending = pending.merged(child.header, child.trailing)
                     hint = child.name or hint
                     continue
                 if children is not None:
@@ -141,21 +183,26 @@ class _Parser:
                     hint = None
                 children = child
                 continue
-            self.pos += 1
+            self.tok = next(self.toks, None)
             if tok.kind == "plan":
                 doc.plan = int(tok.text)
             elif tok.kind == "diag":
                 name = m[1].strip() if (m := _SUBTEST_RE.match(tok.text)) else None
                 if doc.plan is None and not doc.results and children is None and not pending:
-                    doc.header.append((tok.line, tok.text))
                     doc.name = name or doc.name
+                    if name is None:
+                        doc.header.add((tok.line, tok.text))
+                elif name is not None:
+                    if not doc.results and children is None:  # the first test's header ends the preamble
+                        doc.header, pending = doc.header.merged(pending), _Notes()
+                    hint = name
                 else:
-                    pending.append((tok.line, tok.text))
-                    hint = name or hint
+                    pending.add((tok.line, tok.text))
             elif tok.kind == "result":
-                doc.results.append(self._result(tok, pending, children, hint, len(doc.results) + 1))
-                seen.add(int(tok.result()[1]))
-                pending, children, hint = [], None, None
+                number = int(tok.result()[1])
+                doc.results.append(self._result(tok, pending, children, hint, len(seen) + 1, seen.get(number)))
+                seen.setdefault(number, tok.line)
+                pending, children, hint = _Notes(), None, None
         if children is not None:
             doc.results.append(self._orphan(children, len(doc.results) + 1, hint, seen))
             hint = None
@@ -166,17 +213,20 @@ class _Parser:
                 hint = None
         return doc
 
-    @staticmethod
-    def _result(tok: _Tok, notes: list[Note], children: _Doc | None, hint: str | None, expected: int) -> TestResult:
+    def _result(self, tok: _Tok, notes: _Notes, children: _Doc | None, hint: str | None, expected: int,
+                first_line: int | None) -> TestResult:
         ok, num, rest = tok.result()
         status, directive, name = _classify(ok == "ok", rest)
         subtests: tuple[TestResult, ...] = ()
         if children is not None:
             subtests = tuple(children.results)
-            notes = notes + children.header + children.trailing
+            notes = notes.merged(children.header, children.trailing)
             name = name or children.name or ""
-        texts = [text for _, text in sorted(notes)]
-        if int(num) != expected:
+        texts = notes.texts(self.log)
+        if first_line is not None:
+            texts.append(f"duplicate test number {num} (also at line {first_line}): the KTAP producer is broken")
+            status = status if status.is_failure else Status.ERROR
+        elif int(num) != expected:
             texts.append(f"expected test {expected}, got {num}")
         # A parent line is printed by the same code that may have lost track of a
         # child; the leaves are the evidence, so "ok" over a failure is not trusted.
@@ -186,11 +236,10 @@ class _Parser:
         return TestResult(name=name or hint or f"test {num}", status=status, diagnostics=tuple(texts),
                           directive=directive, subtests=subtests, line=tok.line)
 
-    @staticmethod
-    def _orphan(children: _Doc, number: int, hint: str | None, seen: set[int]) -> TestResult:
+    def _orphan(self, children: _Doc, number: int, hint: str | None, seen: dict[int, int]) -> TestResult:
         """The parent of nested results whose own result line never came."""
-        seen.add(number)
-        notes = [text for _, text in sorted(children.header + children.trailing)]
+        seen.setdefault(number, children.line)
+        notes = children.header.merged(children.trailing).texts(self.log)
         return TestResult(name=children.name or hint or f"test {number} (missing)", status=Status.ERROR,
                           diagnostics=(*notes, NO_RESULT_LINE), subtests=tuple(children.results),
                           line=children.line)
@@ -201,15 +250,20 @@ def _overall(results: list[TestResult], plan: int | None) -> Status:
     return rollup(results) or (Status.SKIP if plan == 0 else Status.ERROR)
 
 
-def parse_ktap(lines: Iterable[Line], name: str) -> TestResult:
-    """Parse the first KTAP document in `lines` into one group result called `name`."""
-    toks = [tok for number, raw in lines if (tok := _tokenize(number, raw))]
-    start = next((i for i, tok in enumerate(toks) if tok.kind == "version"), None)
-    if start is None:
+def parse_ktap(lines: Iterable[Line], name: str, log: str = "the full log") -> TestResult:
+    """Parse the first KTAP document in `lines` into one group result called `name`.
+
+    `lines` is read lazily and only up to the end of that document; `log` names
+    where the input can be read in full (e.g. "workload.ktap"), for diagnostics
+    that had to be dropped.
+    """
+    toks = (tok for number, raw in lines if (tok := _tokenize(number, raw)))
+    parser = _Parser(itertools.dropwhile(lambda tok: tok.kind != "version", toks), log)
+    if parser.tok is None:
         raise KtapError("no 'KTAP version 1' or 'TAP version 13/14' line found")
-    doc = _Parser(toks[start:]).level(toks[start].indent)
+    doc = parser.level(parser.tok.indent)
     status = _overall(doc.results, doc.plan)
-    texts = [text for _, text in sorted(doc.header + doc.trailing)]
+    texts = doc.header.merged(doc.trailing).texts(log)
     if not doc.results and status is Status.ERROR:
         texts.append("no test results")
     return TestResult(name=name, status=status, diagnostics=tuple(texts),

@@ -11,12 +11,15 @@ Choices:
   testsuite, so a run that is not ok never looks green in CI.
 - Text from the serial console is stripped of what XML 1.0 forbids (and of
   terminal escape sequences) before it goes into junit.xml.
+- What failed is said by one rule, failure_lines(): summary.txt, JUnit's
+  `message` and results.json's "failure" all show its first line.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
+import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,46 @@ CRASH_SUITE = "crashes"
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _XML_FORBIDDEN_RE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# A diagnostic that states a failed check: the workload's "FAIL: ...", a module
+# case's "...: expected X, seen Y", KUnit's "EXPECTATION FAILED".
+_FAILED_CHECK_RE = re.compile(r"^FAIL\b|\bFAILED\b|\b[Ee]xpected\b")
+_HEADER_RE = re.compile(r"^Subtest:")
+_DUMP_RE = re.compile(r"\bhang-[\w.-]+\.txt\b")
+
+
+# ---- what failed -----------------------------------------------------------
+
+
+def is_hang(test: TestResult) -> bool:
+    return (test.directive or "").upper().startswith("TIMEOUT")
+
+
+def failure_lines(test: TestResult) -> list[str]:
+    """The lines that say what went wrong with a failed test, most telling first.
+
+    A crash comes first (title and console.log line); for a hang the TIMEOUT
+    directive's reason (else the first diagnostic), with the blocked-task dump
+    named if a diagnostic names it; then every diagnostic stating a failed
+    check. Failing those, the first diagnostic that is not a header, else the
+    directive. Empty when the test did not fail or nothing was said.
+    """
+    if not test.status.is_failure:
+        return []
+    said = [d for d in test.diagnostics if not _HEADER_RE.match(d)]
+    checks = [d for d in said if _FAILED_CHECK_RE.search(_ANSI_RE.sub("", d))]
+    lines = [f"kernel crash: {test.crash.title} (console.log:{test.crash.first_line})"] if test.crash else []
+    if is_hang(test):
+        reason = (test.directive or "")[len("TIMEOUT"):].strip() or next(iter(said), "timed out")
+        dump = next((m[0] for d in said if (m := _DUMP_RE.search(d))), None)
+        lines.append(f"{reason}; blocked tasks in {dump}" if dump and dump not in reason else reason)
+        checks = [d for d in checks if d != reason]
+    lines += [d for d in checks if d not in lines]
+    return lines or said[:1] or ([test.directive] if test.directive else [])
+
+
+def failure(test: TestResult) -> str | None:
+    """The one line that says what failed (None if the test did not fail or said nothing)."""
+    return next(iter(failure_lines(test)), None)
 
 
 # ---- results.json ----------------------------------------------------------
@@ -42,7 +85,7 @@ def _crash_json(crash: CrashReport) -> dict[str, Any]:
 
 def _test_json(test: TestResult) -> dict[str, Any]:
     return {"name": test.name, "status": test.status.value,
-            "diagnostics": list(test.diagnostics), "directive": test.directive,
+            "diagnostics": list(test.diagnostics), "failure": failure(test), "directive": test.directive,
             "duration_s": test.duration_s, "line": test.line,
             "crash": _crash_json(test.crash) if test.crash else None,
             "subtests": [_test_json(sub) for sub in test.subtests]}
@@ -111,7 +154,7 @@ def _testcase(suite: ET.Element, group: str, path: str, leaf: TestResult) -> Non
         case.set("time", f"{leaf.duration_s:.3f}")
     if leaf.status.is_failure:
         tag, default = ("failure", "failed") if leaf.status is Status.FAIL else ("error", "error")
-        message = (*leaf.diagnostics, leaf.directive)[0] or default
+        message = failure(leaf) or default
         body = "\n".join(leaf.diagnostics) + (f"\n\n{_crash_text(leaf.crash)}" if leaf.crash else "")
         ET.SubElement(case, tag, {"message": _xml_text(message)}).text = _xml_text(body)
     elif leaf.status is Status.SKIP:
@@ -173,11 +216,7 @@ def summary(result: RunResult) -> str:
     if failures:
         lines += ["", "Failures:"]
     for word, group, path, leaf in failures:
-        lines.append(_fit(f"{word} {group}: {path}", WIDTH))
-        if leaf.diagnostics or leaf.directive:
-            lines.append("    " + _fit((*leaf.diagnostics, leaf.directive or "")[0], WIDTH - 4))
-        if leaf.crash:
-            lines.append("    crash: " + _fit(leaf.crash.title, WIDTH - 11))
+        lines += _failure_entry(word, group, path, leaf)
     # A parser may attach a crash to a leaf only; list those too, once each.
     crashes = list(dict.fromkeys([*result.crashes, *(r[3].crash for r in rows if r[3].crash)]))
     if crashes:
@@ -187,6 +226,18 @@ def summary(result: RunResult) -> str:
         lines.append(_fit(crash.title, WIDTH - len(where)) + where)
     lines += ["", *_groups_line(result), result.counts.line()]
     return "\n".join(lines) + "\n"
+
+
+def _failure_entry(word: str, group: str, path: str, leaf: TestResult) -> list[str]:
+    """`WORD GROUP: PATH: what failed (and N more lines)`, wrapped, never cut: its end says expected vs seen."""
+    said = failure_lines(leaf)
+    text = _fit(f"{'HANG' if is_hang(leaf) else word} {group}: {path}", WIDTH)
+    if said:
+        # The status word already says FAIL; the workload's "FAIL: " prefix would repeat it.
+        text += ": " + " ".join(_xml_text(re.sub(r"^FAIL: ", "", said[0])).split())
+    if len(said) > 1:
+        text += f" (+{len(said) - 1} more in junit.xml)"
+    return textwrap.wrap(text, WIDTH, subsequent_indent="    ", break_on_hyphens=False)
 
 
 def _groups_line(result: RunResult) -> list[str]:
@@ -202,12 +253,15 @@ def _groups_line(result: RunResult) -> list[str]:
 
 
 def write_all(result: RunResult, out_dir: Path) -> None:
-    """Write results.json, junit.xml and summary.txt into out_dir (created if needed)."""
+    """Write results.json, junit.xml, summary.txt and kcidb.json into out_dir (created if needed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     # ensure_ascii keeps lone surrogates from a badly decoded console writable and round-trippable.
     (out_dir / "results.json").write_text(json.dumps(to_json(result), indent=2) + "\n", encoding="utf-8")
     (out_dir / "junit.xml").write_text(junit_xml(result), encoding="utf-8")
     (out_dir / "summary.txt").write_text(summary(result), encoding="utf-8")
+    from harness.results import kcidb  # it reads this module's failure rule
+
+    kcidb.write(result, out_dir)
 
 
 def load(out_dir: Path) -> RunResult:
@@ -233,7 +287,9 @@ def merge(results: dict[str, RunResult]) -> RunResult:
     groups = tuple(dataclasses.replace(g, name=f"{label}/{g.name}")
                    for label, r in results.items() for g in r.groups)
     crashes = tuple(c for r in results.values() for c in r.crashes)
-    return RunResult({"merged": {label: r.metadata for label, r in results.items()}}, groups, crashes)
+    crash_labels = [label for label, r in results.items() for _ in r.crashes]  # whose each crash is
+    return RunResult({"merged": {label: r.metadata for label, r in results.items()}, "crash_labels": crash_labels},
+                     groups, crashes)
 
 
 def load_many(dirs: list[Path]) -> dict[str, RunResult]:

@@ -1,6 +1,10 @@
 """`harness bisect` on a real git history of the 6.1 source: 8 commits, one of
 which breaks page migration (a miscounted return value of migrate_pages(),
-caught by the test module) and one of which does not compile."""
+caught by the test module) and one of which does not compile. The one that
+does not compile sits where git bisect looks first (the midpoint), so every
+run exercises the "build failed -> skip" path; it also adds a boot message
+that a small script group reports, so that bisecting that message ends with
+only skipped commits left."""
 from __future__ import annotations
 
 import math
@@ -15,6 +19,7 @@ import pytest
 from conftest import harness
 
 from harness import cache
+from harness.cache_admin import disk_usage
 from harness.kernel.source import debian_tree
 
 pytestmark = pytest.mark.e2e
@@ -22,16 +27,27 @@ pytestmark = pytest.mark.e2e
 MIGRATE_C = "mm/migrate.c"
 COUNTED = "\t\t*ret_succeeded = stats.nr_succeeded;\n"
 MISCOUNTED = "\t\t*ret_succeeded = stats.nr_succeeded - 1;\n"
+MARKER = "bisect-test: marker commit"
+MARKER_CODE = ("static int __init bisect_test_marker(void)\n{\n\tpr_info(\"" + MARKER + "\\n\");\n"
+               "\treturn 0;\n}\nlate_initcall(bisect_test_marker);\n")
+BROKEN = "#error bisect test: broken\n"
 HISTORY = [  # (subject, file, old text or None to append, new text)
     ("docs: a harmless change", "Documentation/mm/page_migration.rst", None, "\n.. bisect test 1\n"),
     ("mm/migrate: comment only", MIGRATE_C, None, "/* bisect test 2 */\n"),
     ("mm/mempolicy: comment only", "mm/mempolicy.c", None, "/* bisect test 3 */\n"),
+    ("mm/mempolicy: boot message; does not compile", "mm/mempolicy.c", None, BROKEN + MARKER_CODE),
+    ("mm/mempolicy: fix the build", "mm/mempolicy.c", BROKEN, ""),
     ("mm/migrate: miscount the migrated pages", MIGRATE_C, COUNTED, MISCOUNTED),
-    ("mm: comment only", "mm/page_alloc.c", None, "/* bisect test 5 */\n"),
-    ("mm/mempolicy: a change that does not compile", "mm/mempolicy.c", None, "#error bisect test: broken\n"),
-    ("mm/mempolicy: fix the build", "mm/mempolicy.c", "#error bisect test: broken\n", ""),
+    ("mm: comment only", "mm/page_alloc.c", None, "/* bisect test 7 */\n"),
     ("docs: another harmless change", "Documentation/mm/page_migration.rst", None, "\n.. bisect test 8\n"),
 ]
+UNBUILDABLE, FIRST_BAD = 4, 6  # indices into the commits (0 is the base)
+MARKER_SCRIPT = f"""#!/bin/sh
+echo "KTAP version 1"
+echo "1..1"
+if dmesg | grep -q "{MARKER}"; then echo "# dmesg has: {MARKER}"; echo "not ok 1 marker_absent"
+else echo "ok 1 marker_absent"; fi
+"""
 
 
 def git(repo: Path, *args: str) -> str:
@@ -41,15 +57,17 @@ def git(repo: Path, *args: str) -> str:
                           env=env).stdout.strip()
 
 
-def _forget_caches_of(repo: Path) -> None:
-    """The bisect worktree, its private tree and build live in the cache: a
-    repository made for one test run must not leave gigabytes behind."""
+def _caches_of(repo: Path) -> list[Path]:
+    """What a bisect of `repo` puts in the cache: its worktree, the worktree's
+    private tree (and that tree's state files) and build directories."""
     worktree = cache.subdir("bisect") / f"{repo.name}-{cache.digest(str(repo))}"
     tree = cache.subdir("trees") / f"{worktree.name}-{cache.digest(str(worktree))}"
-    for path in [worktree, tree, *cache.subdir("build").glob(f"{tree.name}-*")]:
-        shutil.rmtree(path, ignore_errors=True)
-    for path in tree.parent.glob(f"{tree.name}.*"):
-        path.unlink()
+    return [worktree, tree, *tree.parent.glob(f"{tree.name}.*"), *cache.subdir("build").glob(f"{tree.name}-*")]
+
+
+def _bulk() -> int:
+    """Bytes in the cache's trees, builds and bisect worktrees (ccache may grow on purpose)."""
+    return sum(disk_usage(cache.subdir(kind)) for kind in ("bisect", "trees", "worktrees", "build", "modules"))
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +86,21 @@ def kernel_repo(tmp_path_factory) -> Iterator[tuple[Path, list[str]]]:
         path.write_text(text + new if old is None else text.replace(old, new, 1))
         git(repo, "commit", "-qam", subject)
         commits.append(git(repo, "rev-parse", "HEAD"))
+    before = _bulk()
     yield repo, commits
-    _forget_caches_of(repo)
+    # each bisect removed its worktree, private tree and builds itself (no --keep)
+    left = [p for p in _caches_of(repo) if p.exists()]
+    assert not left, left
+    assert _bulk() <= before
     shutil.rmtree(repo, ignore_errors=True)
 
 
 def repo_state(repo: Path) -> tuple[str, str, str]:
     return git(repo, "status", "--porcelain"), git(repo, "rev-parse", "HEAD"), git(repo, "branch", "--show-current")
+
+
+def _verdicts(stdout: str) -> list[tuple[str, str]]:
+    return re.findall(r"^\d+\s+([0-9a-f]{12})\s+(good|bad|skip)\s", stdout, re.MULTILINE)
 
 
 def test_bisect_names_the_bad_commit_and_skips_the_broken_one(kernel_repo, tmp_path):
@@ -83,17 +109,34 @@ def test_bisect_names_the_bad_commit_and_skips_the_broken_one(kernel_repo, tmp_p
     spec = tmp_path / "spec.yaml"
     spec.write_text("tests: [boot, module]\n")
     result = harness("bisect", "--source", str(repo), "--good", commits[0], "--bad", commits[-1],
-                     "--spec", str(spec), "--out", str(tmp_path / "out"), timeout=3600)
+                     "--spec", str(spec), "--test", "module", "--out", str(tmp_path / "out"), timeout=3600)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    assert f"first bad commit: {commits[4]} mm/migrate: miscount the migrated pages" in result.stdout
-    verdicts = re.findall(r"^\d+\s+([0-9a-f]{12})\s+(good|bad|skip)\s", result.stdout, re.MULTILINE)
+    assert f"first bad commit: {commits[FIRST_BAD]} mm/migrate: miscount the migrated pages" in result.stdout
+    verdicts = _verdicts(result.stdout)
+    assert verdicts[0] == (commits[UNBUILDABLE][:12], "skip"), verdicts  # git looks at the midpoint first
     decided = [v for _, v in verdicts if v != "skip"]
     assert len(decided) <= math.ceil(math.log2(len(HISTORY)))  # no more than a plain binary search
-    for sha, verdict in verdicts:
-        if sha == commits[6][:12]:
-            assert verdict == "skip"  # the commit that does not compile
     assert len(list((tmp_path / "out").glob("step-*"))) == len(verdicts)
     assert repo_state(repo) == before
+    assert not [p for p in _caches_of(repo) if p.exists()]  # removed when the bisect ended
+
+
+def test_only_skipped_commits_left_is_said_and_exits_1(kernel_repo, tmp_path):
+    """The boot message came with the commit that does not compile: no single
+    first bad commit can be named, and the bisect says so."""
+    repo, commits = kernel_repo
+    script = tmp_path / "marker-absent.sh"
+    script.write_text(MARKER_SCRIPT)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"tests: [boot, {{name: marker, script: {script}}}]\n")
+    result = harness("bisect", "--source", str(repo), "--good", commits[UNBUILDABLE - 1],
+                     "--bad", commits[UNBUILDABLE + 1], "--spec", str(spec), "--test", "marker",
+                     "--out", str(tmp_path / "out"), timeout=3600)
+    assert result.returncode == 1, result.stdout + result.stderr[-3000:]
+    assert _verdicts(result.stdout) == [(commits[UNBUILDABLE][:12], "skip")]
+    assert "no single first bad commit" in result.stdout
+    assert "does not compile" in result.stdout  # the table names the skipped commit's subject
+    assert "first bad commit:" not in result.stdout
 
 
 def test_an_infrastructure_fault_stops_the_bisect_and_leaves_the_repo_alone(kernel_repo, tmp_path):

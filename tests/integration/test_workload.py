@@ -8,7 +8,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import harness
+from conftest import REPO, harness
 
 from harness.guest import compile as compiler
 
@@ -35,3 +35,36 @@ def test_default_run_has_every_workload_case_passing(default_kernel, tmp_path):
     groups = [g["name"] for g in json.loads((out / "results.json").read_text())["groups"]]
     assert groups == ["boot", "workload", "module"]
     assert (out / "workload.ktap").read_text().startswith("KTAP version 1")
+
+
+FAIL_THEN_SKIP = r'''
+#include "suite.h"
+int case_bad_args(void)
+{
+	failf("injected: a check failed, expected it to pass");
+	return skip("injected: asked to skip after the failed check");
+}
+'''
+
+
+def test_failed_check_wins_over_a_later_skip(default_kernel, tmp_path):
+    """bad_args swapped for a case that records a failed check, then returns skip():
+    the suite must report it 'not ok' (with the failed check), never '# SKIP'."""
+    src = REPO / "guest-tools" / "workload"
+    (tmp_path / "stub.c").write_text(FAIL_THEN_SKIP)
+    objs = []
+    for c in sorted(src.glob("*.c")):
+        obj = tmp_path / (c.stem + ".o")
+        rename = ["-Dcase_bad_args=real_case_bad_args"] if c.name == "cases_fail.c" else []
+        subprocess.run(["gcc", "-O2", "-pthread", *rename, "-c", str(c), "-o", str(obj)], check=True)
+        objs.append(str(obj))
+    subprocess.run(["gcc", "-O2", "-pthread", "-I", str(src), "-c", str(tmp_path / "stub.c"), "-o",
+                    str(tmp_path / "stub.o")], check=True)
+    binary = tmp_path / "migrate_suite"
+    subprocess.run(["gcc", "-static", "-pthread", "-o", str(binary), *objs, str(tmp_path / "stub.o")], check=True)
+    result = harness("boot", "--push", str(binary), "--exec", "/tmp/harness/migrate_suite bad_args",
+                     "--out", str(tmp_path / "out"))
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert "not ok 12 bad_args" in lines, result.stdout[-3000:]
+    assert "# FAIL: injected: a check failed, expected it to pass" in lines

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.results.ktap import KtapError, parse_ktap, split_documents, strip_console_prefix
+from harness.results.ktap import (
+    MAX_DIAGNOSTICS,
+    KtapError,
+    parse_ktap,
+    split_documents,
+    strip_console_prefix,
+)
 from harness.results.model import Counts, Status
 
 pytestmark = pytest.mark.unit
@@ -134,7 +140,7 @@ def test_boot_check_document():
     assert (swap.status, swap.directive) == (Status.SKIP, "SKIP no swap disk")
     assert group.status is Status.FAIL
     assert group.line == 1
-    assert "Subtest: boot" in group.diagnostics
+    assert group.diagnostics == ()  # "# Subtest: boot" is the document's name, not a diagnostic
 
 
 def test_nested_two_levels_as_kunit_prints_it():
@@ -156,7 +162,7 @@ def test_nested_two_levels_as_kunit_prints_it():
     suite, other = group.subtests
     assert (suite.name, suite.status, suite.line) == ("suite", Status.PASS, 8)
     assert [(c.name, c.line) for c in suite.subtests] == [("case_a", 6), ("case_b", 7)]
-    assert "Subtest: suite" in suite.diagnostics
+    assert suite.diagnostics == ()
     assert other.subtests[0].status is Status.SKIP
     assert group.status is Status.PASS
     assert Counts.of([group]) == Counts(passed=2, skipped=1)
@@ -194,7 +200,7 @@ def test_realistic_kunit_capture():
     failed = migrate.subtests[1]
     assert failed.diagnostics == ("migrate_folio_mapcount: EXPECTATION FAILED at mm/migrate_kunit.c:88",)
     assert migrate.diagnostics == (
-        "Subtest: mm_migrate", "module: migrate_kunit",
+        "module: migrate_kunit",
         "mm_migrate: pass:1 fail:1 skip:1 total:3", "Totals: pass:1 fail:1 skip:1 total:3",
     )
     (modes,) = mempolicy.subtests
@@ -314,12 +320,13 @@ def test_diagnostics_placement():
         # after the last result
     """)
     first, second = group.subtests
-    assert first.diagnostics == ("before first", "Subtest: first")
+    assert first.diagnostics == ()
     assert second.diagnostics == ("before second",)
-    assert group.diagnostics == ("header about the document", "after the last result")
+    # Lines after the plan but before the first "# Subtest:" header are the suite's preamble.
+    assert group.diagnostics == ("header about the document", "before first", "after the last result")
 
 
-def test_duplicate_and_out_of_order_numbers():
+def test_duplicate_number_is_an_error_that_fails_the_suite():
     group = parse("""
         KTAP version 1
         1..3
@@ -328,10 +335,29 @@ def test_duplicate_and_out_of_order_numbers():
         ok 3 c
     """)
     a, again, c, missing = group.subtests
-    assert a.diagnostics == () and c.diagnostics == ()
-    assert again.diagnostics == ("expected test 2, got 1",)
+    assert a.diagnostics == () and c.diagnostics == ("expected test 2, got 3",)
+    assert (again.status, again.diagnostics) == (
+        Status.ERROR, ("duplicate test number 1 (also at line 3): the KTAP producer is broken",))
     # Test 2 was never reported under its own number.
     assert (missing.name, missing.status) == ("test 2 (missing)", Status.ERROR)
+    assert group.status is Status.ERROR
+
+
+def test_duplicate_number_keeps_a_failure_and_counts_per_level():
+    group = parse("""
+        KTAP version 1
+        1..2
+            KTAP version 1
+            1..1
+            ok 1 inner
+        ok 1 suite
+        not ok 1 twice
+        ok 2 b
+    """)
+    suite, twice, b = group.subtests
+    assert suite.subtests[0].diagnostics == ()  # "ok 1" at another level is no duplicate
+    assert twice.status is Status.FAIL and twice.diagnostics[-1].startswith("duplicate test number 1 ")
+    assert b.diagnostics == ()
 
 
 def test_out_of_order_numbers_fill_only_unseen():
@@ -345,6 +371,90 @@ def test_out_of_order_numbers_fill_only_unseen():
     assert b.diagnostics == ("expected test 1, got 2",)
     assert a.diagnostics == ("expected test 2, got 1",)
     assert (missing.name, missing.status) == ("test 3 (missing)", Status.ERROR)
+
+
+# The workload's layout (guest-tools/workload/migrate_suite.c): plan, preamble,
+# then per case "# Subtest: NAME", the case's own lines, its result.
+WORKLOAD = """\
+    KTAP version 1
+    1..3
+    # kernel 6.1, 2 memory nodes (testing nodes 0 and 1), uid 0
+    # Subtest: anon_move_pages
+    # 128 private anonymous pages written under MPOL_BIND{0}
+    # FAIL: anon: status[0] = node 0, expected node 1
+    not ok 1 anon_move_pages
+    ok 2 not_selected # SKIP not selected
+    # Subtest: hangs
+    # FAIL: hangs: child 77 did not finish within 30 s (killed)
+    not ok 3 hangs # TIMEOUT stuck in kernel: kernel_move_pages+0x8d/0x1a0
+"""
+
+
+def test_workload_preamble_goes_to_the_suite_and_headers_are_names():
+    group = parse(WORKLOAD, "workload")
+    first, skipped, hung = group.subtests
+    assert group.diagnostics == ("kernel 6.1, 2 memory nodes (testing nodes 0 and 1), uid 0",)
+    assert first.diagnostics == ("128 private anonymous pages written under MPOL_BIND{0}",
+                                 "FAIL: anon: status[0] = node 0, expected node 1")
+    assert skipped.diagnostics == ()
+    assert (hung.status, hung.directive) == (Status.FAIL, "TIMEOUT stuck in kernel: kernel_move_pages+0x8d/0x1a0")
+    assert hung.diagnostics == ("FAIL: hangs: child 77 did not finish within 30 s (killed)",)
+
+
+def test_without_subtest_headers_lines_after_the_plan_belong_to_the_first_test():
+    group = parse("""
+        KTAP version 1
+        # Subtest: boot
+        1..1
+        # node 0: expected 1024 MiB, found 512 MiB
+        not ok 1 node0_memory
+    """)
+    assert group.subtests[0].diagnostics == ("node 0: expected 1024 MiB, found 512 MiB",)
+    assert group.diagnostics == ()
+
+
+def test_subtest_header_of_a_test_that_never_reported_names_it():
+    group = parse("""
+        KTAP version 1
+        1..2
+        # preamble
+        # Subtest: first
+        ok 1 first
+        # Subtest: second
+        # started
+    """)
+    _, second = group.subtests
+    assert (second.name, second.status) == ("second", Status.ERROR)
+    assert group.diagnostics == ("preamble", "started")
+
+
+def test_diagnostics_are_capped_with_a_count_and_where_to_read_them():
+    chatter = "".join(f"# line {i}\n" for i in range(1000))
+    group = parse_ktap(numbered(f"KTAP version 1\n1..1\n{chatter}# FAIL: at the end\nnot ok 1 noisy\n"),
+                       "workload", log="workload.ktap")
+    (noisy,) = group.subtests
+    assert len(noisy.diagnostics) == MAX_DIAGNOSTICS + 1
+    half = MAX_DIAGNOSTICS // 2
+    assert noisy.diagnostics[:half] == tuple(f"line {i}" for i in range(half))
+    assert noisy.diagnostics[half] == f"... {1001 - MAX_DIAGNOSTICS} more diagnostic lines dropped (see workload.ktap)"
+    assert noisy.diagnostics[-1] == "FAIL: at the end"  # the last lines before the result are kept
+
+
+def test_cap_holds_for_a_parent_and_the_suite_too():
+    chatter = "".join(f"    # inner {i}\n" for i in range(300))
+    before = "".join(f"# pre {i}\n" for i in range(300))
+    group = parse_ktap(numbered(f"KTAP version 1\n{before}1..1\n    KTAP version 1\n    1..1\n{chatter}"
+                                "    ok 1 leaf\nok 1 parent\n"), "g")
+    assert len(group.diagnostics) == MAX_DIAGNOSTICS + 1 and "100 more diagnostic lines dropped" in \
+        group.diagnostics[MAX_DIAGNOSTICS // 2]
+    assert len(group.subtests[0].subtests[0].diagnostics) == MAX_DIAGNOSTICS + 1
+
+
+def test_parser_reads_only_up_to_the_end_of_the_first_document():
+    def lines():
+        yield from numbered("KTAP version 1\n1..1\nok 1 a\nKTAP version 1\n")
+        raise AssertionError("read past the next document")
+    assert parse_ktap(lines(), "g").status is Status.PASS
 
 
 def test_no_version_line_raises():

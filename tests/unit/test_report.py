@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -11,11 +12,22 @@ from conftest import validate_junit
 from lxml import etree
 
 from harness.errors import HarnessError
+from harness.results.ktap import parse_ktap, split_documents
 
 # Aliased so pytest does not try to collect the dataclass as a test class.
 from harness.results.model import Counts, CrashReport, RunResult, Status
 from harness.results.model import TestResult as Result
-from harness.results.report import from_json, junit_xml, load, merge, summary, to_json, write_all
+from harness.results.report import (
+    failure,
+    failure_lines,
+    from_json,
+    junit_xml,
+    load,
+    merge,
+    summary,
+    to_json,
+    write_all,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -73,8 +85,11 @@ def test_document_follows_the_schema():
     assert doc["ok"] is False
     assert [g["name"] for g in doc["groups"]] == ["migration", "boot"]
     thp = doc["groups"][0]["subtests"][1]["subtests"][0]
-    assert set(thp) == {"name", "status", "diagnostics", "directive", "duration_s", "line", "crash", "subtests"}
+    assert set(thp) == {"name", "status", "diagnostics", "failure", "directive", "duration_s", "line", "crash",
+                        "subtests"}
     assert thp["status"] == "fail" and thp["crash"]["title"] == OOPS.title
+    assert thp["failure"] == f"kernel crash: {OOPS.title} (console.log:40)"
+    assert doc["groups"][0]["subtests"][0]["failure"] is None  # passed
     assert set(doc["crashes"][0]) == {"title", "excerpt", "first_line", "last_line"}
     assert {t["status"] for t in doc["groups"][0]["subtests"]} <= {s.value for s in Status}
 
@@ -142,10 +157,11 @@ def test_one_testsuite_per_group_and_dotted_leaf_names():
 def test_junit_outcomes_per_status():
     cases = {c.get("name"): c for c in parsed().iter("testcase")}
     failure = cases["private_anon.thp"].find("failure")
-    assert failure.get("message") == "expected 2 pages moved, got 1 ]]> <&"
+    assert failure.get("message") == f"kernel crash: {OOPS.title} (console.log:40)"
+    assert "expected 2 pages moved, got 1 ]]> <&" in failure.text
     assert "second line" in failure.text and OOPS.title in failure.text and OOPS.excerpt in failure.text
     assert cases["never"].find("error").get("message") == "missing: planned but never reported"
-    assert cases["boot"].find("error").get("message") == "TIMEOUT"
+    assert cases["boot"].find("error").get("message") == "timed out"
     assert cases["swap"].find("skipped").get("message") == "SKIP no swap"
     assert "expected failure" in cases["private_anon.shared"].find("system-out").text
     assert len(cases["basic"]) == 0 and cases["basic"].get("time") == "0.250"
@@ -172,10 +188,11 @@ def test_summary_rows_sections_and_last_line():
     assert rows[0] == ["PASS", "migration", "basic", "0.25s"]
     assert "…" in lines[7] and LONG_NAME not in lines[7]
     text = "\n".join(lines)
-    assert "FAIL migration: private_anon.thp" in text
-    assert "    expected 2 pages moved, got 1 ]]> <&" in text
-    assert f"    crash: {OOPS.title}" in text
-    assert "ERROR boot: boot\n    TIMEOUT" in text  # no diagnostic: the directive stands in
+    # The crash first; the failed check after it is counted, and shown in junit.xml.
+    assert f"FAIL migration: private_anon.thp: kernel crash: {OOPS.title} (console.log:40) (+1 more in junit.xml)" \
+        in text.replace("\n    ", " ")
+    assert "ERROR migration: never: missing: planned but never reported" in text
+    assert "HANG boot: boot: timed out" in text  # a TIMEOUT with nothing said
     assert f"{ORPHAN.title} (console.log lines 90-99)" in text
     assert text.count(OOPS.title + " (console.log") == 1
 
@@ -186,7 +203,10 @@ def test_summary_lines_stay_within_100_characters():
         Result(long, Status.ERROR, diagnostics=(long,), crash=CrashReport(long, "", 1, 2)),)),))
     lines = summary(result).splitlines()
     assert all(len(line) <= 100 for line in lines)
-    assert sum("…" in line for line in lines) >= 5  # group, name, failure, diagnostic, crash titles
+    assert sum("…" in line for line in lines) >= 3  # table group and name, Failures: header, crash title
+    # What failed is wrapped, never cut: its end says "expected X, seen Y".
+    failures = "".join(line.strip() for line in lines[lines.index("Failures:") + 2:lines.index("Crashes:")])
+    assert f"kernel crash: {long} (console.log:1)" in failures
 
 
 def test_summary_of_an_empty_run():
@@ -199,7 +219,7 @@ def test_summary_of_an_empty_run():
 def test_write_all_then_load(tmp_path):
     out = tmp_path / "run"
     write_all(run(), out)
-    assert {p.name for p in out.iterdir()} == {"results.json", "junit.xml", "summary.txt"}
+    assert {p.name for p in out.iterdir()} == {"results.json", "junit.xml", "summary.txt", "kcidb.json"}
     assert load(out) == run()
     ET.parse(out / "junit.xml")
     assert (out / "summary.txt").read_text(encoding="utf-8") == summary(run())
@@ -236,6 +256,122 @@ def test_summary_prints_group_runtimes_and_the_accelerator():
     text = summary(RunResult({"vm": {"accel": "tcg"}}, (group,)))
     assert "Group runtimes under TCG: workload 12.0s" in text
     assert text.rstrip().splitlines()[-1] == "1 passed, 0 failed, 0 skipped"
+
+
+# ---- what failed -----------------------------------------------------------
+
+
+def failed(*diagnostics: str, directive: str | None = None, crash: CrashReport | None = None,
+           status: Status = Status.FAIL) -> Result:
+    return Result("case", status, diagnostics=diagnostics, directive=directive, crash=crash)
+
+
+@pytest.mark.parametrize("test, lines", [
+    # The workload: informational lines first, then its FAIL lines.
+    (failed("128 pages written", "FAIL: status[0] = node 0, expected node 1", "duration 0.1 s",
+            "FAIL: 128 of 128 statuses wrong"),
+     ["FAIL: status[0] = node 0, expected node 1", "FAIL: 128 of 128 statuses wrong"]),
+    # The module: "case: what: expected X, seen Y".
+    (failed("shmem_to_node1: pfn 0x1234", "shmem_to_node1: index 0: node: expected 1, seen 0"),
+     ["shmem_to_node1: index 0: node: expected 1, seen 0"]),
+    (failed("mapcount: EXPECTATION FAILED at mm/migrate_kunit.c:88"),
+     ["mapcount: EXPECTATION FAILED at mm/migrate_kunit.c:88"]),
+    # A header is never what failed; the first other line stands in, else the directive.
+    (failed("Subtest: case", "returned -12"), ["returned -12"]),
+    (failed("Subtest: case", directive="ERROR setup", status=Status.ERROR), ["ERROR setup"]),
+    (failed(), []),
+    # A hang: the directive's reason first, the dump named when a diagnostic names it.
+    (failed("FAIL: case did not finish within 30 s: killed", "blocked tasks in hang-workload.txt",
+            directive="TIMEOUT stuck in kernel: kernel_move_pages+0x8d/0x1a0"),
+     ["stuck in kernel: kernel_move_pages+0x8d/0x1a0; blocked tasks in hang-workload.txt",
+      "FAIL: case did not finish within 30 s: killed"]),
+    # The harness's own hang verdict: bare TIMEOUT, its diagnostic names the dump already.
+    (failed("hang: no result within 30 s; blocked tasks in hang-module.txt", directive="TIMEOUT"),
+     ["hang: no result within 30 s; blocked tasks in hang-module.txt"]),
+    # A crash comes first, with its console.log line.
+    (failed("FAIL: expected 1, saw 0", crash=OOPS),
+     [f"kernel crash: {OOPS.title} (console.log:40)", "FAIL: expected 1, saw 0"]),
+    # Only failures say what failed.
+    (Result("ok", Status.PASS, diagnostics=("expected 1, seen 1",)), []),
+    (Result("s", Status.SKIP, directive="SKIP no swap"), []),
+])
+def test_failure_lines(test, lines):
+    assert failure_lines(test) == lines
+    assert failure(test) == (lines[0] if lines else None)
+
+
+def test_summary_says_hang_and_counts_the_other_failure_lines():
+    hung = failed("FAIL: killed", directive="TIMEOUT stuck in kernel: kernel_move_pages+0x8d/0x1a0")
+    text = summary(RunResult(groups=(Result("workload", Status.FAIL, subtests=(hung,)),)))
+    assert "HANG workload: case: stuck in kernel: kernel_move_pages+0x8d/0x1a0 (+1 more in junit.xml)" in text
+
+
+def test_summary_drops_the_workloads_fail_prefix_and_wraps_instead_of_cutting():
+    check = "FAIL: " + "child's pages after migrate_pages {0}->{1} (move_pages query): " * 2 + "expected node 1"
+    text = summary(RunResult(groups=(Result("workload", Status.FAIL, subtests=(failed(check),)),)))
+    entry = text.split("Failures:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(entry) == 2 and all(len(line) <= 100 for line in entry)
+    assert entry[0].startswith("FAIL workload: case: child's pages") and entry[1].startswith("    ")
+    assert " ".join(line.strip() for line in entry).endswith("expected node 1")
+
+
+# ---- golden files ----------------------------------------------------------
+# Real captures (and one synthetic one, marked so in its first lines) with the
+# summary.txt and junit.xml they must give; data/golden/README.md says how
+# they were made. UPDATE_GOLDEN=1 rewrites the expected files.
+
+GOLDEN = Path(__file__).parent / "data" / "golden"
+GOLDEN_CASES = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir())
+RECORDED = [name for name in GOLDEN_CASES if (GOLDEN / name / "results.json").exists()]
+
+
+def numbered_file(path: Path) -> list[tuple[int, str]]:
+    return list(enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1))
+
+
+def golden_run(case: Path) -> RunResult:
+    """The harness's record of a real run; for a synthetic capture, its workload KTAP parsed."""
+    if (case / "results.json").exists():
+        return load(case)
+    return RunResult(groups=(parse_ktap(numbered_file(case / "workload.ktap"), "workload", "workload.ktap"),))
+
+
+@pytest.mark.parametrize("name", GOLDEN_CASES)
+def test_golden_summary_and_junit(name):
+    case, result = GOLDEN / name, golden_run(GOLDEN / name)
+    for file, text in (("summary.txt", summary(result)), ("junit.xml", junit_xml(result))):
+        if os.environ.get("UPDATE_GOLDEN"):
+            (case / file).write_text(text, encoding="utf-8")
+        assert text == (case / file).read_text(encoding="utf-8"), \
+            f"{case / file} differs; if the change is intended, rerun with UPDATE_GOLDEN=1 and review the diff"
+    validate_junit(junit_xml(result))
+
+
+def reported(group: Result) -> list[tuple]:
+    """Leaves that printed a result line: what the parser alone decides."""
+    return [(t.name, t.status, t.directive, t.diagnostics) for t in group.leaves() if t.line is not None]
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_golden_record_is_what_the_parser_makes_of_the_captures(name):
+    case = GOLDEN / name
+    groups = {g.name: g for g in load(case).groups}
+    workload = parse_ktap(numbered_file(case / "workload.ktap"), "workload", "workload.ktap")
+    assert reported(workload) == reported(groups["workload"])
+    if groups["module"].subtests:
+        doc = next(d for d in split_documents(numbered_file(case / "console.log"))
+                   if any(text.strip().endswith("# Subtest: migrate_pages") for _, text in d))
+        assert reported(parse_ktap(doc, "module", "console.log")) == reported(groups["module"])
+
+
+def test_golden_wrong_node_names_the_node_mismatch_for_every_failure():
+    text = (GOLDEN / "wrong-node" / "summary.txt").read_text(encoding="utf-8")
+    entries = text.split("Failures:\n", 1)[1].split("\n\n", 1)[0].replace("\n    ", " ").splitlines()
+    assert len(entries) == 11
+    assert all("Subtest" not in e and "memory nodes" not in e for e in entries)
+    assert sum("expected node 1" in e for e in entries) == 10  # concurrent_bounce says "not on node 1"
+    messages = [f.get("message") for f in ET.parse(GOLDEN / "wrong-node" / "junit.xml").iter("failure")]
+    assert len(messages) == 11 and all(m.startswith("FAIL: ") for m in messages)
 
 
 def group(name, *statuses, crash=None):
