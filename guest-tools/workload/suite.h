@@ -129,6 +129,13 @@ struct isolated isolated_now(void); /* after vmstat_refresh() */
 /* Expect the isolated counters back at `base` (a few tries); returns 1 if not. */
 int expect_isolated_back(const char *what, struct isolated base);
 int drop_caches(void);
+#define TMPFS_MAGIC_ 0x01021994
+#define EXT4_MAGIC_ 0xEF53
+int fs_is(const char *dir, long magic); /* statfs f_type */
+int swap_active(void);
+int thp_enabled(void); /* THP not "never" */
+/* MADV_PAGEOUT until the query says -ENOENT for every page (a few tries); 1 if so. */
+int page_out_all(char *r, size_t n);
 
 /* ---- processes ---- */
 int wait_child(pid_t pid, int timeout_s, const char *what); /* exit status, -1 on signal/timeout */
@@ -178,6 +185,48 @@ struct trace_mark {
 struct trace_mark trace_mark(const char *reason);
 void expect_trace(const char *what, const char *reason, struct trace_mark since, long smin, long smax, long f);
 
+/* ---- machine settings a case changes, restored by the runner after it (settings.c) ---- */
+void settings_init(void);    /* once, before the first case */
+void settings_restore(void); /* after every case: old values back, directories removed */
+int sysfs_read(const char *path, char *buf, size_t n); /* trailing newlines cut; 0 ok */
+long sysfs_long(const char *path);                     /* -1 if unreadable */
+int sysfs_write(const char *path, const char *val);    /* 0 ok, errno kept */
+int setting_write(const char *path, const char *val); /* remembers the old value first */
+int setting_write_long(const char *path, long val);
+int setting_mkdir(const char *path); /* a directory removed after the case (cgroups) */
+
+/* ---- what a migration must not change (invisible.c) ---- */
+#define NSMAPS 14
+#define NSTATUS 7
+struct facts {
+	void *base;
+	size_t n;
+	uint64_t *pm, *kflags, *kcount; /* per page: pagemap entry, kpageflags, kpagecount */
+	long smaps[NSMAPS], status[NSTATUS];
+	long long node[2][9]; /* nodes A and B: the per-node counters */
+};
+int facts_take(struct facts *f, void *base, size_t npages); /* as root; 0 ok */
+void facts_free(struct facts *f);
+uint64_t facts_pfn(const struct facts *f, size_t i);
+int facts_soft_dirty(const struct facts *f, size_t i);
+int facts_ksm(const struct facts *f, size_t i);
+/* Everything in `before` must be in `after` too, except where the pages are; the region's
+ * share of the per-node counters must have moved from node `from` to node `to`. */
+void facts_expect_same(const char *what, const struct facts *before, const struct facts *after, int from, int to);
+
+/* ---- page kinds and the migration APIs (cases_kinds.c, used by the hugetlb/KSM cases) ---- */
+#define HUGE_SYSFS "/sys/devices/system/node/node%d/hugepages/hugepages-2048kB/%s"
+long hugepages_node(int node, const char *file); /* nr_hugepages, free_hugepages, surplus_hugepages */
+/* Set node's nr_hugepages to `nr` (restored after the case); returns what the kernel got. */
+long hugepages_set(int node, long nr);
+void *hugetlb_pages_on(int node, size_t nhuge, uint64_t seed); /* MAP_HUGETLB, filled; NULL on failure */
+int ksm_start(void); /* run=1 with a fast scan (restored after the case); 0 ok */
+/* Wait for ksmd to have done `scans` more full scans; 0 ok, -1 after 10 s. */
+int ksm_wait_scans(int scans);
+/* n pairs of private pages on node, page i and n + i alike, merged by ksmd (2n pages). */
+char *ksm_pairs_on(int node, size_t n, uint64_t seed);
+size_t ksm_pairs_merged(char *p, size_t n); /* pairs that are one KSM page (pagemap PFN, kpageflags) */
+
 /* ---- tasks of a case that overran its deadline (stuck.c) ---- */
 struct task_info {
 	pid_t pid, tid;
@@ -205,5 +254,10 @@ int case_permissions_unprivileged(void);
 int case_bad_args(void);
 int case_migration_counters(void);
 int case_query_mode(void);
+int case_hugetlb_move(void);
+int case_ksm_move_all(void);
+int case_cpuset_mems(void);
+int case_kinds_x_apis(void);
+int case_kinds_short_target(void);
 
 #endif
