@@ -14,7 +14,11 @@
 #define PM_FILE (1ULL << 61)
 #define PM_SWAP (1ULL << 62)
 #define PM_PRESENT (1ULL << 63)
-#define PM_KEPT (PM_SOFT_DIRTY | PM_EXCLUSIVE | PM_UFFD_WP | PM_FILE | PM_SWAP | PM_PRESENT)
+/* Compared exactly; soft-dirty one way: it must not be lost, but 6.1 sets it on a pte that
+ * was dirty (remove_migration_pte(): pte_mkdirty(), which on x86 sets _PAGE_SOFT_DIRTY
+ * along with _PAGE_DIRTY), so a written page cleared by clear_refs 4 reads soft-dirty again
+ * after a migration: a visible effect, reported in the README. */
+#define PM_KEPT (PM_EXCLUSIVE | PM_UFFD_WP | PM_FILE | PM_SWAP | PM_PRESENT)
 
 /* /proc/kpageflags bits (include/uapi/linux/kernel-page-flags.h, kernel-page-flags.h) */
 enum {
@@ -89,6 +93,11 @@ static int read_at(const char *path, uint64_t *out, size_t n, uint64_t index)
 int facts_take(struct facts *f, void *base, size_t npages)
 {
 	memset(f, 0, sizeof(*f));
+	/* Pages still in a per-CPU LRU batch are not on the LRU yet: drain (migrate_pages(2)
+	 * from a node to itself moves nothing but drains every CPU's batches). */
+	unsigned long self[2];
+	nodemask_of(self, g_node_a);
+	sys_migrate_pages(0, MAXNODE, self, self);
 	f->base = base;
 	f->n = npages;
 	f->pm = calloc(npages, 8);
@@ -170,7 +179,9 @@ void facts_expect_same(const char *what, const struct facts *b, const struct fac
 	long bad = 0;
 	for (size_t i = 0; i < b->n && bad < 4; i++) {
 		uint64_t pmb = b->pm[i] & PM_KEPT, pma = a->pm[i] & PM_KEPT;
-		if (pmb != pma) {
+		if (pmb != pma || ((b->pm[i] & PM_SOFT_DIRTY) && !(a->pm[i] & PM_SOFT_DIRTY))) {
+			pma |= a->pm[i] & PM_SOFT_DIRTY;
+			pmb |= b->pm[i] & PM_SOFT_DIRTY;
 			failf("%s: page %zu: pagemap bits 0x%llx (soft-dirty %d, exclusive %d, file/shared %d, swap %d, "
 			      "present %d), expected 0x%llx as before the migration", what, i, (unsigned long long)(pma >> 55),
 			      !!(pma & PM_SOFT_DIRTY), !!(pma & PM_EXCLUSIVE), !!(pma & PM_FILE), !!(pma & PM_SWAP),
