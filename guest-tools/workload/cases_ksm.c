@@ -73,6 +73,10 @@ int case_ksm_move_all(void)
 
 	unsigned long maskA[2];
 	nodemask_of(maskA, A);
+	/* Before 6.7 mbind(2) allocates a KSM page's new page by the task's policy, not the
+	 * VMA's (cases_kinds.c, ksm_mbind_stays()): run on B's CPUs, the pages stay on B. */
+	int dest = kernel_at_least(6, 7) ? A : B;
+	run_on_node_cpus(B);
 	struct trace_mark t1 = trace_mark(REASON_MBIND);
 	/* Each KSM page is mapped twice in the range: the second address finds it isolated
 	 * already, which MPOL_MF_STRICT reports as EIO (6.1 migrate_folio_add()); it moves. */
