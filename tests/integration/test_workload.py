@@ -14,7 +14,8 @@ pytestmark = pytest.mark.integration
 
 CASES = ["anon_move_pages", "migrate_pages_other_process", "mbind_move", "shared_anon_move_all",
          "file_pages_tmpfs", "file_pages_ext4", "swap_pages", "thp_move", "unmovable_page",
-         "concurrent_bounce", "permissions_unprivileged", "bad_args", "migration_counters", "query_mode"]
+         "concurrent_bounce", "permissions_unprivileged", "bad_args", "migration_counters", "query_mode",
+         "hugetlb_move", "ksm_move_all", "cpuset_mems", "kinds_x_apis", "kinds_short_target"]
 
 
 def test_default_run_has_every_workload_case_passing(default_kernel, tmp_path):
