@@ -51,6 +51,11 @@ int ksm_start(void)
 	return 0;
 }
 
+void ksm_scanning(int on)
+{
+	sysfs_write(KSM "run", on ? "1" : "0"); /* 0 stops ksmd and keeps merged pages merged */
+}
+
 int ksm_wait_scans(int scans)
 {
 	long s0 = sysfs_long(KSM "full_scans");
@@ -221,6 +226,9 @@ static int setup_ksm(struct region *r, size_t n)
 	r->flags = MPOL_MF_MOVE_ALL;
 	int f0 = g_failures;
 	r->base = ksm_pairs_on(g_node_a, n, r->seed);
+	/* ksmd holds a reference on the page it is looking at: a migration meeting it fails
+	 * (unexpected refcount, after its retries). Stop it while the pages move. */
+	ksm_scanning(0);
 	return r->base && g_failures == f0 ? PASS : FAIL;
 }
 

@@ -22,6 +22,7 @@ static void expect_merged_on(const char *what, char *p, size_t n, int node, long
 	check_pattern(what, p + n * PAGE, 0, n, 31);
 	int v = helper_ask(child, HELPER_VERIFY);
 	CHECK(v == '0', "%s: the child sharing the pages replied %d to 'verify', expected '0' (data intact)", what, v);
+	ksm_scanning(1);
 	for (int round = 0; round < 2; round++) {
 		size_t merged = ksm_pairs_merged(p, n);
 		long shared = sysfs_long(KSM "pages_shared"), sharing = sysfs_long(KSM "pages_sharing");
@@ -31,6 +32,7 @@ static void expect_merged_on(const char *what, char *p, size_t n, int node, long
 		if (!round)
 			ksm_wait_scans(2);
 	}
+	ksm_scanning(0);
 }
 
 int case_ksm_move_all(void)
@@ -46,6 +48,7 @@ int case_ksm_move_all(void)
 	if (helper_start(&child, p, N, -1, 31))
 		return FAIL;
 	ksm_wait_scans(2); /* ksmd also scans the child's (inherited, mergeable) VMA: let it settle */
+	ksm_scanning(0);   /* while pages move: a migration meeting ksmd's reference fails */
 	long shared0 = sysfs_long(KSM "pages_shared"), sharing0 = sysfs_long(KSM "pages_sharing");
 	diag("%d pairs merged: pages_shared %ld, pages_sharing %ld", N, shared0, sharing0);
 	void *pages[N];
@@ -94,6 +97,7 @@ int case_ksm_move_all(void)
 	check_pattern("its former KSM sharer at the other address", p + N * PAGE, 0, 1, 31);
 	int v = helper_ask(&child, HELPER_VERIFY);
 	CHECK(v == '0', "after the parent's write the child replied %d to 'verify', expected '0' (its copy unchanged)", v);
+	ksm_scanning(1);
 	ksm_wait_scans(2); /* ksmd notices the broken sharing when it scans the address again */
 	long c1 = ksm_count();
 	CHECK(c1 == c0 - 1, "pages_shared + pages_sharing %ld after one mapping was written, expected %ld (one less)",

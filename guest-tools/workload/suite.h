@@ -221,6 +221,9 @@ long hugepages_node(int node, const char *file); /* nr_hugepages, free_hugepages
 long hugepages_set(int node, long nr);
 void *hugetlb_pages_on(int node, size_t nhuge, uint64_t seed); /* MAP_HUGETLB, filled; NULL on failure */
 int ksm_start(void); /* run=1 with a fast scan (restored after the case); 0 ok */
+/* ksmd on (1) or stopped with merged pages kept merged (0): a migration racing with ksmd's
+ * look at a page fails for that page (its reference), so cases stop it while moving. */
+void ksm_scanning(int on);
 /* Wait for ksmd to have done `scans` more full scans; 0 ok, -1 after 10 s. */
 int ksm_wait_scans(int scans);
 /* n pairs of private pages on node, page i and n + i alike, merged by ksmd (2n pages). */
