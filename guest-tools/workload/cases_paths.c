@@ -62,7 +62,7 @@ static long cma_read(const char *dir, const char *name)
 {
 	char p[160];
 	snprintf(p, sizeof(p), "%s/%s", dir, name);
-	return sys_read_long(p);
+	return sysfs_long(p);
 }
 
 static int cma_write(const char *dir, const char *name, long v)
@@ -70,7 +70,7 @@ static int cma_write(const char *dir, const char *name, long v)
 	char p[160], val[32];
 	snprintf(p, sizeof(p), "%s/%s", dir, name);
 	snprintf(val, sizeof(val), "%ld", v);
-	return sys_write(p, val);
+	return sysfs_write(p, val);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -81,10 +81,10 @@ static int cmp_u64(const void *a, const void *b)
 
 /* With THP the kernel raises min_free_kbytes to tens of MiB (about 34 MiB high watermark
  * per node here): a node filled for a case would sit below it, and kswapd would swap the
- * case's pages out. Lower it for the case (restored with the setting). */
-static void low_watermarks(struct setting *minfree)
+ * case's pages out. Lower it for the case (the runner restores it after the case). */
+static void low_watermarks(void)
 {
-	if (setting_set(minfree, "/proc/sys/vm/min_free_kbytes", "8192"))
+	if (setting_write("/proc/sys/vm/min_free_kbytes", "8192"))
 		failf("writing 8192 to /proc/sys/vm/min_free_kbytes: %s, expected success", errname(errno));
 }
 
@@ -125,9 +125,8 @@ int case_compaction(void)
 	long huge0 = hugetlb_node_pages(C);
 	if (huge0 < 0)
 		return skip("no hugetlb pool on node %d (CONFIG_HUGETLBFS?): it fills the node", C);
-	struct setting proactive, minfree;
-	setting_set(&proactive, "/proc/sys/vm/compaction_proactiveness", "0"); /* 5.9+: no compaction on its own */
-	low_watermarks(&minfree);
+	setting_write("/proc/sys/vm/compaction_proactiveness", "0"); /* 5.9+: no compaction on its own */
+	low_watermarks();
 	long room = node_room(C);
 	long fill = (room - (K + SPARE) * (long)NR_PAGES_PER_HPAGE) / (long)NR_PAGES_PER_HPAGE;
 	long huge = hugetlb_node_set(C, huge0 + (fill > 0 ? fill : 0));
@@ -163,7 +162,7 @@ int case_compaction(void)
 		c0[i] = vmstat_get(ctr[i]);
 	struct trace_mark m0 = trace_mark(REASON_COMPACTION);
 	double t0 = now_s();
-	CHECK(sys_write(compact, "1") == 0, "writing 1 to %s: %s, expected success", compact, errname(errno));
+	CHECK(sysfs_write(compact, "1") == 0, "writing 1 to %s: %s, expected success", compact, errname(errno));
 	diag("compacting node %d took %.2f s", C, now_s() - t0);
 	for (size_t k = 0; k < nk; k++)
 		check_pattern("our pages after compacting the node", r, (size_t)(kept[k] - r) / PAGE, 1, SEED);
@@ -186,7 +185,7 @@ int case_compaction(void)
 
 	/* /proc/sys/vm/compact_memory compacts every node: it scans, and the data stays. */
 	long long s0 = vmstat_get(ctr[0]);
-	CHECK(sys_write("/proc/sys/vm/compact_memory", "1") == 0, "writing 1 to /proc/sys/vm/compact_memory: %s, "
+	CHECK(sysfs_write("/proc/sys/vm/compact_memory", "1") == 0, "writing 1 to /proc/sys/vm/compact_memory: %s, "
 	      "expected success", errname(errno));
 	CHECK(vmstat_get(ctr[0]) > s0, "compact_migrate_scanned did not grow after /proc/sys/vm/compact_memory, "
 	      "expected it to");
@@ -198,8 +197,6 @@ out:
 	free(kept);
 	unmap_region(r, n);
 	hugetlb_node_set(C, huge0);
-	setting_restore(&proactive);
-	setting_restore(&minfree);
 	return PASS;
 }
 
@@ -401,16 +398,15 @@ int case_numa_balancing(void)
 	 * before; without either the defaults: a first scan after about 1 s of runtime). */
 	const char *knob[][2] = { { "scan_delay_ms", "0" }, { "scan_period_min_ms", "10" },
 	                          { "scan_period_max_ms", "200" }, { "scan_size_mb", "16" } };
-	struct setting ks[4], nb;
 	int tuned = 0;
 	for (int i = 0; i < 4; i++) {
 		char p[128];
 		snprintf(p, sizeof(p), "/sys/kernel/debug/sched/numa_balancing/%s", knob[i][0]);
 		if (access(p, W_OK))
 			snprintf(p, sizeof(p), "/proc/sys/kernel/numa_balancing_%s", knob[i][0]);
-		tuned += setting_set(&ks[i], p, knob[i][1]) == 0;
+		tuned += setting_write(p, knob[i][1]) == 0;
 	}
-	if (setting_set(&nb, "/proc/sys/kernel/numa_balancing", "1")) {
+	if (setting_write("/proc/sys/kernel/numa_balancing", "1")) {
 		failf("writing 1 to /proc/sys/kernel/numa_balancing: %s, expected success", errname(errno));
 		return FAIL;
 	}
@@ -458,10 +454,7 @@ stop:
 	/* our N pages, and at most the worker's other pages (stack, data) */
 	expect_trace("NUMA balancing", REASON_NUMA_MISPLACED, m0, N, rss > N ? rss : N, TRACE_ANY_FAILED);
 out:
-	setting_restore(&nb);
-	for (int i = 0; i < 4; i++)
-		setting_restore(&ks[i]);
-	return PASS;
+	return PASS; /* the runner turns numa_balancing and the knobs back */
 }
 
 /* ---------------------------------------------------------------- contig_range */
@@ -491,8 +484,7 @@ int case_contig_range(void)
 	if (huge0 < 0)
 		return skip("no hugetlb pool on node %d (CONFIG_HUGETLBFS?): it fills the node", C);
 	run_on_cpu_of(C);
-	struct setting minfree;
-	low_watermarks(&minfree);
+	low_watermarks();
 	zone_of_pfn((uint64_t)base, &z);
 	/* Movable allocations take CMA pages only when the zone's free CMA pages exceed half of
 	 * its free pages (__rmqueue()): fill the zone (hugetlb pages, not from CMA while that is
@@ -553,6 +545,5 @@ out:
 		unmap_region(r, P);
 	free(pfn);
 	hugetlb_node_set(C, huge0);
-	setting_restore(&minfree);
 	return PASS;
 }

@@ -1,68 +1,11 @@
 /* Physical memory as the kernel shows it: PFNs (/proc/self/pagemap), page flags
  * (/proc/kpageflags), /proc/meminfo, /proc/buddyinfo, /proc/zoneinfo, the per-node
- * hugetlb pool, and sysfs/sysctl settings changed for a case and restored after it. */
+ * hugetlb pool. */
 #include "suite.h"
 
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
-
-int sys_write(const char *path, const char *val)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	ssize_t n = write(fd, val, strlen(val));
-	int e = errno;
-	close(fd);
-	errno = e;
-	return n == (ssize_t)strlen(val) ? 0 : -1;
-}
-
-long sys_read_long(const char *path)
-{
-	char buf[64] = "";
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	char *ok = fgets(buf, sizeof(buf), f);
-	fclose(f);
-	return ok ? strtol(buf, NULL, 10) : -1;
-}
-
-int setting_set(struct setting *s, const char *path, const char *val)
-{
-	memset(s, 0, sizeof(*s));
-	snprintf(s->path, sizeof(s->path), "%s", path);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	char buf[256] = "";
-	char *ok = fgets(buf, sizeof(buf), f);
-	fclose(f);
-	if (!ok)
-		return -1;
-	/* "always defer [madvise] never": the bracketed word is the value */
-	char *b = strchr(buf, '['), *e = b ? strchr(b, ']') : NULL;
-	if (b && e) {
-		*e = 0;
-		snprintf(s->old, sizeof(s->old), "%s", b + 1);
-	} else {
-		buf[strcspn(buf, "\n")] = 0;
-		snprintf(s->old, sizeof(s->old), "%s", buf);
-	}
-	if (sys_write(path, val))
-		return -1;
-	s->saved = 1;
-	return 0;
-}
-
-void setting_restore(struct setting *s)
-{
-	if (s->saved && sys_write(s->path, s->old))
-		failf("restoring %s to '%s': %s, expected success", s->path, s->old, errname(errno));
-	s->saved = 0;
-}
 
 uint64_t pfn_of(const void *addr)
 {
@@ -202,7 +145,7 @@ long hugetlb_node_pages(int node)
 {
 	char path[128];
 	hugetlb_path(node, path, sizeof(path));
-	return sys_read_long(path);
+	return sysfs_long(path);
 }
 
 long hugetlb_node_set(int node, long count)
@@ -210,16 +153,16 @@ long hugetlb_node_set(int node, long count)
 	char path[128], val[32];
 	hugetlb_path(node, path, sizeof(path));
 	snprintf(val, sizeof(val), "%ld", count);
-	if (sys_write(path, val))
+	if (sysfs_write(path, val))
 		return -1;
-	return sys_read_long(path);
+	return sysfs_long(path);
 }
 
 int run_on_cpu_of(int node)
 {
 	char path[96];
 	snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/cpulist", node);
-	long cpu = sys_read_long(path); /* "2-3": the first one */
+	long cpu = sysfs_long(path); /* "2-3": the first one */
 	if (cpu < 0)
 		return -1;
 	cpu_set_t set;
