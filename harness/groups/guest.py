@@ -110,7 +110,10 @@ def run_watched(guest: Guest, command: str, timeout: float,
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(guest.shell.run, command, timeout, on_stdout)
         waited = console.wait_for(None, timeout + COMMAND_SLACK_S, until=future.done).how
-        if waited in (Waited.CRASH, Waited.QEMU_EXITED):
+        console.drain(0.2)  # what the kernel printed as the command ended
+        crashes = tuple(console.crashes(since=since))
+        # A command can end because the kernel died under it before the console showed it.
+        if waited in (Waited.CRASH, Waited.QEMU_EXITED) or crashes or not console.alive:
             ended = Ended.CRASHED
         elif waited is Waited.TIMEOUT or future.result().timed_out:
             ended = Ended.HUNG
@@ -121,8 +124,7 @@ def run_watched(guest: Guest, command: str, timeout: float,
         if not future.done():
             guest.shell.abandon()  # the command's connection: the VM's owner stops the VM
         result = future.result()
-    console.drain(0.2)  # what the kernel printed as the command ended
-    return Watched(ended, result, tuple(console.crashes(since=since)), dump)
+    return Watched(ended, result, crashes, dump)
 
 
 def not_run(name: str, why: str) -> TestResult:

@@ -91,14 +91,14 @@ class Console(Generic[C]):
             poll = min(max(left, 0.05), 0.2) if until else max(left, 0.05)
             index = self.child.expect(patterns, timeout=poll)
             elapsed = time.monotonic() - start
+            if index == 0 and not crashed:  # before `until`: a panic also ends the SSH command it interrupts
+                crashed = True
+                deadline = min(deadline, time.monotonic() + CRASH_GRACE_S)
             if index == 3 or (until is not None and until() and not crashed):
                 how = Waited.CRASH if crashed else Waited.MARKER
                 after = self.child.after
                 return Wait(how, elapsed, after.decode(errors="replace") if isinstance(after, bytes) else "")
-            if index == 0 and not crashed:
-                crashed = True
-                deadline = min(deadline, time.monotonic() + CRASH_GRACE_S)
-            elif index == 1:
+            if index == 1:
                 return Wait(Waited.CRASH if crashed else Waited.QEMU_EXITED, elapsed)
             elif index == 2 and time.monotonic() >= deadline:
                 return Wait(Waited.CRASH if crashed else Waited.TIMEOUT, elapsed)
