@@ -766,21 +766,38 @@ static void mt_expect_all_migrated(struct mt_fix *f, const struct mt_alloc *a, i
 	mt_expect_state(f, BIT(f->nr) - 1, lookup);
 }
 
+/*
+ * The fixture of a migration case: nr shmem folios filled as `fill` says, all
+ * isolated, `a` pointed at it; NULL (the failure reported, nothing left
+ * allocated) if it could not be set up.
+ */
+static struct mt_fix *mt_isolated_fixture(struct mt_case *c, unsigned int nr,
+					  enum mt_fill fill, struct mt_alloc *a)
+{
+	struct mt_fix *f = mt_fix_alloc(c);
+
+	if (!f)
+		return NULL;
+	a->f = f;
+	if (!mt_shmem_setup(f, nr, fill) || !mt_isolate_all(f)) {
+		mt_fix_free(f);
+		return NULL;
+	}
+	return f;
+}
+
 static void mt_run_all_move(struct mt_case *c, unsigned int nr,
 			    enum migrate_mode mode, enum mt_fill fill)
 {
 	unsigned long all = BIT(nr) - 1;
 	struct mt_alloc a = { .nid = MT_DST_NID };
-	struct mt_fix *f = mt_fix_alloc(c);
+	struct mt_fix *f = mt_isolated_fixture(c, nr, fill, &a);
 	struct mt_iso want;
 	unsigned int i, succeeded;
 	int rc;
 
 	if (!f)
 		return;
-	a.f = f;
-	if (!mt_shmem_setup(f, nr, fill) || !mt_isolate_all(f))
-		goto out;
 	if (fill == MT_FILL_EVEN) {
 		/* the case is only meaningful with both kinds present */
 		for (i = 0; i < nr; i++)
@@ -838,16 +855,13 @@ static void mt_case_extra_ref(struct mt_case *c)
 	const unsigned int nr = 8;
 	unsigned long held = BIT(MT_HELD), all = BIT(nr) - 1;
 	struct mt_alloc a = { .nid = MT_DST_NID };
-	struct mt_fix *f = mt_fix_alloc(c);
+	struct mt_fix *f = mt_isolated_fixture(c, nr, MT_FILL_ALL, &a);
 	struct mt_iso want;
 	unsigned int i, succeeded;
 	int rc;
 
 	if (!f)
 		return;
-	a.f = f;
-	if (!mt_shmem_setup(f, nr, MT_FILL_ALL) || !mt_isolate_all(f))
-		goto out;
 	for (i = 0; i < nr; i++)
 		if (i != MT_HELD)
 			mt_drop_ref(f, i);
@@ -866,7 +880,6 @@ static void mt_case_extra_ref(struct mt_case *c)
 	mt_lru_add_drain_all();
 	mt_iso_expect(c, &f->base, "after putback");
 	mt_expect_state(f, all & ~held, mt_shmem_lookup);
-out:
 	mt_fix_free(f);
 }
 
@@ -879,16 +892,13 @@ static void mt_case_enomem(struct mt_case *c)
 	const unsigned int nr = 8;
 	unsigned long all = BIT(nr) - 1;
 	struct mt_alloc a = { .nid = MT_DST_NID, .fail = true };
-	struct mt_fix *f = mt_fix_alloc(c);
+	struct mt_fix *f = mt_isolated_fixture(c, nr, MT_FILL_ALL, &a);
 	struct mt_iso want;
 	unsigned int i, succeeded;
 	int rc;
 
 	if (!f)
 		return;
-	a.f = f;
-	if (!mt_shmem_setup(f, nr, MT_FILL_ALL) || !mt_isolate_all(f))
-		goto out;
 	for (i = 0; i < nr; i++)
 		mt_drop_ref(f, i);
 
@@ -910,7 +920,6 @@ static void mt_case_enomem(struct mt_case *c)
 	mt_lru_add_drain_all();
 	mt_iso_expect(c, &f->base, "after putback");
 	mt_expect_state(f, 0, mt_shmem_lookup);
-out:
 	mt_fix_free(f);
 }
 
