@@ -7,8 +7,9 @@ import contextlib
 import fcntl
 import hashlib
 import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 
 def root() -> Path:
@@ -33,16 +34,69 @@ def digest(*parts: str | bytes, length: int = 12) -> str:
     return h.hexdigest()[:length]
 
 
+def publish(path: Path, make: Callable[[Path], object]) -> Path:
+    """`path`, made once by `make(a temporary path)` and renamed into place,
+    so a reader never sees half a file. For paths named by their inputs' digest."""
+    if not path.exists():
+        tmp = path.with_name(path.name + ".tmp")
+        make(tmp)
+        tmp.rename(path)
+    return path
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """A file that records what the outputs beside it were made from."""
+
+    path: Path
+    identity: str  # a digest of every input
+
+    def current(self, *outputs: Path) -> bool:
+        """The outputs exist and were made from `identity`. If not, the stamp
+        is removed first, so work interrupted half-way is never taken as done."""
+        if all(o.exists() for o in outputs) and self.path.exists() and self.path.read_text() == self.identity:
+            return True
+        self.path.unlink(missing_ok=True)
+        return False
+
+    def write(self) -> None:
+        self.path.write_text(self.identity)
+
+
+def lock_file(name: str) -> Path:
+    return subdir("locks") / f"{name}.lock"
+
+
 @contextlib.contextmanager
 def locked(name: str) -> Iterator[None]:
     """Hold an exclusive lock shared by every harness on this machine.
 
     Two runs on the same source take turns to prepare and build it; the
-    second then finds nothing left to do.
+    second then finds nothing left to do. The lock file's mtime says when a
+    harness last took it (`harness cache` shows it as the last use).
     """
-    with (subdir("locks") / f"{name}.lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    path = lock_file(name)
+    path.touch()
+    with holding(path):
+        yield
+
+
+@contextlib.contextmanager
+def holding(path: Path, wait: bool = True) -> Iterator[bool]:
+    """flock(2) `path` (a lock file or a directory) for the block.
+
+    With wait=False it does not wait: it yields False, holding nothing, when
+    another process holds it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
         try:
-            yield
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

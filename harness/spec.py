@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import yaml
@@ -18,8 +20,6 @@ import yaml
 from harness.errors import SpecError
 
 DEFAULT_SOURCE = "debian:linux-source-6.1"
-KNOWN_GROUPS = ("boot", "workload", "module")  # built in; a spec may add script groups
-DEFAULT_GROUPS = ("boot", "workload", "module")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,25 @@ class ScriptGroup:
     timeout: float | None = None  # default: timeouts.test
 
 
+GroupEntry = str | ScriptGroup  # a built-in group kind by name (harness/groups), or your own
+
+
+def group_name(entry: GroupEntry) -> str:
+    return entry if isinstance(entry, str) else entry.name
+
+
+def _named_groups(default_only: bool = False) -> tuple[str, ...]:
+    """The group kinds a spec names, from the table in harness/groups (which
+    imports this module: hence the import here)."""
+    from harness import groups
+
+    return tuple(kind.name for kind in groups.KINDS if kind.by_name and (kind.default or not default_only))
+
+
+def default_groups() -> tuple[GroupEntry, ...]:
+    return _named_groups(default_only=True)
+
+
 @dataclass(frozen=True)
 class Timeouts:
     build: float = 3600
@@ -70,7 +89,7 @@ class Timeouts:
 class Spec:
     kernel: KernelSpec = field(default_factory=KernelSpec)
     vm: VmSpec = field(default_factory=VmSpec)
-    tests: tuple[str | ScriptGroup, ...] = DEFAULT_GROUPS
+    tests: tuple[GroupEntry, ...] = field(default_factory=default_groups)
     timeouts: Timeouts = field(default_factory=Timeouts)
     after_crash: str = "stop"  # stop | reboot: what to do with the groups left after a crash or hang
 
@@ -92,6 +111,18 @@ def parse_size_mib(value: object, where: str) -> int:
     return int(mib)
 
 
+def cpu_ranges(cpus: tuple[int, ...]) -> list[str]:
+    """(0, 1, 3) -> ['0-1', '3']: the inverse of parse_cpus, joined with ','
+    it is a kernel cpulist; QEMU's -numa takes one cpus= per range."""
+    ranges: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if ranges and cpu == ranges[-1][1] + 1:
+            ranges[-1][1] = cpu
+        else:
+            ranges.append([cpu, cpu])
+    return [f"{a}" if a == b else f"{a}-{b}" for a, b in ranges]
+
+
 def parse_cpus(value: object, where: str) -> tuple[int, ...]:
     """'0-1', '0,2-3', 3 or [0, 1] -> (0, 1, ...)."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -108,7 +139,7 @@ def parse_cpus(value: object, where: str) -> tuple[int, ...]:
     return tuple(cpus)
 
 
-def _check_keys(data: object, allowed: set[str], where: str) -> dict:
+def _check_keys(data: object, allowed: set[str], where: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -209,23 +240,24 @@ def _timeouts(data: object, where: str) -> Timeouts:
     return Timeouts(**d)
 
 
-def _tests(value: object, base: Path, where: str) -> tuple[str | ScriptGroup, ...]:
+def _tests(value: object, base: Path, where: str) -> tuple[GroupEntry, ...]:
     if value is None:
-        return DEFAULT_GROUPS
+        return default_groups()
     if not isinstance(value, list):
         raise SpecError(f"{where}: expected a list of test groups")
-    groups: list[str | ScriptGroup] = []
+    known = _named_groups()
+    groups: list[GroupEntry] = []
     for i, item in enumerate(value):
-        if isinstance(item, str) and item in KNOWN_GROUPS:
+        if isinstance(item, str) and item in known:
             groups.append(item)
             continue
         if not isinstance(item, dict):
             raise SpecError(f"{where}[{i}]: '{item}' is not a test group; use one of "
-                            f"{', '.join(KNOWN_GROUPS)}, or {{name: NAME, script: FILE}}")
+                            f"{', '.join(known)}, or {{name: NAME, script: FILE}}")
         d = _check_keys(item, {"name", "script", "timeout"}, f"{where}[{i}]")
         if "name" not in d or "script" not in d:
             raise SpecError(f"{where}[{i}]: a script group needs 'name' and 'script'")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(d["name"])) or d["name"] in KNOWN_GROUPS:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(d["name"])) or d["name"] in known:
             raise SpecError(f"{where}[{i}]: '{d['name']}' cannot name a group (letters, digits, _ . - only)")
         script = (base / str(d["script"])).resolve()
         if not script.is_file():
@@ -234,7 +266,7 @@ def _tests(value: object, base: Path, where: str) -> tuple[str | ScriptGroup, ..
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise SpecError(f"{where}[{i}].timeout: expected a positive number of seconds")
         groups.append(ScriptGroup(str(d["name"]), script, timeout))
-    names = [g if isinstance(g, str) else g.name for g in groups]
+    names = [group_name(g) for g in groups]
     if len(set(names)) != len(names):
         raise SpecError(f"{where}: group names must be unique, got {names}")
     return tuple(groups)
@@ -290,7 +322,7 @@ def load(path: Path | None) -> Spec:
 
 
 def with_overrides(spec: Spec, *, source: str | None = None, rev: str | None = None,
-                   patches: list[Path] = (), configs: list[Path] = ()) -> Spec:
+                   patches: Sequence[Path] = (), configs: Sequence[Path] = ()) -> Spec:
     """Command-line flags win over the spec; paths are taken from the cwd."""
     kernel = spec.kernel
     if source:

@@ -2,6 +2,7 @@
 (incrementally: a warm cache makes it seconds, a cold one a few minutes)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -19,13 +20,20 @@ DATA = Path(__file__).parent / "integration" / "data"
 # What the default run (boot, workload, module groups on the default machine) reports, leaf by leaf.
 BOOT_CHECKS = ["numa_nodes_online", "node0_memory", "node0_cpus", "node1_memory", "node1_cpus", "swap_active",
                "scratch_mounted"]
-WORKLOAD_CASES = ["anon_move_pages", "migrate_pages_other_process", "mbind_move", "shared_anon_move_all",
-                  "file_pages_tmpfs", "file_pages_ext4", "swap_pages", "thp_move", "unmovable_page",
-                  "concurrent_bounce", "permissions_unprivileged", "bad_args", "migration_counters", "query_mode"]
 MODULE_CASES = ["shmem_to_node1", "mode_async", "mode_sync_light", "mode_sync", "extra_ref_not_migrated",
                 "dirty_state_preserved", "alloc_fail_enomem", "swapcache_anon"]
 MODULE_LEAVES = [f"migrate_pages.{c}" for c in MODULE_CASES] + [
     "console_matches_dmesg", "unload", "isolated_counters_restored"]
+
+
+def workload_cases() -> list[str]:
+    """The suite's own case table (`migrate_suite --list`; the binary is static, so it runs here too)."""
+    from harness.guest import compile as compiler
+    binary = compiler.workload(io.StringIO())
+    listed = subprocess.run([str(binary), "--list"], capture_output=True, text=True, check=True)
+    return listed.stdout.split()
+
+
 # Skips allowed on the default machine, as "group.test": none. A case that skips there lost
 # its precondition (a disk, swap, THP, a node's memory): that is a harness regression.
 EXPECTED_SKIPS: list[str] = []

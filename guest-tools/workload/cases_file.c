@@ -3,29 +3,6 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/vfs.h>
-
-#define TMPFS_MAGIC_ 0x01021994
-#define EXT4_MAGIC_ 0xEF53
-
-static int fs_is(const char *dir, long magic)
-{
-	struct statfs s;
-	return statfs(dir, &s) == 0 && (long)s.f_type == magic;
-}
-
-static int swap_active(void)
-{
-	FILE *f = fopen("/proc/swaps", "r");
-	if (!f)
-		return 0;
-	char line[256];
-	int n = 0;
-	while (fgets(line, sizeof(line), f))
-		n++;
-	fclose(f);
-	return n > 1; /* header + at least one device */
-}
 
 /* ------------------------------------------------------------- file pages */
 
@@ -135,28 +112,6 @@ int case_file_pages_ext4(void) { return file_case("/mnt/scratch", 0); }
 
 /* ---------------------------------------------------------------- swap */
 
-/* MADV_PAGEOUT until every page is swapped out (query says -ENOENT); a few tries
- * because pages still in a per-CPU LRU batch are skipped by a single call. */
-static int page_out(char *r, size_t n)
-{
-	int *st = malloc(n * sizeof(int));
-	int ok = 0;
-	for (int t = 0; t < 6 && !ok; t++) {
-		if (madvise(r, n * PAGE, MADV_PAGEOUT)) {
-			failf("madvise(MADV_PAGEOUT): %s, expected 0", errname(errno));
-			break;
-		}
-		query_pages(0, r, n, st);
-		ok = 1;
-		for (size_t i = 0; i < n; i++)
-			ok &= st[i] == -ENOENT;
-		if (!ok)
-			usleep(20000);
-	}
-	free(st);
-	return ok;
-}
-
 /* Pages alternate between two seeds (even pages: `even`, odd pages: `odd`). */
 static long check_alternating(const char *what, char *r, size_t n, uint64_t even, uint64_t odd)
 {
@@ -194,7 +149,7 @@ int case_swap_pages(void)
 	/* 1. Page everything out. */
 	long long w0 = vmstat_get("pswpout");
 	long vs0 = status_get_kb(0, "VmSwap");
-	int out = page_out(r, N);
+	int out = page_out_all(r, N);
 	long long dw = vmstat_get("pswpout") - w0;
 	long vs1 = status_get_kb(0, "VmSwap"), sw = smaps_get_kb(0, (unsigned long)r, "Swap");
 	diag("paged out: pswpout +%lld, VmSwap %ld -> %ld kB, smaps Swap %ld kB", dw, vs0, vs1, sw);
@@ -246,7 +201,7 @@ int case_swap_pages(void)
 	 *    then read everything back from disk. */
 	w0 = vmstat_get("pswpout");
 	long long in0 = vmstat_get("pswpin");
-	out = page_out(r, N);
+	out = page_out_all(r, N);
 	dw = vmstat_get("pswpout") - w0;
 	CHECK(out, "pages still present after the second MADV_PAGEOUT, expected the query to say -ENOENT for all");
 	CHECK(dw >= N / 2, "second page-out wrote %lld pages (pswpout), expected >= %d (the dirtied ones): dirty "
@@ -265,32 +220,11 @@ int case_swap_pages(void)
 
 /* ---------------------------------------------------------------- THP */
 
-static int thp_enabled(void)
-{
-	char buf[128] = "";
-	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-	if (!f)
-		return 0;
-	if (!fgets(buf, sizeof(buf), f))
-		buf[0] = 0;
-	fclose(f);
-	return buf[0] && !strstr(buf, "[never]");
-}
-
-static void write_sys(const char *path, const char *val)
-{
-	FILE *f = fopen(path, "w");
-	if (f) {
-		fputs(val, f);
-		fclose(f);
-	}
-}
-
 int case_thp_move(void)
 {
 	const size_t NP = HPAGE / PAGE;
 	const int A = g_node_a, B = g_node_b;
-	if (!thp_enabled())
+	if (!thp_available())
 		return skip("transparent hugepages not available (no CONFIG_TRANSPARENT_HUGEPAGE or 'never')");
 	/* A VMA of exactly one 2 MiB-aligned huge page. */
 	char *res = mmap(NULL, 3 * HPAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -307,7 +241,7 @@ int case_thp_move(void)
 		if (t) { /* give the allocator a second chance: compact node memory */
 			madvise(r, HPAGE, MADV_DONTNEED);
 			drop_caches();
-			write_sys("/proc/sys/vm/compact_memory", "1");
+			sysfs_write("/proc/sys/vm/compact_memory", "1");
 		}
 		bind_task_to(A);
 		fill_pattern(r, 0, NP, 81);

@@ -34,6 +34,15 @@ static const struct tcase cases[] = {
 	{ "bad_args", case_bad_args, 30 },
 	{ "migration_counters", case_migration_counters, 30 },
 	{ "query_mode", case_query_mode, 30 },
+	{ "compaction", case_compaction, 40 },
+	{ "soft_offline", case_soft_offline, 30 },
+	{ "numa_balancing", case_numa_balancing, 40 },
+	{ "contig_range", case_contig_range, 40 },
+	{ "hugetlb_move", case_hugetlb_move, 30 },
+	{ "ksm_move_all", case_ksm_move_all, 40 },
+	{ "cpuset_mems", case_cpuset_mems, 30 },
+	{ "kinds_x_apis", case_kinds_x_apis, 60 },
+	{ "kinds_short_target", case_kinds_short_target, 90 },
 };
 #define NCASES ((int)(sizeof(cases) / sizeof(cases[0])))
 
@@ -177,6 +186,7 @@ int main(int argc, char **argv)
 	     g_nr_mem_nodes, g_node_a, g_node_b, (int)getuid());
 	if (g_nr_mem_nodes >= 2) /* else every case skips: leave the machine's tracing alone */
 		trace_setup();
+	settings_init();
 	double t0 = now_s();
 	int failed = 0;
 	for (int i = 0; i < NCASES; i++) {
@@ -189,6 +199,7 @@ int main(int argc, char **argv)
 		trace_clear();
 		int r = run_case(c, reason);
 		trace_report();
+		settings_restore();
 		if (r == STUCK) {
 			printf("not ok %d %s # TIMEOUT stuck in kernel: %s\n", i + 1, c->name, g_stuck_in);
 			diag("suite stopped after case %d: a case is stuck in the kernel, the remaining %d case(s) not run "

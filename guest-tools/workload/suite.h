@@ -129,6 +129,12 @@ struct isolated isolated_now(void); /* after vmstat_refresh() */
 /* Expect the isolated counters back at `base` (a few tries); returns 1 if not. */
 int expect_isolated_back(const char *what, struct isolated base);
 int drop_caches(void);
+#define TMPFS_MAGIC_ 0x01021994
+#define EXT4_MAGIC_ 0xEF53
+int fs_is(const char *dir, long magic); /* statfs f_type */
+int swap_active(void);
+/* MADV_PAGEOUT until the query says -ENOENT for every page (a few tries); 1 if so. */
+int page_out_all(char *r, size_t n);
 
 /* ---- processes ---- */
 int wait_child(pid_t pid, int timeout_s, const char *what); /* exit status, -1 on signal/timeout */
@@ -159,9 +165,34 @@ int helper_start(struct helper *h, char *base, size_t npages, int node, uint64_t
 int helper_ask(struct helper *h, char cmd); /* the reply byte, -1 if the helper is gone */
 void helper_quit(struct helper *h, const char *what); /* and expect exit status 0 */
 
+/* ---- physical memory (physmem.c) ---- */
+uint64_t pfn_of(const void *addr);                             /* /proc/self/pagemap (root); 0: not present */
+int pfns_of(const void *base, size_t npages, uint64_t *out); /* the same for npages; 0 ok */
+#define KPF_HWPOISON_BIT 19                                   /* include/uapi/linux/kernel-page-flags.h */
+int kpageflag(uint64_t pfn, int bit);                         /* /proc/kpageflags: 1, 0, or -1 */
+long long meminfo_kb(const char *field);                      /* /proc/meminfo, e.g. "HardwareCorrupted" */
+/* Free blocks of order >= min_order on node (/proc/buddyinfo), in units of 2^min_order pages. */
+long buddy_free_blocks(int node, int min_order);
+struct zone_info {
+	int node;
+	char name[16];
+	long start_pfn, spanned, free, free_cma, high; /* pages; high: the high watermark */
+};
+int zones_get(struct zone_info *out, int max); /* /proc/zoneinfo; how many */
+int zone_of_pfn(uint64_t pfn, struct zone_info *out); /* 0 ok */
+long hugetlb_node_pages(int node);              /* 2 MiB pages in node's pool, -1 */
+long hugetlb_node_set(int node, long count);    /* ask for count; returns how many it has, -1 */
+int run_on_cpu_of(int node);                    /* pin this task to node's first CPU */
+char *map_thp_region(void); /* a 2 MiB-aligned 2 MiB VMA with MADV_HUGEPAGE (guard VMAs around) */
+int thp_available(void);    /* THP "enabled" is not [never] */
+
 /* ---- migrate:mm_migrate_pages trace events (trace.c) ---- */
 #define REASON_SYSCALL "syscall_or_cpuset" /* MR_SYSCALL: move_pages(2), migrate_pages(2), cpusets */
 #define REASON_MBIND "mempolicy_mbind"     /* MR_MEMPOLICY_MBIND: mbind(2) */
+#define REASON_COMPACTION "compaction"         /* MR_COMPACTION */
+#define REASON_MEMORY_FAILURE "memory_failure" /* MR_MEMORY_FAILURE: soft offline */
+#define REASON_NUMA_MISPLACED "numa_misplaced" /* MR_NUMA_MISPLACED: NUMA balancing */
+#define REASON_CONTIG_RANGE "contig_range"     /* MR_CONTIG_RANGE: alloc_contig_range(), CMA */
 void trace_setup(void);    /* at suite start; says once if tracing is unavailable */
 void trace_teardown(void); /* at the end: the event off again */
 int trace_available(void);
@@ -171,12 +202,59 @@ void trace_report(void); /* after each case: "# migrate_reason: REASON events=N 
  * summed; -1 when tracing is unavailable. */
 int trace_count(const char *reason, long *succeeded, long *failed);
 /* Expect the events of `reason` since the last mark to have succeeded in [smin, smax] and
- * failed == f; no check when tracing is unavailable. `mark` holds the totals so far. */
+ * failed == f (TRACE_ANY_FAILED: any); no check when tracing is unavailable. `mark` holds
+ * the totals so far. */
+#define TRACE_ANY_FAILED (-1L)
 struct trace_mark {
 	long succeeded, failed;
 };
 struct trace_mark trace_mark(const char *reason);
 void expect_trace(const char *what, const char *reason, struct trace_mark since, long smin, long smax, long f);
+
+/* ---- machine settings a case changes, restored by the runner after it (settings.c) ---- */
+void settings_init(void);    /* once, before the first case */
+void settings_restore(void); /* after every case: old values back, directories removed */
+int sysfs_read(const char *path, char *buf, size_t n); /* trailing newlines cut; 0 ok */
+long sysfs_long(const char *path);                     /* -1 if unreadable */
+int sysfs_write(const char *path, const char *val);    /* 0 ok, errno kept */
+int setting_write(const char *path, const char *val); /* remembers the old value first */
+int setting_write_long(const char *path, long val);
+int setting_mkdir(const char *path); /* a directory removed after the case (cgroups) */
+
+/* ---- what a migration must not change (invisible.c) ---- */
+#define NSMAPS 14
+#define NSTATUS 7
+struct facts {
+	void *base;
+	size_t n;
+	uint64_t *pm, *kflags, *kcount; /* per page: pagemap entry, kpageflags, kpagecount */
+	long smaps[NSMAPS], status[NSTATUS];
+	long long node[2][9]; /* nodes A and B: the per-node counters */
+};
+int facts_take(struct facts *f, void *base, size_t npages); /* as root; 0 ok */
+void facts_free(struct facts *f);
+uint64_t facts_pfn(const struct facts *f, size_t i);
+int facts_soft_dirty(const struct facts *f, size_t i);
+int facts_ksm(const struct facts *f, size_t i);
+/* Everything in `before` must be in `after` too, except where the pages are; the region's
+ * share of the per-node counters must have moved from node `from` to node `to`. */
+void facts_expect_same(const char *what, const struct facts *before, const struct facts *after, int from, int to);
+
+/* ---- page kinds and the migration APIs (cases_kinds.c, used by the hugetlb/KSM cases) ---- */
+#define HUGE_SYSFS "/sys/devices/system/node/node%d/hugepages/hugepages-2048kB/%s"
+long hugepages_node(int node, const char *file); /* nr_hugepages, free_hugepages, surplus_hugepages */
+/* Set node's nr_hugepages to `nr` (restored after the case); returns what the kernel got. */
+long hugepages_set(int node, long nr);
+void *hugetlb_pages_on(int node, size_t nhuge, uint64_t seed); /* MAP_HUGETLB, filled; NULL on failure */
+int ksm_start(void); /* run=1 with a fast scan (restored after the case); 0 ok */
+/* ksmd on (1) or stopped with merged pages kept merged (0): a migration racing with ksmd's
+ * look at a page fails for that page (its reference), so cases stop it while moving. */
+void ksm_scanning(int on);
+/* Wait for ksmd to have done `scans` more full scans; 0 ok, -1 after 10 s. */
+int ksm_wait_scans(int scans);
+/* n pairs of private pages on node, page i and n + i alike, merged by ksmd (2n pages). */
+char *ksm_pairs_on(int node, size_t n, uint64_t seed);
+size_t ksm_pairs_merged(char *p, size_t n); /* pairs that are one KSM page (pagemap PFN, kpageflags) */
 
 /* ---- tasks of a case that overran its deadline (stuck.c) ---- */
 struct task_info {
@@ -205,5 +283,14 @@ int case_permissions_unprivileged(void);
 int case_bad_args(void);
 int case_migration_counters(void);
 int case_query_mode(void);
+int case_compaction(void);
+int case_soft_offline(void);
+int case_numa_balancing(void);
+int case_contig_range(void);
+int case_hugetlb_move(void);
+int case_ksm_move_all(void);
+int case_cpuset_mems(void);
+int case_kinds_x_apis(void);
+int case_kinds_short_target(void);
 
 #endif

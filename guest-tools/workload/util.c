@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/utsname.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -824,3 +825,47 @@ char *anon_pages_on(int node, size_t npages, uint64_t seed)
 	bind_task_to(-1);
 	return r;
 }
+
+/* ------------------------------------------------------------ machine features */
+
+int fs_is(const char *dir, long magic)
+{
+	struct statfs s;
+	return statfs(dir, &s) == 0 && (long)s.f_type == magic;
+}
+
+int swap_active(void)
+{
+	FILE *f = fopen("/proc/swaps", "r");
+	if (!f)
+		return 0;
+	char line[256];
+	int n = 0;
+	while (fgets(line, sizeof(line), f))
+		n++;
+	fclose(f);
+	return n > 1; /* header + at least one device */
+}
+
+/* MADV_PAGEOUT until every page is swapped out (query says -ENOENT); a few tries
+ * because pages still in a per-CPU LRU batch are skipped by a single call. */
+int page_out_all(char *r, size_t n)
+{
+	int *st = malloc(n * sizeof(int));
+	int ok = 0;
+	for (int t = 0; t < 6 && !ok; t++) {
+		if (madvise(r, n * PAGE, MADV_PAGEOUT)) {
+			failf("madvise(MADV_PAGEOUT): %s, expected 0", errname(errno));
+			break;
+		}
+		query_pages(0, r, n, st);
+		ok = 1;
+		for (size_t i = 0; i < n; i++)
+			ok &= st[i] == -ENOENT;
+		if (!ok)
+			usleep(20000);
+	}
+	free(st);
+	return ok;
+}
+

@@ -22,8 +22,10 @@ import re
 import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
+from harness.results import migrate_reasons
 from harness.results.model import Counts, CrashReport, RunResult, Status, TestResult
 
 SCHEMA = 1
@@ -84,20 +86,21 @@ def failure(test: TestResult) -> str | None:
 # ---- results.json ----------------------------------------------------------
 
 
-def _crash_json(crash: CrashReport) -> dict:
+def _crash_json(crash: CrashReport) -> dict[str, Any]:
     return {"title": crash.title, "excerpt": crash.excerpt,
             "first_line": crash.first_line, "last_line": crash.last_line}
 
 
-def _test_json(test: TestResult) -> dict:
+def _test_json(test: TestResult) -> dict[str, Any]:
     return {"name": test.name, "status": test.status.value,
             "diagnostics": list(test.diagnostics), "failure": failure(test), "directive": test.directive,
             "duration_s": test.duration_s, "line": test.line,
             "crash": _crash_json(test.crash) if test.crash else None,
+            "migrate_reasons": migrate_reasons.parse(test.diagnostics),
             "subtests": [_test_json(sub) for sub in test.subtests]}
 
 
-def to_json(result: RunResult) -> dict:
+def to_json(result: RunResult) -> dict[str, Any]:
     """The results.json document; counts and ok are derived, for readers that skip the tree."""
     counts = result.counts
     return {"schema": SCHEMA, "metadata": dict(result.metadata),
@@ -106,12 +109,12 @@ def to_json(result: RunResult) -> dict:
             "crashes": [_crash_json(crash) for crash in result.crashes]}
 
 
-def _crash_from(data: dict) -> CrashReport:
+def _crash_from(data: dict[str, Any]) -> CrashReport:
     return CrashReport(str(data["title"]), str(data["excerpt"]),
                        int(data["first_line"]), int(data["last_line"]))
 
 
-def _test_from(data: dict) -> TestResult:
+def _test_from(data: dict[str, Any]) -> TestResult:
     duration = data.get("duration_s")
     return TestResult(
         name=str(data["name"]), status=Status(data["status"]),
@@ -123,7 +126,7 @@ def _test_from(data: dict) -> TestResult:
         line=data.get("line"))
 
 
-def from_json(data: dict) -> RunResult:
+def from_json(data: dict[str, Any]) -> RunResult:
     """Inverse of to_json. Raises ValueError/KeyError/TypeError on a malformed document."""
     if data.get("schema") != SCHEMA:
         raise ValueError(f"unsupported schema {data.get('schema')!r}, expected {SCHEMA}")
@@ -141,12 +144,7 @@ def _xml_text(text: str) -> str:
 
 def _leaves(group: TestResult) -> list[tuple[str, TestResult]]:
     """(path below the group joined with ".", leaf); a group without subtests is its own leaf."""
-    if not group.subtests:
-        return [(group.name, group)]
-    out = []
-    for sub in group.subtests:
-        out += [(f"{sub.name}.{path}" if sub.subtests else path, leaf) for path, leaf in _leaves(sub)]
-    return out
+    return [(".".join(names) or group.name, leaf) for names, leaf in group.paths()]
 
 
 def _crash_text(crash: CrashReport) -> str:
@@ -241,7 +239,7 @@ def summary(result: RunResult) -> str:
     for crash in crashes:
         where = f" (console.log lines {crash.first_line}-{crash.last_line})"
         lines.append(_fit(crash.title, WIDTH - len(where)) + where)
-    lines += ["", *_groups_line(result), result.counts.line()]
+    lines += ["", *_groups_line(result), *migrate_reasons.coverage_lines(result, WIDTH), result.counts.line()]
     return "\n".join(lines) + "\n"
 
 
@@ -270,12 +268,15 @@ def _groups_line(result: RunResult) -> list[str]:
 
 
 def write_all(result: RunResult, out_dir: Path) -> None:
-    """Write results.json, junit.xml and summary.txt into out_dir (created if needed)."""
+    """Write results.json, junit.xml, summary.txt and kcidb.json into out_dir (created if needed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     # ensure_ascii keeps lone surrogates from a badly decoded console writable and round-trippable.
     (out_dir / "results.json").write_text(json.dumps(to_json(result), indent=2) + "\n", encoding="utf-8")
     (out_dir / "junit.xml").write_text(junit_xml(result), encoding="utf-8")
     (out_dir / "summary.txt").write_text(summary(result), encoding="utf-8")
+    from harness.results import kcidb  # it reads this module's failure rule
+
+    kcidb.write(result, out_dir)
 
 
 def load(out_dir: Path) -> RunResult:
@@ -301,7 +302,9 @@ def merge(results: dict[str, RunResult]) -> RunResult:
     groups = tuple(dataclasses.replace(g, name=f"{label}/{g.name}")
                    for label, r in results.items() for g in r.groups)
     crashes = tuple(c for r in results.values() for c in r.crashes)
-    return RunResult({"merged": {label: r.metadata for label, r in results.items()}}, groups, crashes)
+    crash_labels = [label for label, r in results.items() for _ in r.crashes]  # whose each crash is
+    return RunResult({"merged": {label: r.metadata for label, r in results.items()}, "crash_labels": crash_labels},
+                     groups, crashes)
 
 
 def load_many(dirs: list[Path]) -> dict[str, RunResult]:

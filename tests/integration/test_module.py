@@ -6,7 +6,6 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from conftest import EXPECTED_SKIPS, MODULE_LEAVES, harness, skips, validate_junit
 
 pytestmark = pytest.mark.integration

@@ -13,11 +13,10 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
+from conftest import BOOT_CHECKS, DATA, EXPECTED_SKIPS, REPO, harness, process_gone, skips
 
 from harness import cli
 from harness.vm import qemu
-
-from conftest import BOOT_CHECKS, DATA, EXPECTED_SKIPS, REPO, harness, process_gone, skips
 
 pytestmark = pytest.mark.integration
 

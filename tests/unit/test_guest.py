@@ -1,0 +1,103 @@
+"""harness/guest: the initramfs, keys and guest programs, checked with real tools (cpio, dropbearkey, gcc)."""
+import io
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness.errors import GuestError
+from harness.guest import compile as compiler
+from harness.guest import cpio, initramfs, keys
+from harness.spec import NumaNode, Spec, VmSpec
+
+pytestmark = pytest.mark.unit
+
+LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu")
+
+
+def test_cpio_archive_is_read_back_by_gnu_cpio(tmp_path):
+    data = cpio.archive([cpio.directory("etc"), cpio.regular("etc/hello", b"hi\n", 0o600),
+                         cpio.char_device("console", 5, 1)])
+    listing = subprocess.run(["cpio", "-itv", "--quiet"], input=data, capture_output=True, check=True).stdout.decode()
+    assert "etc/hello" in listing
+    assert any(line.startswith("crw-------") and "5,   1" in line for line in listing.splitlines())
+    subprocess.run(["cpio", "-id", "--quiet"], input=data, cwd=tmp_path, check=True)
+    assert (tmp_path / "etc/hello").read_text() == "hi\n"
+
+
+def test_initramfs_has_busybox_dropbear_and_its_libraries(tmp_path):
+    run_keys = keys.make(tmp_path / "keys")
+    image = initramfs.assemble(Spec().vm, run_keys, tmp_path)
+    data = image.initramfs.read_bytes()
+    base_size = initramfs.base_image().stat().st_size
+    listing = []  # two archives back to back, as the kernel unpacks them
+    for part in (data[:base_size], data[base_size:]):
+        listing += subprocess.run(["cpio", "-it", "--quiet"], input=part,
+                                  capture_output=True, check=True).stdout.decode().split()
+    for needed in ("init", "bin/busybox", "usr/sbin/dropbear", "usr/lib/sftp-server",
+                   "lib64/ld-linux-x86-64.so.2", "root/.ssh/authorized_keys", "etc/harness/expect"):
+        assert needed in listing
+    for binary in ("/usr/sbin/dropbear", "/usr/lib/sftp-server"):
+        for lib in needed_libraries(binary):  # found by readelf, not by the code under test
+            assert any(f"{d}/{lib}".lstrip("/") in listing for d in LIB_DIRS), f"{binary} needs {lib}"
+    assert image.swap_disk.stat().st_size == 512 * 1024 * 1024
+    assert image.swap_disk.stat().st_blocks == 0  # sparse
+    assert subprocess.run(["blkid", "-o", "value", "-s", "TYPE", str(image.scratch_disk)],
+                          capture_output=True, text=True).stdout.strip() == "ext4"
+
+
+def needed_libraries(binary: str) -> set[str]:
+    """The DT_NEEDED names of `binary` and, transitively, of its libraries (found in LIB_DIRS);
+    the loader, which they name too, is its PT_INTERP path (checked on its own)."""
+    headers = subprocess.run(["readelf", "-l", binary], capture_output=True, text=True, check=True).stdout
+    loader = Path(re.search(r"program interpreter: (\S+)\]", headers).group(1)).name
+    found: set[str] = set()
+    todo = [binary]
+    while todo:
+        dynamic = subprocess.run(["readelf", "-d", todo.pop()], capture_output=True, text=True, check=True).stdout
+        for name in re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", dynamic):
+            if name not in found and name != loader:
+                found.add(name)
+                todo.append(next(f"{d}/{name}" for d in LIB_DIRS if Path(d, name).exists()))
+    return found
+
+
+def test_needed_libraries_reads_the_dynamic_section():
+    assert {"libc.so.6", "libz.so.1", "libcrypt.so.1"} <= needed_libraries("/usr/sbin/dropbear")
+
+
+def test_base_image_is_cached_by_content(monkeypatch):
+    image = initramfs.base_image()
+    assert initramfs.base_image() == image
+    monkeypatch.setattr(initramfs, "_ssh_binaries", lambda: {})  # an image without dropbear
+    assert initramfs.base_image() != image
+
+
+def test_expectations_follow_the_topology(tmp_path):
+    vm = VmSpec(cpus=3, numa=(NumaNode(768, (0, 2)), NumaNode(256, (1,))), swap_mib=0)
+    entries = {e.path: e for e in initramfs.run_entries(vm, keys.make(tmp_path))}
+    expect = entries["etc/harness/expect"].data.decode()
+    assert "NODES=2" in expect and "NODE0_MEM_MIB=768" in expect and "NODE0_CPUS=0,2" in expect
+    assert "SWAP_MIB=0" in expect
+
+
+def test_host_key_public_half_matches_dropbear(tmp_path):
+    run_keys = keys.make(tmp_path)
+    assert run_keys.host_public.startswith("ssh-ed25519 ")
+    assert keys.host_key_object(run_keys.host_public).get_name() == "ssh-ed25519"
+    assert (tmp_path / "id_ecdsa").stat().st_mode & 0o777 == 0o600
+
+
+def test_workload_is_compiled_static_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIGRATE_HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(compiler, "WORKLOAD_DIR", tmp_path)
+    (tmp_path / "hello.c").write_text('#include <stdio.h>\nint main(void){puts("KTAP version 1");return 0;}\n')
+    log = io.StringIO()
+    binary = compiler.workload(log)
+    assert b"libc.so" not in subprocess.run(["ldd", str(binary)], capture_output=True).stdout  # static
+    assert subprocess.run([str(binary)], capture_output=True, text=True).stdout == "KTAP version 1\n"
+    assert compiler.workload(log) == binary and log.getvalue().count("$ gcc") == 1
+    (tmp_path / "hello.c").write_text("int main(void){return nope;}\n")
+    with pytest.raises(GuestError, match="compiling the guest workload failed"):
+        compiler.workload(log)
