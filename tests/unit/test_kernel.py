@@ -158,9 +158,14 @@ def test_a_source_edit_undone_with_its_old_mtime_is_rebuilt(tree):
     built_at = edited.stat().st_mtime_ns + 1  # an object compiled from the edit, just after
     original.write_text(MIGRATE_C)
     os.utime(original, ns=old_times)
-    restored = source.prepare(str(tree), None, ()).tree / "mm/migrate.c"
+    again = source.prepare(str(tree), None, ())
+    restored = again.tree / "mm/migrate.c"
     assert restored.read_text() == MIGRATE_C
     assert restored.stat().st_mtime_ns > built_at
+    # and later runs leave it alone: nothing to rebuild
+    fresh = restored.stat().st_mtime_ns
+    assert source.prepare(str(tree), None, ()).generation == again.generation
+    assert restored.stat().st_mtime_ns == fresh
 
 
 def test_generation_moves_only_when_a_file_changed(tree):
