@@ -17,13 +17,14 @@ from typing import Iterator
 
 from harness import cache, testrun
 from harness.errors import BootError, BuildError
+from harness.groups import kselftest
 from harness.guest import compile as compiler
 from harness.guest import initramfs, keys
 from harness.kernel import build as kbuild
 from harness.kernel import source as ksource
 from harness.results import oops, report
 from harness.results.model import RunResult, TestResult
-from harness.spec import ScriptGroup, Spec
+from harness.spec import ScriptGroup, SelftestGroup, Spec
 from harness.vm import qemu
 from harness.vm.ssh import GuestShell
 
@@ -58,10 +59,16 @@ class Assets:
 
     workload: Path | None
     module: Path | BuildError | None  # a module that does not build fails its group, not the run
+    kselftest: kselftest.Prepared | BuildError | None = None
 
 
-def compile_assets(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path) -> Assets:
+def compile_assets(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path, scratch: Path) -> Assets:
     with (out_dir / "build.log").open("a") as log:
+        chosen = [g for g in spec.tests if g == kselftest.NAME or isinstance(g, SelftestGroup)]
+        selftests = None
+        if chosen:
+            tests = chosen[0].tests if isinstance(chosen[0], SelftestGroup) else ()
+            selftests = kselftest.prepare(tests, kb, log, scratch / kselftest.NAME)
         workload = compiler.workload(log) if "workload" in spec.tests else None
         module: Path | BuildError | None = None
         if "module" in spec.tests:
@@ -69,7 +76,7 @@ def compile_assets(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path) -> Assets:
                 module = compiler.module(kb, log)
             except BuildError as e:
                 module = e
-    return Assets(workload, module)
+    return Assets(workload, module, selftests)
 
 
 def prepare(spec: Spec, out_dir: Path, scratch: Path,
@@ -79,7 +86,7 @@ def prepare(spec: Spec, out_dir: Path, scratch: Path,
     rebuild the shared tree."""
     with _source_lock(spec):
         kb = _build(spec, out_dir)
-        assets = compile_assets(spec, kb, out_dir) if with_assets else Assets(None, None)
+        assets = compile_assets(spec, kb, out_dir, scratch) if with_assets else Assets(None, None)
         kernel = Path(shutil.copy2(kb.bzimage, scratch / "bzImage"))
         module = assets.module
         if isinstance(module, Path):
@@ -133,8 +140,10 @@ def metadata(spec: Spec, kb: kbuild.KernelBuild, vm: qemu.Vm, timings: dict) -> 
     }
 
 
-def run_group(spec: Spec, vm: qemu.Vm, shell: GuestShell, group: str | ScriptGroup, assets: Assets,
-              out_dir: Path) -> testrun.GroupRun:
+def run_group(spec: Spec, vm: qemu.Vm, shell: GuestShell, group: str | ScriptGroup | SelftestGroup,
+              assets: Assets, out_dir: Path) -> testrun.GroupRun:
+    if group == kselftest.NAME or isinstance(group, SelftestGroup):
+        return kselftest.run(vm, shell, assets.kselftest, out_dir, spec.timeouts.test)
     if group == "module":
         if isinstance(assets.module, BuildError):
             return testrun.GroupRun(testrun.not_run("module", str(assets.module)), "done")

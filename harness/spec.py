@@ -18,7 +18,8 @@ import yaml
 from harness.errors import SpecError
 
 DEFAULT_SOURCE = "debian:linux-source-6.1"
-KNOWN_GROUPS = ("boot", "workload", "module")  # built in; a spec may add script groups
+KNOWN_GROUPS = ("boot", "workload", "module", "kselftest-mm")  # built in; a spec may add script groups
+SELFTEST_GROUPS = ("kselftest-mm",)  # a spec may choose their tests: {kselftest-mm: [migration, hmm]}
 DEFAULT_GROUPS = ("boot", "workload", "module")
 
 
@@ -60,6 +61,14 @@ class ScriptGroup:
 
 
 @dataclass(frozen=True)
+class SelftestGroup:
+    """The kernel's own selftests, chosen by name (harness/groups/kselftest.py)."""
+
+    name: str  # the group, e.g. kselftest-mm
+    tests: tuple[str, ...] = ()  # () = the group's default set
+
+
+@dataclass(frozen=True)
 class Timeouts:
     build: float = 3600
     boot: float = 120  # kernel start to the guest saying it is ready
@@ -70,7 +79,7 @@ class Timeouts:
 class Spec:
     kernel: KernelSpec = field(default_factory=KernelSpec)
     vm: VmSpec = field(default_factory=VmSpec)
-    tests: tuple[str | ScriptGroup, ...] = DEFAULT_GROUPS
+    tests: tuple[str | ScriptGroup | SelftestGroup, ...] = DEFAULT_GROUPS
     timeouts: Timeouts = field(default_factory=Timeouts)
     after_crash: str = "stop"  # stop | reboot: what to do with the groups left after a crash or hang
 
@@ -209,19 +218,38 @@ def _timeouts(data: object, where: str) -> Timeouts:
     return Timeouts(**d)
 
 
-def _tests(value: object, base: Path, where: str) -> tuple[str | ScriptGroup, ...]:
+def _selftests(name: str, value: object, where: str) -> SelftestGroup:
+    """{kselftest-mm: [migration, hmm]}: the selftests by name (their binaries'
+    names, or the group's own names for some); whether the tree has them is
+    known once it is built."""
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where}: expected a non-empty list of selftest names, e.g. [migration, hmm]")
+    for i, test in enumerate(value):
+        if not isinstance(test, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", test):
+            raise SpecError(f"{where}[{i}]: {test!r} is not a selftest name (letters, digits, _ . - only)")
+    if len(set(value)) != len(value):
+        raise SpecError(f"{where}: a selftest is named twice in {value}")
+    return SelftestGroup(name, tuple(value))
+
+
+def _tests(value: object, base: Path, where: str) -> tuple[str | ScriptGroup | SelftestGroup, ...]:
     if value is None:
         return DEFAULT_GROUPS
     if not isinstance(value, list):
         raise SpecError(f"{where}: expected a list of test groups")
-    groups: list[str | ScriptGroup] = []
+    groups: list[str | ScriptGroup | SelftestGroup] = []
     for i, item in enumerate(value):
         if isinstance(item, str) and item in KNOWN_GROUPS:
             groups.append(item)
             continue
+        if isinstance(item, dict) and len(item) == 1 and next(iter(item)) in SELFTEST_GROUPS:
+            name, tests = next(iter(item.items()))
+            groups.append(_selftests(name, tests, f"{where}[{i}].{name}"))
+            continue
         if not isinstance(item, dict):
             raise SpecError(f"{where}[{i}]: '{item}' is not a test group; use one of "
-                            f"{', '.join(KNOWN_GROUPS)}, or {{name: NAME, script: FILE}}")
+                            f"{', '.join(KNOWN_GROUPS)}, {{kselftest-mm: [NAME, ...]}}, "
+                            "or {name: NAME, script: FILE}")
         d = _check_keys(item, {"name", "script", "timeout"}, f"{where}[{i}]")
         if "name" not in d or "script" not in d:
             raise SpecError(f"{where}[{i}]: a script group needs 'name' and 'script'")

@@ -1,0 +1,203 @@
+"""Group `kselftest-mm`: the kernel's own mm selftests (tools/testing/selftests/mm,
+or .../vm before 6.3), built from the tree under test (harness/guest/selftests.py)
+and run one by one over SSH, each under the spec's per-test timeout.
+
+A spec names the selftests: `kselftest-mm` runs the default set (the
+migration-related ones), `{kselftest-mm: [migration, hmm, ksm_numa, mremap_test]}`
+chooses. A name is a row of SELFTESTS, or any other selftest binary of the
+tree's directory, run without arguments. What a selftest needs from the
+machine is provided first: hugepages reserved for the hugetlb cases, and the
+test module it drives (test_hmm.ko for hmm-tests) loaded from the same build.
+
+Output is read as TAP when it is TAP (kselftest_harness: `migration`,
+`hmm-tests`): one result per case, `kselftest-mm.migration.private_anon`,
+skips with their reasons. Otherwise the exit status is the result (0 ok,
+4 = KSFT_SKIP skip, else fail) and stdout its diagnostics.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from harness.errors import BuildError
+from harness.guest import selftests
+from harness.kernel.build import KernelBuild
+from harness.results import ktap
+from harness.results.model import Status, TestResult
+
+log = logging.getLogger("harness")
+NAME = "kselftest-mm"
+KSFT_SKIP = 4
+HUGEPAGES = 32  # reserved while the group runs (64 MiB of 2 MiB pages): the hugetlb cases take a few
+GUEST_DIR = f"/tmp/harness/{NAME}"
+KEEP_LINES = 40  # of a plain-text selftest's output, as its diagnostics
+
+
+@dataclass(frozen=True)
+class Selftest:
+    """How to run one selftest a spec can name."""
+
+    binary: str  # the Makefile target in the selftest directory
+    runs: tuple[tuple[str, str], ...] = (("", ""),)  # (case name, arguments); "" = the binary's own cases
+    module: str | None = None  # a test module of the kernel build to load first, as its test script does
+
+
+SELFTESTS = {
+    "migration": Selftest("migration"),
+    "hmm": Selftest("hmm-tests", module="lib/test_hmm.ko"),  # test_hmm.sh smoke: device-private only
+    "ksm_numa": Selftest("ksm_tests", runs=(("merge_across_nodes", "-N -m 1"),
+                                            ("no_merge_across_nodes", "-N -m 0"))),  # as run_vmtests.sh
+}
+DEFAULT = ("migration", "hmm", "ksm_numa")
+
+
+def selftest(name: str) -> Selftest:
+    return SELFTESTS.get(name) or Selftest(name)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    tests: tuple[str, ...]
+    built: selftests.Built
+    modules: tuple[Path, ...]
+
+
+def prepare(tests: tuple[str, ...], kernel: KernelBuild, build_log: IO[str], keep: Path) -> Prepared | BuildError:
+    """Build the chosen selftests and copy them (and their modules) to `keep`;
+    a selftest that does not build fails this group only."""
+    tests = tests or DEFAULT
+    chosen = [selftest(t) for t in tests]
+    try:
+        built = selftests.build(kernel, tuple(dict.fromkeys(s.binary for s in chosen)), build_log, keep)
+        modules = tuple(selftests.module(kernel, s.module, keep) for s in chosen if s.module)
+    except BuildError as e:
+        return e
+    return Prepared(tests, built, modules)
+
+
+def _strip(result: TestResult, prefix: str) -> TestResult:
+    """kselftest_harness names a case FIXTURE.[VARIANT.]TEST; the fixture
+    named like the selftest is not repeated in its results."""
+    name = result.name.removeprefix(prefix) if result.name.startswith(prefix) else result.name
+    return dataclasses.replace(result, name=name, subtests=tuple(_strip(s, prefix) for s in result.subtests))
+
+
+def is_tap(lines: list[tuple[int, str]]) -> bool:
+    return any(re.match(r"^\s*K?TAP version \d+", text) for _, text in lines)
+
+
+def from_exit(case: str, status: int, lines: list[tuple[int, str]], command: str) -> TestResult:
+    """A plain-text selftest: its exit status is its result (kselftest.h's KSFT_* codes)."""
+    output = tuple(text for _, text in lines if text.strip())[-KEEP_LINES:]
+    if status == 0:
+        return TestResult(case, Status.PASS, output)
+    if status == KSFT_SKIP:
+        why = output[-1].strip() if output else "no reason given"
+        return TestResult(case, Status.SKIP, output, directive=f"SKIP {why}")
+    return TestResult(case, Status.FAIL, output + (f"{command}: exit status {status}",))
+
+
+def result_of(name: str, case: str, status: int, lines: list[tuple[int, str]], command: str) -> TestResult:
+    """One run of a selftest as a result: its TAP cases, or one case from its exit status."""
+    if not is_tap(lines):
+        return from_exit(case or name, status, lines, command)
+    parsed = _strip(ktap.parse_ktap(lines, case or name), f"{name}.")
+    if status not in (0, KSFT_SKIP) and not parsed.status.is_failure:
+        parsed = dataclasses.replace(parsed, status=Status.FAIL,
+                                     diagnostics=parsed.diagnostics + (f"{command}: exit status {status}",))
+    return parsed
+
+
+def regroup(name: str, subtests: list[TestResult]) -> TestResult:
+    """A selftest (or the group) from its runs: failed if any leaf failed."""
+    leaves = [leaf for sub in subtests for leaf in sub.leaves()]
+    worst = next((s for s in (Status.ERROR, Status.FAIL) if any(leaf.status is s for leaf in leaves)), Status.PASS)
+    if leaves and all(leaf.status is Status.SKIP for leaf in leaves):
+        worst = Status.SKIP
+    return TestResult(name, worst, subtests=tuple(subtests))
+
+
+def flatten(name: str, runs: list[TestResult]) -> TestResult:
+    """A selftest of one run with cases is those cases; several runs are one case each."""
+    if len(runs) == 1 and runs[0].subtests:
+        return dataclasses.replace(runs[0], name=name)
+    return regroup(name, runs)
+
+
+def setup_command(modules: list[str]) -> str:
+    """Reserve hugepages (remembering the old count) and load the test modules."""
+    loads = "".join(f" && insmod {shlex.quote(m)}" for m in modules)
+    return (f"cat /proc/sys/vm/nr_hugepages > {GUEST_DIR}/nr_hugepages.old && "
+            f"echo {HUGEPAGES} > /proc/sys/vm/nr_hugepages && "
+            f"test $(cat /proc/sys/vm/nr_hugepages) -ge {HUGEPAGES // 2}{loads}")
+
+
+def teardown_command(modules: list[str]) -> str:
+    unloads = "".join(f"rmmod {Path(m).stem}; " for m in modules)
+    return f"{unloads}cat {GUEST_DIR}/nr_hugepages.old > /proc/sys/vm/nr_hugepages"
+
+
+# PROVISIONAL wiring to the pre-table test run (harness/testrun.py): replaced
+# by run(guest, prepared) once harness/groups/ (issue 11) is on main.
+from harness import testrun  # noqa: E402
+from harness.vm import qemu  # noqa: E402
+from harness.vm.ssh import GuestShell  # noqa: E402
+
+
+def _run_one(vm: qemu.Vm, shell: GuestShell, test: str, case: str, command: str, out: Path,
+             timeout: float) -> tuple[TestResult, str]:
+    """One run of a selftest under watch; its output lands in OUT/kselftest-mm.TEST[.CASE].log."""
+    label = ".".join(filter(None, (NAME, test, case)))
+    path = out / f"{label}.log"
+    progress = testrun._Progress(label, path)
+    since = vm.console.line_count()
+    log.info("%s: %s (timeout %.0f s)", label, command, timeout)
+    start = time.monotonic()
+    try:
+        kind, done, dump = testrun.run_watched(vm, shell, f"cd {GUEST_DIR} && {command}", timeout, progress,
+                                               testrun._dumper(vm, shell, out, label))
+    finally:
+        progress.close()
+    lines = list(enumerate(path.read_text(errors="replace").splitlines(), 1))
+    result = testrun._with_durations(result_of(test, case, done.status if done.status is not None else -1,
+                                               lines, command), progress.arrivals)
+    if not result.subtests:
+        result = dataclasses.replace(result, duration_s=round(time.monotonic() - start, 2))
+    if done.stderr.strip() and result.status.is_failure:
+        result = dataclasses.replace(result, diagnostics=result.diagnostics + ("stderr: " + done.stderr.strip()[-500:],))
+    if kind != "done":
+        result = testrun._ended_badly(result, kind, vm, since, timeout, dump)
+    return result, kind
+
+
+@testrun.timed
+def run(vm: qemu.Vm, shell: GuestShell, prepared: Prepared | BuildError, out: Path,
+        timeout: float) -> testrun.GroupRun:
+    if isinstance(prepared, BuildError):
+        return testrun.GroupRun(testrun.not_run(NAME, str(prepared)), "done")
+    shell.run(f"mkdir -p {GUEST_DIR}", timeout=30)
+    for path in prepared.built.binaries + prepared.modules:
+        shell.put(path, f"{GUEST_DIR}/{path.name}", mode=0o755)
+    modules = [f"{GUEST_DIR}/{m.name}" for m in prepared.modules]
+    setup = shell.run(setup_command(modules), timeout=120)
+    if setup.status != 0:
+        why = f"the guest could not be set up for the selftests: {(setup.stderr or setup.stdout).strip()}"
+        return testrun.GroupRun(testrun.not_run(NAME, why), "done")
+    results: list[TestResult] = []
+    for test in prepared.tests:
+        spec = selftest(test)
+        runs: list[TestResult] = []
+        for case, args in spec.runs:
+            result, kind = _run_one(vm, shell, test, case, f"./{spec.binary} {args}".strip(), out, timeout)
+            runs.append(result)
+            if kind != "done":
+                return testrun.GroupRun(regroup(NAME, results + [flatten(test, runs)]), kind)
+        results.append(flatten(test, runs))
+    shell.run(teardown_command(modules), timeout=120)
+    return testrun.GroupRun(regroup(NAME, results), "done")
