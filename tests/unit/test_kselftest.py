@@ -74,3 +74,31 @@ def test_shadow_tree_writes_nothing_into_the_tree(tmp_path):
     (mm / "migration.c").unlink()
     selftests._shadow(tree, "tools/testing/selftests/mm", tmp_path / "shadow")
     assert not (shadow / "migration.c").is_symlink() and (shadow / "local_config.h").is_file()
+
+
+def capture(name: str) -> list[tuple[int, str]]:
+    return list(enumerate((DATA / name).read_text().splitlines(), 1))
+
+
+def test_migration_tap_from_a_real_run_gives_one_result_per_case():
+    """6.1's migration under TCG (its shared_anon gives up on the first busy move_pages())."""
+    result = kselftest.result_of("migration", "", 1, capture("migration-6.1.tap"), "./migration")
+    assert [(t.name, t.status) for t in result.subtests] == [
+        ("private_anon", Status.PASS), ("shared_anon", Status.FAIL), ("private_anon_thp", Status.PASS)]
+    assert result.status is Status.FAIL
+    assert "FAIL  migration.shared_anon" in " ".join(result.subtests[1].diagnostics)
+
+
+def test_a_known_selftest_bug_is_an_expected_failure_only_where_the_tree_has_it(tmp_path):
+    directory = "tools/testing/selftests/vm"
+    (tmp_path / directory).mkdir(parents=True)
+    source = tmp_path / directory / "migration.c"
+    source.write_text("if (ret > 0)\n\tprintf(\"Didn't migrate %d pages\\n\", ret);\n")  # 6.1's
+    bugs = kselftest.known_bugs(tmp_path, directory, ("migration", "hmm"))
+    assert [(test, bug.case) for test, bug in bugs] == [("migration", "shared_anon")]
+    result = kselftest.result_of("migration", "", 1, capture("migration-6.1.tap"), "./migration")
+    expected = kselftest.expect_known_bugs("migration", result, bugs)
+    assert [t.status for t in expected.subtests] == [Status.PASS, Status.XFAIL, Status.PASS]
+    assert expected.status is Status.PASS and "Relax test to fail after 100" in expected.subtests[1].directive
+    source.write_text("#define MAX_RETRIES\t100\n")  # fixed upstream: a failure is a failure again
+    assert kselftest.known_bugs(tmp_path, directory, ("migration",)) == ()
