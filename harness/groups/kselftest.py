@@ -136,6 +136,15 @@ def _skipped_in_setup(result: TestResult) -> TestResult:
     return dataclasses.replace(result, status=Status.SKIP, directive=f"SKIP {reason}")
 
 
+# kselftest_harness's progress lines, which say nothing a result does not
+_HARNESS_CHATTER = re.compile(r"^(?:Starting \d+ tests from \d+ test cases\.|\s*RUN\s{2,}\S+ \.\.\.|\s*(?:OK|FAIL)\s{2,}\S+)$")
+
+
+def _quiet(result: TestResult) -> TestResult:
+    return dataclasses.replace(result, subtests=tuple(_quiet(s) for s in result.subtests),
+                               diagnostics=tuple(d for d in result.diagnostics if not _HARNESS_CHATTER.match(d)))
+
+
 def is_tap(lines: list[tuple[int, str]]) -> bool:
     return any(re.match(r"^\s*K?TAP version \d+", text) for _, text in lines)
 
@@ -155,7 +164,7 @@ def result_of(name: str, case: str, status: int, lines: list[tuple[int, str]], c
     """One run of a selftest as a result: its TAP cases, or one case from its exit status."""
     if not is_tap(lines):
         return from_exit(case or name, status, lines, command)
-    parsed = _skipped_in_setup(_strip(ktap.parse_ktap(lines, case or name), f"{name}."))
+    parsed = _quiet(_skipped_in_setup(_strip(ktap.parse_ktap(lines, case or name), f"{name}.")))
     if status not in (0, KSFT_SKIP) and not parsed.status.is_failure:
         parsed = dataclasses.replace(parsed, status=Status.FAIL,
                                      diagnostics=parsed.diagnostics + (f"{command}: exit status {status}",))

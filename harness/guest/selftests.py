@@ -92,7 +92,9 @@ def build(kb: KernelBuild, binaries: tuple[str, ...], log: IO[str], keep: Path) 
         try:
             run(argv, error=BuildError, what=f"building the selftests in {directory}", log=log)
         except BuildError as e:
-            raise BuildError(f"the selftests of {directory} do not build:\n{first_errors(str(e))}") from None
+            hint = "\n(libnuma.a is missing: run 'make setup' or 'apt-get install libnuma-dev')" \
+                if "-lnuma" in str(e) else ""
+            raise BuildError(f"the selftests of {directory} do not build:\n{first_errors(str(e))}{hint}") from None
         stamp.write_text(identity)
     keep.mkdir(parents=True, exist_ok=True)
     return Built(directory, tuple(Path(shutil.copy2(out / b, keep / b)) for b in binaries))

@@ -16,6 +16,9 @@ pytestmark = pytest.mark.integration
 # hmm-tests need special-purpose memory (EFI_MEMORY_SP) given to test_hmm as
 # spm_addr_dev0/1, which a VM booted without EFI firmware cannot describe.
 ACCEPTED_SKIP = "DEVICE_COHERENT not available"
+# The one expected failure: 6.1's own migration.c gives up on the first busy
+# move_pages() of shared_anon (fixed upstream in the selftest, 2024).
+KNOWN_BUG = "migration.shared_anon"
 
 
 def run_group(tmp_path: Path, *args: str) -> tuple[object, Path]:
@@ -41,17 +44,24 @@ def test_default_set_passes(default_kernel, tmp_path):
                  "hmm.hmm_device_private.anon_write_hugetlbfs",
                  "ksm_numa.merge_across_nodes", "ksm_numa.no_merge_across_nodes"):
         assert name in found, sorted(found)
+    skips = {name: case.find("skipped").get("message") for name, case in found.items()
+             if case.find("skipped") is not None and name != KNOWN_BUG}
     for name, case in found.items():
-        skipped = case.find("skipped")
         assert case.find("failure") is None and case.find("error") is None, name
-        assert skipped is None or ACCEPTED_SKIP in (skipped.get("message") or ""), (name, skipped.get("message"))
+    assert all(ACCEPTED_SKIP in why for why in skips.values()), skips
+    assert all(".hmm_device_coherent." in name or ".hmm2_device_coherent." in name for name in skips), skips
     group = next(g for g in json.loads((out / "results.json").read_text())["groups"] if g["name"] == "kselftest-mm")
     assert group["status"] == "pass"
 
 
-def test_wrong_node_patch_fails_the_group_by_name(default_kernel, tmp_path):
-    patch = REPO / "tests/e2e/mutants/04-wrong-node.patch"
+def test_a_patch_that_breaks_migration_fails_the_group_by_name(default_kernel, tmp_path):
+    """Mutant 13: a fault on a page under migration gets SIGBUS instead of waiting.
+    (Mutant 04, migration to the wrong node, passes these selftests: migration.c
+    checks move_pages()' return value, never where the page went.)"""
+    patch = REPO / "tests/e2e/mutants/13-migration-entry-sigbus.patch"
     result, out = run_group(tmp_path, "--patch", str(patch))
     assert result.returncode == 1, result.stdout + result.stderr[-3000:]
-    failed = [name for name, case in cases(out).items() if case.find("failure") is not None]
-    assert failed, "the selftests did not notice migration going to the wrong node"
+    failed = {name for name, case in cases(out).items() if case.find("failure") is not None}
+    assert "migration.private_anon" in failed, failed  # (a THP's PMD migration entry waits elsewhere)
+    assert "FAIL kselftest-mm: migration.private_anon: private_anon: Test terminated unexpectedly by signal 7" \
+        in (out / "summary.txt").read_text()
