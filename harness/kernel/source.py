@@ -192,10 +192,19 @@ def _stamp(path: Path) -> list[int] | None:
 
 
 def _sync(source: Path, tree: Path, exclude: list[str]) -> bool:
-    """Make `tree` a copy of `source` (mtimes kept); True if anything changed."""
+    """Make `tree` a copy of `source`; True if anything changed.
+
+    A file rsync rewrites is stamped now: rsync would give it the source's
+    old mtime, and a build directory that last compiled another series'
+    version of it (one per config: they share this tree) would not see it
+    change."""
     tree.mkdir(parents=True, exist_ok=True)
     argv = ["rsync", "-a", "--itemize-changes", "--delete", "--exclude=/.git"] + [f"--exclude=/{f}" for f in exclude]
-    return bool(run(argv + [f"{source}/", f"{tree}/"], error=SourceError, what=f"copying {source}").strip())
+    changes = run(argv + [f"{source}/", f"{tree}/"], error=SourceError, what=f"copying {source}")
+    for line in changes.splitlines():
+        if line.startswith(">f") and " " in line:
+            (tree / line.split(" ", 1)[1]).touch()
+    return bool(changes.strip())
 
 
 def prepare(origin: str, rev: str | None, patches: tuple[Path, ...]) -> KernelSource:
