@@ -49,3 +49,25 @@ def test_module_for_the_wrong_kernel_is_an_error_and_the_rest_runs(kernel_612, t
     assert boot["status"] == "pass" and workload["status"] == "pass"  # the other groups still ran
     assert module["status"] == "error" and module["diagnostics"][0].startswith("insmod failed:")
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_612_runs_its_own_mm_selftests(kernel_612, tmp_path):
+    """6.12's selftests live in selftests/mm (6.1's in selftests/vm) and have the
+    hugetlb migration cases; every case of the default set passes, but for the
+    device-coherent hmm variants (no special-purpose memory in the VM)."""
+    out = tmp_path / "out"
+    result = harness("run", "--spec", "ci/kselftest-mm.yaml", "--source", SOURCE_612, "--out", str(out),
+                     timeout=3600)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    kselftest = json.loads((out / "results.json").read_text())["groups"][1]
+    leaves = {}
+
+    def walk(test, path):
+        for sub in test.get("subtests", []):
+            walk(sub, f"{path}.{sub['name']}" if path else sub["name"])
+        if not test.get("subtests"):
+            leaves[path] = test["status"]
+    walk(kselftest, "")
+    assert leaves["migration.private_anon_htlb"] == "pass" and leaves["migration.shared_anon"] == "pass"
+    assert leaves["ksm_numa.merge_across_nodes"] == "pass" and leaves["hmm.hmm_device_private.migrate"] == "pass"
+    assert {p for p, s in leaves.items() if s != "pass"} == {p for p in leaves if "device_coherent" in p}
