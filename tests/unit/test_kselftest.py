@@ -110,3 +110,16 @@ def test_a_case_killed_by_a_signal_says_so_first():
     private_anon = result.subtests[0]
     assert private_anon.status is Status.FAIL
     assert private_anon.diagnostics == ("private_anon: Test terminated unexpectedly by signal 7",)
+
+
+def test_hmm_tests_that_skipped_in_their_fixture_setup_are_skips():
+    """6.1's hmm-tests (stderr merged) prints `ok` for the device-coherent variants
+    it skipped in FIXTURE_SETUP; the SKIP line kselftest_harness logs says so."""
+    result = kselftest.result_of("hmm", "", 0, capture("hmm-tests-6.1.tap"), "./hmm-tests")
+    leaves = {leaf.name: leaf for leaf in result.leaves()}
+    assert len(leaves) == 58 and result.status is Status.PASS
+    skipped = {name for name, leaf in leaves.items() if leaf.status is Status.SKIP}
+    assert skipped == {name for name in leaves if "device_coherent" in name} and len(skipped) == 29
+    assert leaves["hmm_device_coherent.migrate"].directive == "SKIP DEVICE_COHERENT not available"
+    assert leaves["hmm_device_private.migrate"].status is Status.PASS
+    assert "hmm2.hmm2_device_private.double_map" in leaves
