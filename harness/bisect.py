@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import cache, pipeline
+from harness import cache, cache_admin, pipeline
 from harness.commands import run as run_command
 from harness.errors import BuildError, ConfigError, HarnessError, SourceError
 from harness.results.model import RunResult, Status
@@ -91,8 +91,12 @@ def git(repo: Path, *args: str) -> str:
     return run_command(["git", "-C", str(repo), *args], error=SourceError, what=f"git {args[0]}").strip()
 
 
+def worktree_path(repo: Path) -> Path:
+    return cache.subdir("bisect") / f"{repo.name}-{cache.digest(str(repo))}"
+
+
 def _worktree(repo: Path, bad: str) -> Path:
-    path = cache.subdir("bisect") / f"{repo.name}-{cache.digest(str(repo))}"
+    path = worktree_path(repo)
     if (path / ".git").exists():
         run_command(["git", "-C", str(path), "bisect", "reset"], error=SourceError, what="git bisect reset")
         git(path, "checkout", "--detach", "--force", bad)
@@ -121,8 +125,11 @@ def _step(spec: Spec, tree: Path, out: Path, tests: tuple[str, ...], retries: in
 
 
 def bisect(repo: Path, good: str, bad: str, spec: Spec, tests: tuple[str, ...], retries: int,
-           out: Path) -> tuple[list[Step], str | None]:
-    """Find the first bad commit. Returns the steps and that commit (None if undecided)."""
+           out: Path, keep: bool = False) -> tuple[list[Step], str | None]:
+    """Find the first bad commit. Returns the steps and that commit (None if undecided).
+
+    The worktree, its private tree and build directories are removed at the
+    end unless `keep` (then `harness cache clean` removes them later)."""
     if not (repo / ".git").exists():
         raise SourceError(f"{repo} is not a git checkout")
     for rev in (good, bad):
@@ -130,7 +137,25 @@ def bisect(repo: Path, good: str, bad: str, spec: Spec, tests: tuple[str, ...], 
             git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
         except SourceError:
             raise SourceError(f"git revision '{rev}' does not exist in {repo}") from None
-    tree = _worktree(repo, bad)
+    with cache.locked(f"bisect-{cache.digest(str(repo))}"):  # one bisect per repository at a time
+        try:
+            return _bisect(repo, _worktree(repo, bad), good, bad, spec, tests, retries, out)
+        finally:
+            if not keep:
+                forget(repo)
+
+
+def forget(repo: Path) -> None:
+    """Remove the bisect worktree of `repo` and what its steps built from it."""
+    tree = worktree_path(repo)
+    if tree.exists():
+        cache_admin.forget_source(tree)
+        git(repo, "worktree", "remove", "--force", str(tree))
+        log.info("bisect: removed its worktree and builds from the cache (--keep keeps them)")
+
+
+def _bisect(repo: Path, tree: Path, good: str, bad: str, spec: Spec, tests: tuple[str, ...], retries: int,
+            out: Path) -> tuple[list[Step], str | None]:
     steps: list[Step] = []
     try:
         output = git(tree, "bisect", "start", bad, good)

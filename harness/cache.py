@@ -33,16 +33,40 @@ def digest(*parts: str | bytes, length: int = 12) -> str:
     return h.hexdigest()[:length]
 
 
+def lock_file(name: str) -> Path:
+    return subdir("locks") / f"{name}.lock"
+
+
 @contextlib.contextmanager
 def locked(name: str) -> Iterator[None]:
     """Hold an exclusive lock shared by every harness on this machine.
 
     Two runs on the same source take turns to prepare and build it; the
-    second then finds nothing left to do.
+    second then finds nothing left to do. The lock file's mtime says when a
+    harness last took it (`harness cache` shows it as the last use).
     """
-    with (subdir("locks") / f"{name}.lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    path = lock_file(name)
+    path.touch()
+    with holding(path):
+        yield
+
+
+@contextlib.contextmanager
+def holding(path: Path, wait: bool = True) -> Iterator[bool]:
+    """flock(2) `path` (a lock file or a directory) for the block.
+
+    With wait=False it does not wait: it yields False, holding nothing, when
+    another process holds it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
         try:
-            yield
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -43,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
     bis.add_argument("--test", action="append", default=[], metavar="NAME",
                      help="judge only these tests (group or group.path); repeatable")
     bis.add_argument("--retries", type=int, default=0, help="run a step N more times before calling it good")
+    bis.add_argument("--keep", action="store_true",
+                     help="keep the bisect's worktree and builds in the cache (removed at the end otherwise)")
     _spec_args(sub.add_parser("build", help="prepare the source and build the kernel only"))
     boot = sub.add_parser("boot", help="boot the kernel; run --exec CMD over SSH, or stay up until Ctrl-C")
     _spec_args(boot)
@@ -53,6 +55,10 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
     rep.add_argument("--merge", action="store_true", help="merge runs or shard directories into one report")
     rep.add_argument("--out", type=Path, help="with --merge: write results.json, junit.xml, summary.txt here")
+    cache = sub.add_parser("cache", help="list what the cache holds; `cache clean` frees space")
+    cache.add_argument("action", nargs="?", choices=["clean"], help="clean: remove entries no run is using")
+    cache.add_argument("--older-than", type=float, metavar="DAYS", help="with clean: entries not used for DAYS")
+    cache.add_argument("--all", action="store_true", help="with clean: every entry not in use")
     mat = sub.add_parser("matrix", help="run the entries of a spec's matrix (one shard of them)")
     mat.add_argument("spec", type=Path)
     mat.add_argument("--shard", default="1/1", help="I/N: run the I-th of N round-robin shards (default 1/1)")
@@ -88,6 +94,8 @@ def execute(args: argparse.Namespace) -> int:
         return EXIT_PASS if earlier.ok else EXIT_FAIL
     if args.command == "matrix":
         return run_matrix(args)
+    if args.command == "cache":
+        return cache_command(args)
     spec = _load_spec(args)
     out = _out_dir(args)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,6 +113,24 @@ def execute(args: argparse.Namespace) -> int:
     print(report.summary(result))
     print(f"artifacts: {out}")
     return EXIT_PASS if result.ok else EXIT_FAIL
+
+
+def cache_command(args: argparse.Namespace) -> int:
+    """`harness cache [clean]`: list the cache, or free what no run is using."""
+    from harness import cache_admin
+
+    if args.action is None:
+        if args.older_than is not None or args.all:
+            raise HarnessError("--older-than and --all go with `harness cache clean`")
+        print(cache_admin.table(cache_admin.inventory()))
+        return EXIT_PASS
+    removed, kept = cache_admin.clean(args.older_than, args.all)
+    for entry, freed in removed:
+        print(f"removed  {entry.kind.name.lower():<9}{cache_admin.human(freed):>11}  {entry.path}")
+    for entry in kept:
+        print(f"in use   {entry.kind.name.lower():<9}{cache_admin.human(entry.size):>11}  {entry.path} (kept)")
+    print(f"freed {cache_admin.human(sum(freed for _, freed in removed))}")
+    return EXIT_PASS
 
 
 def run_for_git_bisect(spec: specs.Spec, out: Path, tests: tuple[str, ...]) -> int:
@@ -134,7 +160,7 @@ def run_bisect(args: argparse.Namespace, spec: specs.Spec, out: Path) -> int:
     if not args.source:
         raise HarnessError("bisect needs --source: the git checkout to bisect")
     steps, first_bad = bisect.bisect(Path(args.source).resolve(), args.good, args.bad, spec,
-                                     tuple(args.test), args.retries, out)
+                                     tuple(args.test), args.retries, out, keep=args.keep)
     print(bisect.table(steps))
     if first_bad is None:
         print("no single first bad commit: the commits left were all skipped (see the table)")

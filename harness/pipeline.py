@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -22,7 +23,7 @@ from harness.guest import compile as compiler
 from harness.guest import initramfs, keys
 from harness.kernel import build as kbuild
 from harness.kernel import source as ksource
-from harness.results import oops, report
+from harness.results import kcidb, oops, report
 from harness.results.model import RunResult, TestResult
 from harness.spec import ScriptGroup, SelftestGroup, Spec
 from harness.vm import qemu
@@ -96,10 +97,12 @@ def prepare(spec: Spec, out_dir: Path, scratch: Path,
 
 @contextlib.contextmanager
 def scratch_dir() -> Iterator[Path]:
-    """Per-run scratch space (kernel copy, swap image, initramfs, keys), removed afterwards."""
+    """Per-run scratch space (kernel copy, swap image, initramfs, keys), removed afterwards;
+    locked while the run lives, so `harness cache clean` knows a run is in progress."""
     path = Path(tempfile.mkdtemp(prefix="run-", dir=cache.subdir("scratch")))
     try:
-        yield path
+        with cache.holding(path):
+            yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -130,9 +133,13 @@ def guest_shell(vm: qemu.Vm) -> GuestShell:
 
 
 def metadata(spec: Spec, kb: kbuild.KernelBuild, vm: qemu.Vm, timings: dict) -> dict:
+    started = datetime.now(timezone.utc) - timedelta(seconds=timings["total"])
     return {
+        "started": started.isoformat(timespec="microseconds"),
         "kernel": {"version": kb.source.version, "release": kb.release, "origin": kb.source.origin,
                    "commit": kb.source.commit, "patches": [str(p) for p in kb.source.patches],
+                   "patchset_hash": kcidb.patchset_hash(list(kb.source.patches)),
+                   "configs": [str(c) for c in spec.kernel.configs], "compiler": kcidb.compiler(kb.config_path),
                    "config_hash": cache.digest(kb.config_path.read_bytes())},
         "vm": {"accel": vm.accel, "cpus": spec.vm.cpus, "swap_mib": spec.vm.swap_mib,
                "numa": [asdict(n) for n in spec.vm.numa], "distances": spec.vm.distances},

@@ -4,26 +4,6 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
-
-/* numa_maps of the VMA at addr: exactly ca pages on na, cb on nb, none elsewhere. */
-static int expect_numa_split(const char *what, pid_t pid, void *addr, int na, long ca, int nb, long cb)
-{
-	struct numa_line nl;
-	if (numa_maps_get(pid, (unsigned long)addr, &nl) < 0) {
-		failf("%s: no numa_maps line for %p", what, addr);
-		return 1;
-	}
-	int bad = 0;
-	for (int n = 0; n < MASK_BITS; n++) {
-		long want = n == na ? ca : n == nb ? cb : 0;
-		if (nl.n[n] != want) {
-			failf("%s: numa_maps of %p says N%d=%ld, expected %ld", what, addr, n, nl.n[n], want);
-			bad = 1;
-		}
-	}
-	return bad;
-}
 
 static const char *policy_of(pid_t pid, void *addr)
 {
@@ -49,14 +29,8 @@ int case_anon_move_pages(void)
 		return FAIL;
 
 	long long s0 = vmstat_get("pgmigrate_success");
-	long ret = move_region(0, r, N, NULL, B, st, MPOL_MF_MOVE);
-	CHECK(ret == 0, "move_pages(%d pages -> node %d) returned %ld (%s), expected 0", N, B, ret,
-	      errname(errno));
-	for (int i = 0; i < N; i++)
-		exp[i] = B;
-	check_status_array("move to node B", st, exp, N);
-	expect_on_node("after move to node B", 0, r, N, B);
-	expect_numa_maps("after move to node B", 0, r, B, N);
+	struct trace_mark t0 = trace_mark(REASON_SYSCALL);
+	move_all_expect("move to node B", r, N, B);
 	check_pattern("after move to node B", r, 0, N, 11);
 
 	/* The new pages are really the mapping: write through it and read back. */
@@ -67,7 +41,7 @@ int case_anon_move_pages(void)
 	 * status = the node, nothing migrated); every page starts a new batch. */
 	for (int i = 0; i < N; i++)
 		exp[i] = (i % 2 == 0) ? A : B;
-	ret = move_region(0, r, N, exp, 0, st, MPOL_MF_MOVE);
+	long ret = move_region(0, r, N, exp, 0, st, MPOL_MF_MOVE);
 	CHECK(ret == 0, "move_pages(alternating A/B) returned %ld (%s), expected 0", ret, errname(errno));
 	check_status_array("alternating targets", st, exp, N);
 	expect_statuses("after alternating move", 0, r, N, exp);
@@ -75,63 +49,29 @@ int case_anon_move_pages(void)
 	check_pattern("after alternating move", r, 0, N, 12);
 
 	/* Everything back to A: odd pages migrate, even ones are already there. */
-	for (int i = 0; i < N; i++)
-		exp[i] = A;
-	ret = move_region(0, r, N, NULL, A, st, MPOL_MF_MOVE);
-	CHECK(ret == 0, "move_pages(all -> node %d) returned %ld (%s), expected 0", A, ret, errname(errno));
-	check_status_array("move back to node A", st, exp, N);
-	expect_on_node("after move back to node A", 0, r, N, A);
-	expect_numa_maps("after move back to node A", 0, r, A, N);
+	move_all_expect("move back to node A", r, N, A);
 	check_pattern("after move back to node A", r, 0, N, 12);
 
 	long long ds = vmstat_get("pgmigrate_success") - s0;
 	diag("pgmigrate_success grew by %lld (pages migrated: %d)", ds, 2 * N);
 	CHECK(ds >= 2 * N, "pgmigrate_success grew by %lld, expected >= %d", ds, 2 * N);
+	/* N, then N/2 one-page batches each way (the other half were already there). */
+	expect_trace("move_pages(2) of every page, there and back", REASON_SYSCALL, t0, 2 * N, 2 * N, 0);
 	unmap_region(r, N);
 	return PASS;
 }
 
 /* --------------------------------------------------- migrate_pages_other_process */
 
-static int ask(int wfd, int rfd, char cmd)
-{
-	char c = cmd;
-	if (write_full(wfd, &c, 1) || read_full(rfd, &c, 1))
-		return -1;
-	return c;
-}
-
 int case_migrate_pages_other_process(void)
 {
 	enum { N = 128 };
 	const int A = g_node_a, B = g_node_b;
 	char *r = map_region(N, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	int p2c[2], c2p[2];
-	if (!r || pipe(p2c) || pipe(c2p))
+	struct helper child;
+	if (!r || helper_start(&child, r, N, A, 41)) /* its own private pages on A */
 		return FAIL;
-	pid_t pid = fork();
-	if (pid == 0) {
-		/* The child: its own private pages on A, then answers commands. */
-		bind_task_to(A);
-		fill_pattern(r, 0, N, 41);
-		bind_task_to(-1);
-		char c = 'R';
-		write_full(c2p[1], &c, 1);
-		for (;;) {
-			if (read_full(p2c[0], &c, 1))
-				_exit(3);
-			if (c == 'V') {
-				c = check_pattern("child: its own pages", r, 0, N, 41) ? '1' : '0';
-				write_full(c2p[1], &c, 1);
-			} else
-				_exit(g_failures ? 1 : 0);
-		}
-	}
-	char c;
-	if (pid < 0 || read_full(c2p[0], &c, 1) || c != 'R') {
-		failf("child did not start");
-		return FAIL;
-	}
+	pid_t pid = child.pid;
 	if (expect_on_node("precondition: child's pages", pid, r, N, A))
 		goto out;
 	diag("child %d has %ld pages on node %d before migrate_pages", (int)pid, numa_maps_pages_on(pid, A, 0), A);
@@ -142,6 +82,8 @@ int case_migrate_pages_other_process(void)
 		nodemask_of(old, from);
 		nodemask_of(new_, to);
 		long long s0 = vmstat_get("pgmigrate_success");
+		long on_from = numa_maps_pages_on(pid, from, 0); /* every page of the child there */
+		struct trace_mark t0 = trace_mark(REASON_SYSCALL);
 		long ret = sys_migrate_pages(pid, MAXNODE, old, new_);
 		CHECK(ret == 0, "migrate_pages(child, {%d} -> {%d}) returned %ld (%s), expected 0 (pages not moved)",
 		      from, to, ret, errname(errno));
@@ -151,18 +93,16 @@ int case_migrate_pages_other_process(void)
 		expect_numa_maps(what, pid, r, to, N);
 		long left = numa_maps_pages_on(pid, from, 5);
 		CHECK(left == 0, "%s: numa_maps of the child still counts %ld pages on node %d (the whole process "
-		      "should have left it)", what, left, from);
+		      "should have left it), expected 0", what, left, from);
 		long long ds = vmstat_get("pgmigrate_success") - s0;
 		CHECK(ds >= N, "pgmigrate_success grew by %lld, expected >= %d", ds, N);
-		int v = ask(p2c[1], c2p[0], 'V');
-		CHECK(v == '0', "the child found its data corrupted after migrate_pages {%d}->{%d} (reply %d)", from,
-		      to, v);
+		expect_trace(what, REASON_SYSCALL, t0, N, on_from > N ? on_from : N, 0);
+		int v = helper_ask(&child, HELPER_VERIFY);
+		CHECK(v == '0', "after migrate_pages {%d}->{%d} the child replied %d to 'verify your data', expected "
+		      "'0' (data intact)", from, to, v);
 	}
 out:
-	c = 'Q';
-	write_full(p2c[1], &c, 1);
-	int code = wait_child(pid, 10, "migrate_pages child");
-	CHECK(code == 0, "child exited with %d", code);
+	helper_quit(&child, "migrate_pages child");
 	return PASS;
 }
 
@@ -195,6 +135,7 @@ int case_mbind_move(void)
 
 	/* (b) MOVE|STRICT: every page moves, policy installed. */
 	long long s0 = vmstat_get("pgmigrate_success");
+	struct trace_mark t0 = trace_mark(REASON_MBIND);
 	ret = sys_mbind(r, (N + EXTRA) * PAGE, MPOL_BIND, maskB, MAXNODE, MPOL_MF_MOVE | MPOL_MF_STRICT);
 	CHECK(ret == 0, "mbind(BIND{%d}, MOVE|STRICT) returned %ld (%s), expected 0", B, ret, errname(errno));
 	expect_on_node("after mbind(MOVE|STRICT)", 0, r, N, B);
@@ -223,8 +164,7 @@ int case_mbind_move(void)
 	int pipefd[2];
 	if (pin_page_in_pipe(q + PIN * PAGE, pipefd))
 		return FAIL;
-	vmstat_refresh();
-	long long ia0 = vmstat_get("nr_isolated_anon"), if0 = vmstat_get("nr_isolated_file");
+	struct isolated iso0 = isolated_now();
 	long long f0 = vmstat_get("pgmigrate_fail");
 	int exp[M];
 	for (int i = 0; i < M; i++)
@@ -244,26 +184,17 @@ int case_mbind_move(void)
 	/* The pinned page is still the mapped page: writes show through the pipe. */
 	fill_pattern(q, PIN, 1, 24);
 	check_pattern("pinned page rewritten", q, PIN, 1, 24);
-	static char piped[PAGE];
-	if (unpin_pipe(pipefd, piped))
-		failf("could not drain the pipe");
-	else if (memcmp(piped, q + PIN * PAGE, PAGE)) {
-		size_t off = 0;
-		while (piped[off] == q[PIN * PAGE + off])
-			off++;
-		failf("pipe content differs from the mapped page at byte %zu: the pinned page was replaced under "
-		      "the pipe's reference", off);
-	}
+	unpin_pipe_expect(pipefd, q + PIN * PAGE, "pinned page after the refused moves");
 	ret = sys_mbind(q, M * PAGE, MPOL_BIND, maskB, MAXNODE, MPOL_MF_MOVE | MPOL_MF_STRICT);
 	CHECK(ret == 0, "mbind(MOVE|STRICT) after unpinning returned %ld (%s), expected 0", ret, errname(errno));
 	expect_on_node("after unpinning and mbind again", 0, q, M, B);
+	/* (b) N; (c) M-1 and the pinned page failed, the pinned page failed again (the
+	 * others were on B already), then the unpinned page. */
+	expect_trace("mbind(2) moves", REASON_MBIND, t0, N + M, N + M, 2);
 	check_pattern("after unpin+mbind (pages before the pinned one)", q, 0, PIN, 23);
 	check_pattern("after unpin+mbind (the formerly pinned page)", q, PIN, 1, 24);
 	check_pattern("after unpin+mbind (pages after it)", q, PIN + 1, M - PIN - 1, 23);
-	vmstat_refresh();
-	long long ia1 = vmstat_get("nr_isolated_anon"), if1 = vmstat_get("nr_isolated_file");
-	CHECK(ia1 == ia0 && if1 == if0, "nr_isolated_anon/file %lld/%lld, baseline %lld/%lld (isolated pages leaked)",
-	      ia1, if1, ia0, if0);
+	expect_isolated_back("after the moves with a pinned page", iso0);
 	unmap_region(q, M);
 	return PASS;
 }
@@ -276,37 +207,15 @@ int case_shared_anon_move_all(void)
 	const int A = g_node_a, B = g_node_b;
 	int st[N], exp[N];
 	char *r = map_region(N, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	int p2c[2], c2p[2];
-	if (!r || pipe(p2c) || pipe(c2p))
+	if (!r)
 		return FAIL;
 	bind_task_to(A);
 	fill_pattern(r, 0, N, 31);
 	bind_task_to(-1);
-	pid_t pid = fork();
-	if (pid == 0) {
-		touch_read(r, N); /* map every page in the child too: mapcount 2 */
-		char c = 'R';
-		write_full(c2p[1], &c, 1);
-		uint64_t seed = 31;
-		for (;;) {
-			if (read_full(p2c[0], &c, 1))
-				_exit(3);
-			if (c == 'V') {
-				c = check_pattern("child: shared pages", r, 0, N, seed) ? '1' : '0';
-			} else if (c == 'W') {
-				seed = 32;
-				fill_pattern(r, 0, N, seed);
-				c = '0';
-			} else
-				_exit(g_failures ? 1 : 0);
-			write_full(c2p[1], &c, 1);
-		}
-	}
-	char c;
-	if (pid < 0 || read_full(c2p[0], &c, 1) || c != 'R') {
-		failf("child did not start");
+	struct helper child; /* maps every page too: mapcount 2 */
+	if (helper_start(&child, r, N, -1, 31))
 		return FAIL;
-	}
+	pid_t pid = child.pid;
 	if (expect_on_node("precondition (parent)", 0, r, N, A) || expect_on_node("precondition (child)", pid, r, N, A))
 		goto out;
 
@@ -333,9 +242,11 @@ int case_shared_anon_move_all(void)
 	long long ds = vmstat_get("pgmigrate_success") - s0;
 	CHECK(ds >= N, "pgmigrate_success grew by %lld, expected >= %d", ds, N);
 	check_pattern("parent reads the shared pages after MOVE_ALL", r, 0, N, 31);
-	CHECK(ask(p2c[1], c2p[0], 'V') == '0', "child found the shared pages corrupted after MOVE_ALL");
+	CHECK(helper_ask(&child, HELPER_VERIFY) == '0', "child found the shared pages corrupted after MOVE_ALL, "
+	      "expected them intact");
 	/* Still shared after migration: the child's writes are seen by the parent. */
-	CHECK(ask(p2c[1], c2p[0], 'W') == '0', "child could not write");
+	CHECK(helper_ask(&child, HELPER_REWRITE) == '0', "child could not rewrite the shared pages (expected reply "
+	      "'0')");
 	check_pattern("parent reads what the child wrote after the migration", r, 0, N, 32);
 
 	/* mbind(MOVE|STRICT) skips pages shared with another process, and (6.1 and 6.12
@@ -350,13 +261,11 @@ int case_shared_anon_move_all(void)
 	CHECK(ret == 0, "mbind(BIND{%d}, MOVE_ALL|STRICT) returned %ld (%s), expected 0", A, ret, errname(errno));
 	expect_on_node("shared pages after mbind(MOVE_ALL) (parent's view)", 0, r, N, A);
 	expect_on_node("shared pages after mbind(MOVE_ALL) (child's view)", pid, r, N, A);
-	CHECK(ask(p2c[1], c2p[0], 'V') == '0', "child found the shared pages corrupted after mbind(MOVE_ALL)");
+	CHECK(helper_ask(&child, HELPER_VERIFY) == '0', "child found the shared pages corrupted after "
+	      "mbind(MOVE_ALL), expected them intact");
 	check_pattern("parent after mbind(MOVE_ALL)", r, 0, N, 32);
 out:
-	c = 'Q';
-	write_full(p2c[1], &c, 1);
-	int code = wait_child(pid, 10, "sharing child");
-	CHECK(code == 0, "child exited with %d", code);
+	helper_quit(&child, "sharing child");
 	return PASS;
 }
 
@@ -424,14 +333,14 @@ int case_query_mode(void)
 	snprintf(path, sizeof(path), "/tmp/migrate_suite_q.%d", (int)getpid());
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	if (fd < 0) {
-		failf("open %s: %s", path, errname(errno));
+		failf("open %s: %s, expected success", path, errname(errno));
 		return FAIL;
 	}
 	unlink(path);
 	char *buf = malloc(F * PAGE);
 	fill_pattern(buf, 0, F, 62);
 	bind_task_to(A);
-	CHECK(pwrite(fd, buf, F * PAGE, 0) == (ssize_t)(F * PAGE), "pwrite: %s", errname(errno));
+	CHECK(pwrite(fd, buf, F * PAGE, 0) == (ssize_t)(F * PAGE), "pwrite: %s, expected the whole buffer written", errname(errno));
 	bind_task_to(-1);
 	char *m = map_region(F, MAP_SHARED, fd, 0);
 	if (!m)

@@ -65,7 +65,7 @@ static void write_page(int p)
 	for (size_t i = 0; i < WORDS_PER_PAGE; i++) {
 		uint64_t v = w[i], want = (gen << 32) | ((uint64_t)p << 16) | i;
 		if (v != want) {
-			report("writer: page %d byte %zu reads 0x%016llx right after writing 0x%016llx (lost write)", p, i * 8,
+			report("writer: page %d byte %zu reads 0x%016llx right after writing 0x%016llx, expected what it wrote (lost write)", p, i * 8,
 			       (unsigned long long)v, (unsigned long long)want);
 			break;
 		}
@@ -131,6 +131,71 @@ static void child_main(void)
 	_exit(0);
 }
 
+static long move_region_pages(void **pages, const int *nodes, int *st)
+{
+	for (int p = 0; p < NTOTAL; p++)
+		st[p] = STATUS_UNSET;
+	return sys_move_pages(0, NTOTAL, pages, nodes, st, MPOL_MF_MOVE_ALL);
+}
+
+/* Per-page errors do_pages_move() can give here (6.1 add_page_for_migration(), 6.12
+ * add_folio_for_migration()): -EBUSY, the page could not be isolated from the LRU (a
+ * racing isolation or a page briefly off the LRU); -EFAULT / -ENOENT, the lookup found
+ * no page at that moment (a page under migration by someone else is a migration entry:
+ * -EFAULT for private anonymous memory, -ENOENT for shmem). -EACCES (shared page
+ * without MOVE_ALL) cannot happen with MOVE_ALL as root; the kernel never stores -EIO,
+ * -EINVAL or -ENOMEM as a page status (they end the whole call). */
+static int allowed_error(int st)
+{
+	return st == -EBUSY || st == -EFAULT || st == -ENOENT;
+}
+
+/* Is every page where move_pages' answer says? Returns 1 for a complete bounce (return 0,
+ * every page on `to`). The rules (see README):
+ * - a written status is `to` (moved, or already there) or an allowed error;
+ * - status `to`: the page is on `to` now (query); an error status: it is not;
+ * - return 0: every status is written;
+ * - return r > 0: the failed batch and the pages after it keep their statuses unwritten,
+ *   and r counts the unwritten pages that did not move in this call: r = unwritten -
+ *   (unwritten pages with before != to and after == to). */
+static int check_bounce(int bounce, int to, long ret, const int *st, const int *before, const int *after)
+{
+	long unwritten = 0, unwritten_moved = 0, off = 0;
+	int shown = 0;
+	for (int p = 0; p < NTOTAL; p++) {
+		const char *why = NULL;
+		off += after[p] != to;
+		if (st[p] == STATUS_UNSET) {
+			unwritten++;
+			unwritten_moved += before[p] != to && after[p] == to;
+			if (ret == 0)
+				why = "unwritten with return value 0, expected written";
+		} else if (st[p] >= 0 && st[p] != to)
+			why = "a node that is not the target";
+		else if (st[p] < 0 && !allowed_error(st[p]))
+			why = "not an error do_pages_move() gives here (-EBUSY, -EFAULT, -ENOENT)";
+		else if (st[p] == to && after[p] != to)
+			why = "the target, but the query says the page is elsewhere";
+		else if (st[p] < 0 && after[p] == to)
+			why = "an error, but the query says the page is on the target";
+		if (why)
+			failf("bounce %d: page %d (%s): status %s, query before %s, after %s: %s (target node %d)", bounce, p,
+			      p < NPRIV ? "private" : "shared", statusname(st[p]), statusname(before[p]),
+			      statusname(after[p]), why, to);
+		else if (after[p] != to && shown < 4) {
+			diag("  bounce %d: page %d (%s) not moved: status %s, query before %s, after %s", bounce, p,
+			     p < NPRIV ? "private" : "shared", statusname(st[p]), statusname(before[p]),
+			     statusname(after[p]));
+			shown++;
+		}
+	}
+	if (ret > 0 && ret != unwritten - unwritten_moved)
+		failf("bounce %d: move_pages returned %ld (pages not migrated), expected %ld: %ld statuses unwritten (the "
+		      "failed batch and the pages never attempted), of which %ld moved to node %d", bounce, ret,
+		      unwritten - unwritten_moved, unwritten, unwritten_moved, to);
+	return ret == 0 && off == 0;
+}
+
 static int join_within(pthread_t t, double seconds)
 {
 	struct timespec ts;
@@ -153,14 +218,14 @@ int case_concurrent_bounce(void)
 		write_page(p);
 	bind_task_to(-1);
 	void *pages[NTOTAL];
-	int nodes[NTOTAL], st[NTOTAL], q[NTOTAL];
+	int nodes[NTOTAL], st[NTOTAL], before[NTOTAL], after[NTOTAL];
 	for (int p = 0; p < NTOTAL; p++)
 		pages[p] = page_addr(p);
 
 	/* The private pages stay private to this process: a forked copy-on-write
 	 * sharer would let a writer legitimately replace a just-migrated page by a
 	 * fresh copy on any node. */
-	CHECK(madvise(g_priv, NPRIV * PAGE, MADV_DONTFORK) == 0, "madvise(MADV_DONTFORK): %s", errname(errno));
+	CHECK(madvise(g_priv, NPRIV * PAGE, MADV_DONTFORK) == 0, "madvise(MADV_DONTFORK): %s, expected 0", errname(errno));
 	fflush(stdout);
 	pid_t child = fork();
 	if (child == 0)
@@ -174,54 +239,35 @@ int case_concurrent_bounce(void)
 
 	/* Bounce. The shared pages are mapped by the child too: MPOL_MF_MOVE_ALL (root). */
 	int bounces = 0, clean = 0, partial = 0;
+	long busy = 0, absent = 0, unwritten = 0;
 	double t0 = now_s();
 	for (;;) {
 		double el = now_s() - t0;
 		if (bounces >= MAX_BOUNCES || el >= BOUNCE_LIMIT_S || (el >= BOUNCE_SECONDS && bounces >= MIN_BOUNCES))
 			break;
 		int to = bounces % 2 ? A : B;
-		for (int p = 0; p < NTOTAL; p++) {
+		for (int p = 0; p < NTOTAL; p++)
 			nodes[p] = to;
-			st[p] = STATUS_UNSET;
-		}
-		long ret = sys_move_pages(0, NTOTAL, pages, nodes, st, MPOL_MF_MOVE_ALL);
+		long qb = query_pages(0, g_priv, NPRIV, before);
+		qb |= query_pages(0, g_shr, NSHARED, before + NPRIV);
+		long ret = move_region_pages(pages, nodes, st);
 		bounces++;
 		if (ret < 0) {
-			failf("bounce %d: move_pages returned -1 (%s)", bounces, errname(errno));
+			failf("bounce %d: move_pages returned -1 (%s), expected >= 0", bounces, errname(errno));
 			break;
 		}
-		long qr = sys_move_pages(0, NTOTAL, pages, NULL, q, 0);
-		int off = 0, neg = 0, negw = 0;
-		for (int p = 0; p < NTOTAL; p++) {
-			off += q[p] != to;
-			negw += st[p] < 0 && st[p] != STATUS_UNSET;
-			if (ret == 0 && st[p] != to) {
-				/* A transiently busy page may be reported per page, never silently. */
-				if (st[p] >= 0 || st[p] == STATUS_UNSET)
-					failf("bounce %d: status[%d] = %s with return value 0, expected node %d or an error", bounces,
-					      p, statusname(st[p]), to);
-				neg++;
-			}
-		}
-		if (qr != 0)
-			failf("bounce %d: query returned %ld", bounces, qr);
-		if (ret == 0 && off != neg)
-			failf("bounce %d: return 0 and %d error statuses, but %d pages are not on node %d (query)", bounces,
-			      neg, off, to);
-		if (off && (ret != 0 || off != neg))
-			for (int p = 0, shown = 0; p < NTOTAL && shown < 4; p++)
-				if (q[p] != to) {
-					diag("  page %d (%s): status %s, query %s", p, p < NPRIV ? "private" : "shared",
-					     statusname(st[p]), statusname(q[p]));
-					shown++;
-				}
-		if (ret > 0 && off > ret + negw)
-			failf("bounce %d: returned %ld pages not migrated (+%d error statuses), but %d pages are not on node %d",
-			      bounces, ret, negw, off, to);
-		if (ret == 0 && off == 0)
+		long qa = query_pages(0, g_priv, NPRIV, after);
+		qa |= query_pages(0, g_shr, NSHARED, after + NPRIV);
+		CHECK(qb == 0 && qa == 0, "bounce %d: query before/after returned %ld/%ld, expected 0/0", bounces, qb, qa);
+		if (check_bounce(bounces, to, ret, st, before, after))
 			clean++;
 		else
 			partial++;
+		for (int p = 0; p < NTOTAL; p++) {
+			busy += st[p] == -EBUSY;
+			absent += st[p] == -EFAULT || st[p] == -ENOENT;
+			unwritten += st[p] == STATUS_UNSET;
+		}
 		if (g_failures)
 			break;
 	}
@@ -230,24 +276,26 @@ int case_concurrent_bounce(void)
 	int hung = 0;
 	for (int i = 0; i < NWRITERS; i++)
 		if (join_within(wt[i], 5)) {
-			failf("writer thread %d did not stop within 5 s", i);
+			failf("writer thread %d did not stop within 5 s, expected it to", i);
 			hung = 1;
 		}
 	if (join_within(rt, 5)) {
-		failf("reader thread did not stop within 5 s");
+		failf("reader thread did not stop within 5 s, expected it to");
 		hung = 1;
 	}
 	int code = wait_child(child, 10, "bouncing child");
-	CHECK(code == 0, "child exited with %d", code);
-	diag("%d bounces of %d pages in %.2f s (%d complete, %d partial); rounds: writers %ld/%ld, reader %ld, "
-	     "child %ld",
-	     bounces, NTOTAL, took, clean, partial, g_writer_rounds[0], g_writer_rounds[1], g_reader_rounds,
-	     g_ss->child_rounds);
-	CHECK(g_ss->errors == 0, "%ld data inconsistencies seen (first: %s)", g_ss->errors, g_ss->first_error);
-	CHECK(clean >= bounces * 3 / 4, "only %d of %d bounces moved every page", clean, bounces);
-	CHECK(bounces >= 10, "only %d bounces in %.1f s", bounces, took);
+	CHECK(code == 0, "child exited with %d, expected 0", code);
+	diag("%d bounces of %d pages in %.2f s (%d complete, %d partial: per-page -EBUSY %ld, -EFAULT/-ENOENT %ld, "
+	     "unwritten %ld); rounds: writers %ld/%ld, reader %ld, child %ld",
+	     bounces, NTOTAL, took, clean, partial, busy, absent, unwritten, g_writer_rounds[0], g_writer_rounds[1],
+	     g_reader_rounds, g_ss->child_rounds);
+	CHECK(g_ss->errors == 0, "%ld data inconsistencies seen, expected 0 (first: %s)", g_ss->errors,
+	      g_ss->first_error);
+	CHECK(clean >= bounces * 3 / 4, "only %d of %d bounces moved every page, expected at least 3/4 (see README)",
+	      clean, bounces);
+	CHECK(bounces >= 10, "only %d bounces in %.1f s, expected at least 10", bounces, took);
 	CHECK(g_reader_rounds > 0 && g_writer_rounds[0] > 0 && g_writer_rounds[1] > 0 && g_ss->child_rounds > 0,
-	      "some thread made no progress while pages bounced");
+	      "some thread made no progress while pages bounced (rounds: writers %ld/%ld, reader %ld, child %ld), expected all > 0", g_writer_rounds[0], g_writer_rounds[1], g_reader_rounds, g_ss->child_rounds);
 	if (hung)
 		return FAIL;
 	/* Final state: every page holds exactly its last published generation. */

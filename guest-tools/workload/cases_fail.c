@@ -6,38 +6,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-static int isolated_back_to(long long ia0, long long if0)
-{
-	long long ia = 0, iff = 0;
-	for (int t = 0; t < 3; t++) {
-		vmstat_refresh();
-		ia = vmstat_get("nr_isolated_anon");
-		iff = vmstat_get("nr_isolated_file");
-		if (ia == ia0 && iff == if0)
-			return 1;
-		usleep(100000);
-	}
-	failf("nr_isolated_anon/nr_isolated_file = %lld/%lld, baseline %lld/%lld: isolated pages not put back", ia, iff,
-	      ia0, if0);
-	return 0;
-}
-
-static void check_pipe_is_page(int pipefd[2], const char *page, const char *what)
-{
-	static char piped[PAGE];
-	if (unpin_pipe(pipefd, piped)) {
-		failf("%s: could not drain the pipe", what);
-		return;
-	}
-	if (memcmp(piped, page, PAGE)) {
-		size_t off = 0;
-		while (piped[off] == page[off])
-			off++;
-		failf("%s: pipe data differs from the mapped page at byte %zu: the page the pipe pins is no longer the "
-		      "mapped one", what, off);
-	}
-}
-
 /* ------------------------------------------------------------- unmovable_page */
 
 int case_unmovable_page(void)
@@ -61,8 +29,7 @@ int case_unmovable_page(void)
 	int pipefd[2];
 	if (pin_page_in_pipe(r + P * PAGE, pipefd))
 		return FAIL;
-	vmstat_refresh();
-	long long ia0 = vmstat_get("nr_isolated_anon"), if0 = vmstat_get("nr_isolated_file");
+	struct isolated iso0 = isolated_now();
 	long long f0 = vmstat_get("pgmigrate_fail"), s0 = vmstat_get("pgmigrate_success");
 
 	/* Call 1: [0..7 -> B] [8..15 -> A] [16 (pinned) -> B]: three batches. The first two
@@ -130,10 +97,10 @@ int case_unmovable_page(void)
 			exp[i] = i == P ? A : B;
 		expect_statuses("call 3: nothing moved", 0, r, N, exp);
 	}
-	isolated_back_to(ia0, if0);
+	expect_isolated_back("after the failed migrations", iso0);
 
 	/* The pipe still holds the very page we map (writes went to it) ... */
-	check_pipe_is_page(pipefd, r + P * PAGE, "after the failed migrations");
+	unpin_pipe_expect(pipefd, r + P * PAGE, "after the failed migrations");
 	/* ... and once unpinned, the page moves. */
 	int s1 = STATUS_UNSET, to = B;
 	void *pp = r + P * PAGE;
@@ -143,7 +110,7 @@ int case_unmovable_page(void)
 	expect_on_node("all pages", 0, r, N, B);
 	check_pattern("pages 0..15 at the end", r, 0, P, 91);
 	check_pattern("formerly pinned page at the end", r, P, 1, 92);
-	isolated_back_to(ia0, if0);
+	expect_isolated_back("at the end", iso0);
 	unmap_region(r, N);
 	return PASS;
 }
@@ -177,12 +144,12 @@ int case_migration_counters(void)
 			break;
 		}
 		if (ds < N) {
-			failf("pgmigrate_success grew by %lld for %d migrated pages", ds, N);
+			failf("pgmigrate_success grew by %lld for %d migrated pages, expected >= %d", ds, N, N);
 			break;
 		}
 		exact = ds == N && df == 0;
 	}
-	CHECK(exact, "no attempt saw pgmigrate_success +%d / pgmigrate_fail +0 exactly", N);
+	CHECK(exact, "no attempt saw exactly the expected pgmigrate_success +%d / pgmigrate_fail +0 (3 attempts)", N);
 	expect_on_node("after the counted moves", 0, r, N, on);
 	check_pattern("after the counted moves", r, 0, N, 101);
 
@@ -215,63 +182,15 @@ int case_migration_counters(void)
 		}
 		exact = ds == N - 2 && df == 2;
 	}
-	CHECK(exact, "no attempt saw pgmigrate_success +%d / pgmigrate_fail +2 exactly", N - 2);
-	check_pipe_is_page(p1, r + PIN1 * PAGE, "first pinned page");
-	check_pipe_is_page(p2, r + PIN2 * PAGE, "second pinned page");
+	CHECK(exact, "no attempt saw exactly the expected pgmigrate_success +%d / pgmigrate_fail +2 (3 attempts)", N - 2);
+	unpin_pipe_expect(p1, r + PIN1 * PAGE, "first pinned page");
+	unpin_pipe_expect(p2, r + PIN2 * PAGE, "second pinned page");
 	check_pattern("at the end", r, 0, N, 101);
 	unmap_region(r, N);
 	return PASS;
 }
 
 /* --------------------------------------------------- permissions_unprivileged */
-
-static pid_t spawn_holder(char **region, size_t n, int node, uint64_t seed, int p2c[2], int c2p[2])
-{
-	if (pipe(p2c) || pipe(c2p))
-		return -1;
-	fflush(stdout);
-	pid_t pid = fork();
-	if (pid == 0) {
-		g_failures = 0; /* its own verdict, not the parent's so far */
-		char *r = map_region(n, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (!r)
-			_exit(3);
-		bind_task_to(node);
-		fill_pattern(r, 0, n, seed);
-		bind_task_to(-1);
-		write_full(c2p[1], &r, sizeof(r));
-		char c;
-		for (;;) {
-			if (read_full(p2c[0], &c, 1))
-				_exit(3);
-			if (c != 'V')
-				_exit(g_failures ? 1 : 0);
-			c = check_pattern("holder: its pages", r, 0, n, seed) ? '1' : '0';
-			write_full(c2p[1], &c, 1);
-		}
-	}
-	if (pid < 0 || read_full(c2p[0], region, sizeof(*region))) {
-		failf("holder process did not start");
-		return -1;
-	}
-	return pid;
-}
-
-static int holder_verify(int p2c[2], int c2p[2])
-{
-	char c = 'V';
-	if (write_full(p2c[1], &c, 1) || read_full(c2p[0], &c, 1))
-		return -1;
-	return c == '0' ? 0 : -1;
-}
-
-static void holder_quit(pid_t pid, int p2c[2], const char *what)
-{
-	char c = 'Q';
-	write_full(p2c[1], &c, 1);
-	int code = wait_child(pid, 10, what);
-	CHECK(code == 0, "%s exited with %d", what, code);
-}
 
 #define EXPECT_ERR(call, err, ...)                                                                         \
 	do {                                                                                                   \
@@ -331,16 +250,16 @@ static void unprivileged_checks(pid_t root_pid, char *root_region)
 	check_pattern("own pages", u, 0, N, 112);
 
 	/* ... and a same-user (dumpable) process's pages. */
-	char *vr;
-	int p2c[2], c2p[2];
-	pid_t v = spawn_holder(&vr, N, A, 113, p2c, c2p);
-	if (v > 0) {
-		ret = sys_migrate_pages(v, MAXNODE, mA, mB);
+	char *vr = map_region(N, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct helper v;
+	if (vr && helper_start(&v, vr, N, A, 113) == 0) {
+		ret = sys_migrate_pages(v.pid, MAXNODE, mA, mB);
 		CHECK(ret == 0, "migrate_pages(same-user process, {%d} -> {%d}) returned %ld (%s), expected 0", A, B, ret,
 		      errname(errno));
-		expect_on_node("same-user process's pages after migrate_pages", v, vr, N, B);
-		CHECK(holder_verify(p2c, c2p) == 0, "same-user process found its data corrupted");
-		holder_quit(v, p2c, "same-user holder");
+		expect_on_node("same-user process's pages after migrate_pages", v.pid, vr, N, B);
+		CHECK(helper_ask(&v, HELPER_VERIFY) == '0', "same-user process found its data corrupted, expected it "
+		      "intact");
+		helper_quit(&v, "same-user holder");
 	}
 }
 
@@ -350,11 +269,11 @@ int case_permissions_unprivileged(void)
 	const int A = g_node_a;
 	if (getuid() != 0)
 		return skip("must start as root to switch to uid %d", NOBODY);
-	char *tr;
-	int p2c[2], c2p[2];
-	pid_t t = spawn_holder(&tr, N, A, 111, p2c, c2p);
-	if (t < 0)
+	char *tr = map_region(N, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct helper holder;
+	if (!tr || helper_start(&holder, tr, N, A, 111))
 		return FAIL;
+	pid_t t = holder.pid;
 	if (expect_on_node("precondition: root-owned process's pages", t, tr, N, A))
 		goto out;
 	fflush(stdout);
@@ -365,11 +284,12 @@ int case_permissions_unprivileged(void)
 		_exit(g_failures ? 1 : 0);
 	}
 	int code = wait_child(u, 20, "unprivileged process");
-	CHECK(code == 0, "the unprivileged process reported failures (exit %d)", code);
+	CHECK(code == 0, "the unprivileged process exited with %d, expected 0 (1: its checks failed)", code);
 	expect_on_node("root-owned process's pages after the refused calls", t, tr, N, A);
-	CHECK(holder_verify(p2c, c2p) == 0, "root-owned process found its data corrupted");
+	CHECK(helper_ask(&holder, HELPER_VERIFY) == '0', "root-owned process found its data corrupted, expected it "
+	      "intact");
 out:
-	holder_quit(t, p2c, "root-owned holder");
+	helper_quit(&holder, "root-owned holder");
 	return PASS;
 }
 
@@ -403,7 +323,7 @@ int case_bad_args(void)
 		int s = STATUS_UNSET;
 		EXPECT_ERR(sys_move_pages(0, 1, &p, &targets[k], &s, MPOL_MF_MOVE), ENODEV, "move_pages(node %d)",
 		           targets[k]);
-		CHECK(s == STATUS_UNSET, "move_pages(node %d) wrote status %s", targets[k], statusname(s));
+		CHECK(s == STATUS_UNSET, "move_pages(node %d) wrote status %s, expected it unwritten", targets[k], statusname(s));
 	}
 	/* Unknown flags. */
 	EXPECT_ERR(move_region(0, r, N, NULL, B, st, 0x10), EINVAL, "move_pages(flags 0x10)");

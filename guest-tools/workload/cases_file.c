@@ -49,7 +49,6 @@ static int file_case(const char *dir, int tmpfs)
 {
 	enum { N = 64, H = N / 2 };
 	const int A = g_node_a, B = g_node_b;
-	int st[N], exp[N];
 	if (!fs_is(dir, tmpfs ? TMPFS_MAGIC_ : EXT4_MAGIC_))
 		return skip("%s is not a mounted %s", dir, tmpfs ? "tmpfs" : "ext4");
 	if (tmpfs && !swap_active())
@@ -58,15 +57,15 @@ static int file_case(const char *dir, int tmpfs)
 	snprintf(path, sizeof(path), "%s/migrate_suite.%d.dat", dir, (int)getpid());
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	if (fd < 0) {
-		failf("open %s: %s", path, errname(errno));
+		failf("open %s: %s, expected success", path, errname(errno));
 		return FAIL;
 	}
 	char *buf = malloc(N * PAGE);
 	fill_pattern(buf, 0, N, 51);
 	/* Page cache pages are allocated by the writer under its policy: node A. */
 	bind_task_to(A);
-	CHECK(pwrite(fd, buf, N * PAGE, 0) == (ssize_t)(N * PAGE), "pwrite: %s", errname(errno));
-	CHECK(fsync(fd) == 0, "fsync: %s", errname(errno));
+	CHECK(pwrite(fd, buf, N * PAGE, 0) == (ssize_t)(N * PAGE), "pwrite: %s, expected the whole buffer written", errname(errno));
+	CHECK(fsync(fd) == 0, "fsync: %s, expected 0", errname(errno));
 	bind_task_to(-1);
 	char *m = map_region(N, MAP_SHARED, fd, 0);
 	if (!m)
@@ -79,13 +78,7 @@ static int file_case(const char *dir, int tmpfs)
 		goto out;
 
 	long long s0 = vmstat_get("pgmigrate_success");
-	long ret = move_region(0, m, N, NULL, B, st, MPOL_MF_MOVE);
-	CHECK(ret == 0, "move_pages(%d file pages -> node %d) returned %ld (%s), expected 0", N, B, ret, errname(errno));
-	for (int i = 0; i < N; i++)
-		exp[i] = B;
-	check_status_array("file pages", st, exp, N);
-	expect_on_node("file pages after the move", 0, m, N, B);
-	expect_numa_maps("file pages after the move", 0, m, B, N);
+	move_all_expect("file pages moved to node B", m, N, B);
 	struct numa_line nl;
 	if (numa_maps_get(0, (unsigned long)m, &nl) == 0)
 		diag("numa_maps after the move: dirty=%ld mapped=%ld N%d=%ld", nl.dirty, nl.mapped, B, nl.n[B]);
@@ -100,7 +93,7 @@ static int file_case(const char *dir, int tmpfs)
 		long long w0 = vmstat_get("pswpout");
 		long swap_kb = 0;
 		for (int t = 0; t < 5 && swap_kb < (long)(N * PAGE / 1024); t++) {
-			CHECK(madvise(m, N * PAGE, MADV_PAGEOUT) == 0, "madvise(MADV_PAGEOUT): %s", errname(errno));
+			CHECK(madvise(m, N * PAGE, MADV_PAGEOUT) == 0, "madvise(MADV_PAGEOUT): %s, expected 0", errname(errno));
 			swap_kb = smaps_get_kb(0, (unsigned long)m, "Swap");
 		}
 		long long dw = vmstat_get("pswpout") - w0;
@@ -111,8 +104,8 @@ static int file_case(const char *dir, int tmpfs)
 	}
 	unmap_region(m, N);
 	m = NULL;
-	CHECK(fsync(fd) == 0, "fsync after the move: %s", errname(errno));
-	CHECK(drop_caches() == 0, "echo 3 > /proc/sys/vm/drop_caches failed: %s", errname(errno));
+	CHECK(fsync(fd) == 0, "fsync after the move: %s, expected 0", errname(errno));
+	CHECK(drop_caches() == 0, "echo 3 > /proc/sys/vm/drop_caches failed: %s, expected success", errname(errno));
 	if (!tmpfs) {
 		long res = resident_pages(fd, N);
 		for (int t = 0; t < 3 && res != 0; t++) {
@@ -121,10 +114,10 @@ static int file_case(const char *dir, int tmpfs)
 			res = resident_pages(fd, N);
 		}
 		CHECK(res == 0, "%ld pages still in the page cache after drop_caches (mincore): the re-read would not "
-		      "come from disk", res);
+		      "come from disk, expected 0", res);
 	}
 	memset(buf, 0, N * PAGE);
-	CHECK(pread(fd, buf, N * PAGE, 0) == (ssize_t)(N * PAGE), "pread: %s", errname(errno));
+	CHECK(pread(fd, buf, N * PAGE, 0) == (ssize_t)(N * PAGE), "pread: %s, expected the whole file read", errname(errno));
 	check_pattern("clean half re-read after fsync + drop_caches", buf, 0, H, 51);
 	check_pattern("dirty half re-read after fsync + drop_caches (data written before the migration)", buf, H, H,
 	              52);
@@ -150,7 +143,7 @@ static int page_out(char *r, size_t n)
 	int ok = 0;
 	for (int t = 0; t < 6 && !ok; t++) {
 		if (madvise(r, n * PAGE, MADV_PAGEOUT)) {
-			failf("madvise(MADV_PAGEOUT): %s", errname(errno));
+			failf("madvise(MADV_PAGEOUT): %s, expected 0", errname(errno));
 			break;
 		}
 		query_pages(0, r, n, st);
@@ -181,7 +174,7 @@ static long check_alternating(const char *what, char *r, size_t n, uint64_t even
 		}
 	}
 	if (bad > 3)
-		failf("%s: %ld of %zu pages corrupted in all", what, bad, n);
+		failf("%s: %ld of %zu pages corrupted in all, expected 0", what, bad, n);
 	return bad;
 }
 
@@ -205,7 +198,7 @@ int case_swap_pages(void)
 	long long dw = vmstat_get("pswpout") - w0;
 	long vs1 = status_get_kb(0, "VmSwap"), sw = smaps_get_kb(0, (unsigned long)r, "Swap");
 	diag("paged out: pswpout +%lld, VmSwap %ld -> %ld kB, smaps Swap %ld kB", dw, vs0, vs1, sw);
-	CHECK(out, "pages still present after MADV_PAGEOUT (query does not say -ENOENT for all)");
+	CHECK(out, "pages still present after MADV_PAGEOUT, expected the query to say -ENOENT for all");
 	CHECK(dw >= N, "pswpout grew by %lld, expected >= %d", dw, N);
 	CHECK(sw == (long)(N * PAGE / 1024), "smaps Swap of the region is %ld kB, expected %lu", sw, N * PAGE / 1024);
 	/* VmSwap is exact on 6.1; from 6.2 the rss counters are per-CPU and read
@@ -240,18 +233,11 @@ int case_swap_pages(void)
 	int target = nl.n[B] == N ? A : B;
 	long need = N - nl.n[target]; /* pages that really have to migrate */
 	long long s0 = vmstat_get("pgmigrate_success");
-	ret = move_region(0, r, N, NULL, target, st, MPOL_MF_MOVE);
-	CHECK(ret == 0, "move_pages of swapped-in pages -> node %d returned %ld (%s), expected 0", target, ret,
-	      errname(errno));
-	for (int i = 0; i < N; i++)
-		exp[i] = target;
-	check_status_array("move of swapped-in pages", st, exp, N);
-	expect_on_node("swapped-in pages after the move", 0, r, N, target);
-	expect_numa_maps("swapped-in pages after the move", 0, r, target, N);
+	move_all_expect("swapped-in (swap-cache) pages moved", r, N, target);
 	numa_maps_get(0, (unsigned long)r, &nl);
 	diag("after the move: numa_maps swapcache=%ld dirty=%ld", nl.swapcache, nl.dirty);
 	CHECK(nl.swapcache == swapcache_before, "numa_maps swapcache=%ld after the move, %d before: migration "
-	      "dropped pages from the swap cache", nl.swapcache, swapcache_before);
+	      "dropped pages from the swap cache (expected the same count)", nl.swapcache, swapcache_before);
 	long long ds = vmstat_get("pgmigrate_success") - s0;
 	CHECK(ds >= need, "pgmigrate_success grew by %lld, expected >= %ld", ds, need);
 	check_alternating("after moving swap-cache pages", r, N, 71, 72);
@@ -262,7 +248,7 @@ int case_swap_pages(void)
 	long long in0 = vmstat_get("pswpin");
 	out = page_out(r, N);
 	dw = vmstat_get("pswpout") - w0;
-	CHECK(out, "pages still present after the second MADV_PAGEOUT");
+	CHECK(out, "pages still present after the second MADV_PAGEOUT, expected the query to say -ENOENT for all");
 	CHECK(dw >= N / 2, "second page-out wrote %lld pages (pswpout), expected >= %d (the dirtied ones): dirty "
 	      "state lost in migration?", dw, N / 2);
 	sw = smaps_get_kb(0, (unsigned long)r, "Swap");
@@ -279,18 +265,6 @@ int case_swap_pages(void)
 
 /* ---------------------------------------------------------------- THP */
 
-static int thp_enabled(void)
-{
-	char buf[128] = "";
-	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-	if (!f)
-		return 0;
-	if (!fgets(buf, sizeof(buf), f))
-		buf[0] = 0;
-	fclose(f);
-	return buf[0] && !strstr(buf, "[never]");
-}
-
 static void write_sys(const char *path, const char *val)
 {
 	FILE *f = fopen(path, "w");
@@ -304,7 +278,7 @@ int case_thp_move(void)
 {
 	const size_t NP = HPAGE / PAGE;
 	const int A = g_node_a, B = g_node_b;
-	if (!thp_enabled())
+	if (!thp_available())
 		return skip("transparent hugepages not available (no CONFIG_TRANSPARENT_HUGEPAGE or 'never')");
 	/* A VMA of exactly one 2 MiB-aligned huge page. */
 	char *res = mmap(NULL, 3 * HPAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -312,10 +286,10 @@ int case_thp_move(void)
 		return FAIL;
 	char *r = (char *)(((unsigned long)res + HPAGE) & ~(HPAGE - 1));
 	if (mmap(r, HPAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != r) {
-		failf("mmap 2 MiB: %s", errname(errno));
+		failf("mmap 2 MiB: %s, expected success", errname(errno));
 		return FAIL;
 	}
-	CHECK(madvise(r, HPAGE, MADV_HUGEPAGE) == 0, "madvise(MADV_HUGEPAGE): %s", errname(errno));
+	CHECK(madvise(r, HPAGE, MADV_HUGEPAGE) == 0, "madvise(MADV_HUGEPAGE): %s, expected 0", errname(errno));
 	long huge = 0;
 	for (int t = 0; t < 2 && huge != 2048; t++) {
 		if (t) { /* give the allocator a second chance: compact node memory */
@@ -329,7 +303,7 @@ int case_thp_move(void)
 		huge = smaps_get_kb(0, (unsigned long)r, "AnonHugePages");
 	}
 	if (huge != 2048) {
-		failf("could not get a huge page on node %d: AnonHugePages %ld kB after a MADV_HUGEPAGE fault", A, huge);
+		failf("could not get a huge page on node %d: AnonHugePages %ld kB after a MADV_HUGEPAGE fault, expected 2048", A, huge);
 		return FAIL;
 	}
 	if (expect_on_node("precondition: the huge page on node A", 0, r, NP, A))

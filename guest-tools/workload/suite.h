@@ -15,21 +15,13 @@
 /* <linux/mempolicy.h> values, spelled out so the build needs no kernel headers. */
 #ifndef MPOL_DEFAULT
 #define MPOL_DEFAULT 0
-#define MPOL_PREFERRED 1
 #define MPOL_BIND 2
-#define MPOL_INTERLEAVE 3
-#endif
-#ifndef MPOL_F_NODE
-#define MPOL_F_NODE (1 << 0)
-#define MPOL_F_ADDR (1 << 1)
-#define MPOL_F_MEMS_ALLOWED (1 << 2)
 #endif
 #ifndef MPOL_MF_STRICT
 #define MPOL_MF_STRICT (1 << 0)
 #define MPOL_MF_MOVE (1 << 1)
 #define MPOL_MF_MOVE_ALL (1 << 2)
 #endif
-#define MPOL_MF_LAZY_ (1 << 3) /* not accepted from user space */
 
 #ifndef MADV_PAGEOUT
 #define MADV_PAGEOUT 21
@@ -46,7 +38,7 @@
 #define NOBODY 65534
 #define STATUS_UNSET (-7777) /* sentinel: "the kernel did not write this status" */
 
-enum { PASS = 0, FAIL = 1, SKIP = 2 };
+enum { PASS = 0, FAIL = 1, SKIP = 2 }; /* a case's verdict: its process's exit status */
 
 /* ---- global facts about the machine (util.c) ---- */
 extern int g_node_a, g_node_b; /* two nodes with memory */
@@ -105,23 +97,37 @@ long expect_statuses(const char *what, pid_t pid, void *base, size_t npages, con
 long move_region(pid_t pid, void *base, size_t npages, const int *targets, int node, int *status, int flags);
 /* Check a move_pages status array against expected values; returns number wrong. */
 long check_status_array(const char *what, const int *status, const int *expected, size_t n);
+/* move_pages(self, all n pages -> node), then expect: return 0, every status `node`,
+ * the query and numa_maps agree (the VMA at base holds exactly these n pages). */
+void move_all_expect(const char *what, void *base, size_t npages, int node);
 
 struct numa_line {
 	int found;
 	char policy[64];
 	long n[MASK_BITS]; /* pages per node */
-	long anon, dirty, mapped, swapcache, file;
+	long dirty, mapped, swapcache;
 	long total;        /* sum of n[] */
 };
 int numa_maps_get(pid_t pid, unsigned long addr, struct numa_line *out);
-/* Expect the VMA at addr to have exactly `count` pages on node and no page elsewhere. */
-int expect_numa_maps(const char *what, pid_t pid, void *addr, int node, long count);
-/* Sum of N<node>= over every VMA of pid; prints offending VMAs if other_than >= 0. */
+/* Expect the VMA at addr to have exactly ca pages on node na, cb on nb (nb < 0: none)
+ * and no page elsewhere; returns 1 if not. */
+int expect_numa_split(const char *what, pid_t pid, void *addr, int na, long ca, int nb, long cb);
+static inline int expect_numa_maps(const char *what, pid_t pid, void *addr, int node, long count)
+{
+	return expect_numa_split(what, pid, addr, node, count, -1, 0);
+}
+/* Sum of N<node>= over every VMA of pid; prints up to print_limit of those VMAs. */
 long numa_maps_pages_on(pid_t pid, int node, int print_limit);
 long smaps_get_kb(pid_t pid, unsigned long addr, const char *field);
 long status_get_kb(pid_t pid, const char *field); /* /proc/pid/status */
 long long vmstat_get(const char *name);
 void vmstat_refresh(void); /* fold per-cpu node counters (stat_refresh) */
+struct isolated {
+	long long anon, file; /* nr_isolated_anon, nr_isolated_file */
+};
+struct isolated isolated_now(void); /* after vmstat_refresh() */
+/* Expect the isolated counters back at `base` (a few tries); returns 1 if not. */
+int expect_isolated_back(const char *what, struct isolated base);
 int drop_caches(void);
 
 /* ---- processes ---- */
@@ -130,8 +136,96 @@ int become_nobody(void);
 int read_full(int fd, void *buf, size_t n);
 int write_full(int fd, const void *buf, size_t n);
 int pin_page_in_pipe(void *page, int pipefd[2]); /* vmsplice one page; 0 ok */
-int unpin_pipe(int pipefd[2], void *out_page);   /* drain it (4096 bytes) and close */
+/* Drain the pipe and close it; what it returned must be the page's current content
+ * (the pipe still pinned the page that is mapped). */
+void unpin_pipe_expect(int pipefd[2], const void *page, const char *what);
 double now_s(void);
+
+/* A helper process holding npages at base (mapped by the caller before the start, so the
+ * address is the same in both), driven over two pipes by one-byte commands. At start it
+ * fills the pages with `seed` on `node` (MPOL_BIND), or, with node < 0, reads them
+ * (pages already there, e.g. MAP_SHARED: it maps them too). It answers each command with
+ * '0' (done, data intact) or '1'; it exits 0, or 1 if one of its checks failed. */
+struct helper {
+	pid_t pid;
+	int cmd[2], reply[2];
+	char *base;
+	size_t npages;
+	int node;
+	uint64_t seed;
+};
+enum { HELPER_VERIFY = 'V', HELPER_REWRITE = 'W' /* with seed + 1 */, HELPER_QUIT = 'Q' };
+int helper_start(struct helper *h, char *base, size_t npages, int node, uint64_t seed); /* 0 ok */
+int helper_ask(struct helper *h, char cmd); /* the reply byte, -1 if the helper is gone */
+void helper_quit(struct helper *h, const char *what); /* and expect exit status 0 */
+
+/* ---- physical memory, settings (physmem.c) ---- */
+int sys_write(const char *path, const char *val); /* 0, or -1 with errno */
+long sys_read_long(const char *path);             /* the number at the start of a file; -1 */
+/* A sysfs/sysctl value changed for a case: setting_set() remembers the old one (the
+ * [bracketed] word of "a [b] c" files), setting_restore() writes it back. */
+struct setting {
+	char path[128], old[64];
+	int saved;
+};
+int setting_set(struct setting *s, const char *path, const char *val); /* 0 ok */
+void setting_restore(struct setting *s);
+uint64_t pfn_of(const void *addr);                             /* /proc/self/pagemap (root); 0: not present */
+int pfns_of(const void *base, size_t npages, uint64_t *out); /* the same for npages; 0 ok */
+#define KPF_HWPOISON_BIT 19                                   /* include/uapi/linux/kernel-page-flags.h */
+int kpageflag(uint64_t pfn, int bit);                         /* /proc/kpageflags: 1, 0, or -1 */
+long long meminfo_kb(const char *field);                      /* /proc/meminfo, e.g. "HardwareCorrupted" */
+/* Free blocks of order >= min_order on node (/proc/buddyinfo), in units of 2^min_order pages. */
+long buddy_free_blocks(int node, int min_order);
+struct zone_info {
+	int node;
+	char name[16];
+	long start_pfn, spanned, free, free_cma, high; /* pages; high: the high watermark */
+};
+int zones_get(struct zone_info *out, int max); /* /proc/zoneinfo; how many */
+int zone_of_pfn(uint64_t pfn, struct zone_info *out); /* 0 ok */
+long hugetlb_node_pages(int node);              /* 2 MiB pages in node's pool, -1 */
+long hugetlb_node_set(int node, long count);    /* ask for count; returns how many it has, -1 */
+int run_on_cpu_of(int node);                    /* pin this task to node's first CPU */
+char *map_thp_region(void); /* a 2 MiB-aligned 2 MiB VMA with MADV_HUGEPAGE (guard VMAs around) */
+int thp_available(void);    /* THP "enabled" is not [never] */
+
+/* ---- migrate:mm_migrate_pages trace events (trace.c) ---- */
+#define REASON_SYSCALL "syscall_or_cpuset" /* MR_SYSCALL: move_pages(2), migrate_pages(2), cpusets */
+#define REASON_MBIND "mempolicy_mbind"     /* MR_MEMPOLICY_MBIND: mbind(2) */
+#define REASON_COMPACTION "compaction"         /* MR_COMPACTION */
+#define REASON_MEMORY_FAILURE "memory_failure" /* MR_MEMORY_FAILURE: soft offline */
+#define REASON_NUMA_MISPLACED "numa_misplaced" /* MR_NUMA_MISPLACED: NUMA balancing */
+#define REASON_CONTIG_RANGE "contig_range"     /* MR_CONTIG_RANGE: alloc_contig_range(), CMA */
+void trace_setup(void);    /* at suite start; says once if tracing is unavailable */
+void trace_teardown(void); /* at the end: the event off again */
+int trace_available(void);
+void trace_clear(void);  /* before each case */
+void trace_report(void); /* after each case: "# migrate_reason: REASON events=N succeeded=S failed=F" */
+/* Events with this reason since the case started, with their nr_succeeded and nr_failed
+ * summed; -1 when tracing is unavailable. */
+int trace_count(const char *reason, long *succeeded, long *failed);
+/* Expect the events of `reason` since the last mark to have succeeded in [smin, smax] and
+ * failed == f (TRACE_ANY_FAILED: any); no check when tracing is unavailable. `mark` holds
+ * the totals so far. */
+#define TRACE_ANY_FAILED (-1L)
+struct trace_mark {
+	long succeeded, failed;
+};
+struct trace_mark trace_mark(const char *reason);
+void expect_trace(const char *what, const char *reason, struct trace_mark since, long smin, long smax, long f);
+
+/* ---- tasks of a case that overran its deadline (stuck.c) ---- */
+struct task_info {
+	pid_t pid, tid;
+	char state; /* /proc/PID/task/TID/stat: R, S, D, ... */
+	char comm[24];
+	char stack[2048]; /* kernel stack (/proc/PID/task/TID/stack), or what wchan says */
+	char top[128];    /* the first frame that is not a wait, e.g. kernel_move_pages+0x8d/0x1a0 */
+};
+/* The live tasks (threads; zombies left out) of process group pgrp, up to max. */
+int group_tasks(pid_t pgrp, struct task_info *out, int max);
+void kernel_stack(struct task_info *t); /* fills stack and top */
 
 /* ---- cases ---- */
 int case_anon_move_pages(void);
@@ -148,5 +242,9 @@ int case_permissions_unprivileged(void);
 int case_bad_args(void);
 int case_migration_counters(void);
 int case_query_mode(void);
+int case_compaction(void);
+int case_soft_offline(void);
+int case_numa_balancing(void);
+int case_contig_range(void);
 
 #endif

@@ -20,30 +20,34 @@ char *g_skip_reason;
 
 /* ------------------------------------------------------------------ output */
 
-void diag(const char *fmt, ...)
+/* One "# PREFIX..." line on stdout. */
+static void vprint(const char *prefix, const char *fmt, va_list ap)
 {
 	char buf[1024];
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	printf("# %s%s\n", prefix, buf);
+	fflush(stdout);
+}
+
+void diag(const char *fmt, ...)
+{
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
+	vprint("", fmt, ap);
 	va_end(ap);
-	printf("# %s\n", buf);
-	fflush(stdout);
 }
 
 void failf(const char *fmt, ...)
 {
-	char buf[1024];
+	g_failures++;
+	if (g_failures == 41)
+		printf("# FAIL: (further failures not printed)\n");
+	if (g_failures > 40)
+		return;
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
+	vprint("FAIL: ", fmt, ap);
 	va_end(ap);
-	g_failures++;
-	if (g_failures <= 40)
-		printf("# FAIL: %s\n", buf);
-	else if (g_failures == 41)
-		printf("# FAIL: (further failures not printed)\n");
-	fflush(stdout);
 }
 
 int skip(const char *fmt, ...)
@@ -211,7 +215,7 @@ int bind_task_to(int node)
 	nodemask_of(mask, node);
 	long r = sys_set_mempolicy(MPOL_BIND, mask, MAXNODE);
 	if (r)
-		failf("set_mempolicy(MPOL_BIND, {%d}) = %ld (%s)", node, r, errname(errno));
+		failf("set_mempolicy(MPOL_BIND, {%d}) = %ld (%s), expected 0", node, r, errname(errno));
 	return (int)r;
 }
 
@@ -242,12 +246,12 @@ void *map_region(size_t npages, int flags, int fd, off_t off)
 	size_t len = npages * PAGE;
 	char *res = mmap(NULL, len + 2 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (res == MAP_FAILED) {
-		failf("mmap reservation of %zu pages: %s", npages, errname(errno));
+		failf("mmap reservation of %zu pages: %s, expected success", npages, errname(errno));
 		return NULL;
 	}
 	char *p = mmap(res + PAGE, len, PROT_READ | PROT_WRITE, flags | MAP_FIXED, fd, off);
 	if (p == MAP_FAILED) {
-		failf("mmap of %zu pages (flags 0x%x): %s", npages, flags, errname(errno));
+		failf("mmap of %zu pages (flags 0x%x): %s, expected success", npages, flags, errname(errno));
 		munmap(res, len + 2 * PAGE);
 		return NULL;
 	}
@@ -304,7 +308,7 @@ long check_pattern(const char *what, const void *base, size_t first_page, size_t
 		}
 	}
 	if (bad > 3)
-		failf("%s: %ld of %zu pages corrupted in all", what, bad, npages);
+		failf("%s: %ld of %zu pages corrupted in all, expected 0", what, bad, npages);
 	return bad;
 }
 
@@ -398,9 +402,7 @@ static void parse_numa_line(const char *line, struct numa_line *o)
 		if (sscanf(p, "N%d=%ld", &node, &v) == 2 && node >= 0 && node < MASK_BITS) {
 			o->n[node] = v;
 			o->total += v;
-		} else if (sscanf(p, "anon=%ld", &v) == 1)
-			o->anon = v;
-		else if (sscanf(p, "dirty=%ld", &v) == 1)
+		} else if (sscanf(p, "dirty=%ld", &v) == 1)
 			o->dirty = v;
 		else if (sscanf(p, "mapped=%ld", &v) == 1)
 			o->mapped = v;
@@ -432,16 +434,16 @@ int numa_maps_get(pid_t pid, unsigned long addr, struct numa_line *out)
 	return out->found ? 0 : -1;
 }
 
-int expect_numa_maps(const char *what, pid_t pid, void *addr, int node, long count)
+int expect_numa_split(const char *what, pid_t pid, void *addr, int na, long ca, int nb, long cb)
 {
 	struct numa_line nl;
 	if (numa_maps_get(pid, (unsigned long)addr, &nl) < 0) {
-		failf("%s: no /proc/%s/numa_maps line for %p", what, pid ? "PID" : "self", addr);
+		failf("%s: no /proc/%s/numa_maps line for %p, expected one", what, pid ? "PID" : "self", addr);
 		return 1;
 	}
 	int bad = 0;
 	for (int n = 0; n < MASK_BITS; n++) {
-		long want = (n == node) ? count : 0;
+		long want = n == na ? ca : n == nb ? cb : 0;
 		if (nl.n[n] != want) {
 			failf("%s: numa_maps of %p says N%d=%ld, expected %ld", what, addr, n, nl.n[n], want);
 			bad = 1;
@@ -555,6 +557,27 @@ void vmstat_refresh(void)
 	}
 }
 
+struct isolated isolated_now(void)
+{
+	vmstat_refresh();
+	return (struct isolated){ vmstat_get("nr_isolated_anon"), vmstat_get("nr_isolated_file") };
+}
+
+int expect_isolated_back(const char *what, struct isolated base)
+{
+	struct isolated now = isolated_now();
+	/* Other tasks' migrations (compaction) may hold pages isolated for a moment. */
+	for (int t = 0; t < 3 && (now.anon != base.anon || now.file != base.file); t++) {
+		usleep(100000);
+		now = isolated_now();
+	}
+	if (now.anon == base.anon && now.file == base.file)
+		return 0;
+	failf("%s: nr_isolated_anon/nr_isolated_file = %lld/%lld, expected the baseline %lld/%lld (isolated pages "
+	      "not put back)", what, now.anon, now.file, base.anon, base.file);
+	return 1;
+}
+
 int drop_caches(void)
 {
 	sync();
@@ -584,11 +607,11 @@ int wait_child(pid_t pid, int timeout_s, const char *what)
 		if (r == pid)
 			break;
 		if (r < 0) {
-			failf("%s: waitpid(%d): %s", what, (int)pid, errname(errno));
+			failf("%s: waitpid(%d): %s, expected its exit status", what, (int)pid, errname(errno));
 			return -1;
 		}
 		if (now_s() > end) {
-			failf("%s: child %d did not finish within %d s (killed)", what, (int)pid, timeout_s);
+			failf("%s: child %d did not finish within %d s, expected it to (killed)", what, (int)pid, timeout_s);
 			kill(pid, SIGKILL);
 			waitpid(pid, &st, 0);
 			return -1;
@@ -597,14 +620,14 @@ int wait_child(pid_t pid, int timeout_s, const char *what)
 	}
 	if (WIFEXITED(st))
 		return WEXITSTATUS(st);
-	failf("%s: child %d killed by signal %d", what, (int)pid, WTERMSIG(st));
+	failf("%s: child %d killed by signal %d, expected it to exit", what, (int)pid, WTERMSIG(st));
 	return -1;
 }
 
 int become_nobody(void)
 {
 	if (setgroups(0, NULL) || setgid(NOBODY) || setuid(NOBODY)) {
-		failf("dropping to uid/gid %d: %s", NOBODY, errname(errno));
+		failf("dropping to uid/gid %d: %s, expected success", NOBODY, errname(errno));
 		return -1;
 	}
 	/* setuid() made us non-dumpable: let same-user peers ptrace-access us again. */
@@ -643,7 +666,7 @@ int write_full(int fd, const void *buf, size_t n)
 int pin_page_in_pipe(void *page, int pipefd[2])
 {
 	if (pipe(pipefd)) {
-		failf("pipe: %s", errname(errno));
+		failf("pipe: %s, expected success", errname(errno));
 		return -1;
 	}
 	/* vmsplice() without SPLICE_F_GIFT: the pipe buffer takes a reference on the
@@ -652,7 +675,7 @@ int pin_page_in_pipe(void *page, int pipefd[2])
 	struct iovec iov = { page, PAGE };
 	ssize_t r = vmsplice(pipefd[1], &iov, 1, 0);
 	if (r != (ssize_t)PAGE) {
-		failf("vmsplice of one page returned %zd (%s)", r, errname(errno));
+		failf("vmsplice of one page returned %zd (%s), expected %lu", r, errname(errno), PAGE);
 		close(pipefd[0]);
 		close(pipefd[1]);
 		return -1;
@@ -660,12 +683,87 @@ int pin_page_in_pipe(void *page, int pipefd[2])
 	return 0;
 }
 
-int unpin_pipe(int pipefd[2], void *out_page)
+void unpin_pipe_expect(int pipefd[2], const void *page, const char *what)
 {
-	int r = read_full(pipefd[0], out_page, PAGE);
+	static char piped[PAGE];
+	int r = read_full(pipefd[0], piped, PAGE);
 	close(pipefd[0]);
 	close(pipefd[1]);
-	return r;
+	if (r) {
+		failf("%s: could not drain the pipe (expected the %lu bytes of the pinned page)", what, PAGE);
+		return;
+	}
+	if (memcmp(piped, page, PAGE)) {
+		size_t off = 0;
+		while (piped[off] == ((const char *)page)[off])
+			off++;
+		failf("%s: the pipe returned data that differs from the mapped page at byte %zu, expected the same "
+		      "bytes: the page the pipe pins is no longer the mapped one", what, off);
+	}
+}
+
+int helper_start(struct helper *h, char *base, size_t npages, int node, uint64_t seed)
+{
+	*h = (struct helper){ .pid = -1, .base = base, .npages = npages, .node = node, .seed = seed };
+	if (pipe(h->cmd) || pipe(h->reply)) {
+		failf("pipe: %s, expected success", errname(errno));
+		return -1;
+	}
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		g_failures = 0; /* its own verdict, not its parent's so far */
+		if (node >= 0) {
+			bind_task_to(node);
+			fill_pattern(base, 0, npages, seed);
+			bind_task_to(-1);
+		} else
+			touch_read(base, npages);
+		char c = '0';
+		for (;;) {
+			if (write_full(h->reply[1], &c, 1) || read_full(h->cmd[0], &c, 1))
+				_exit(3);
+			if (c == HELPER_QUIT) {
+				fflush(stdout);
+				_exit(g_failures ? 1 : 0);
+			}
+			if (c == HELPER_REWRITE)
+				fill_pattern(base, 0, npages, ++h->seed);
+			c = check_pattern("helper process: its pages", base, 0, npages, h->seed) ? '1' : '0';
+		}
+	}
+	char c = 0;
+	if (pid < 0 || read_full(h->reply[0], &c, 1) || c != '0') {
+		failf("helper process did not start (fork: %s, ready byte '%c'), expected '0'",
+		      pid < 0 ? errname(errno) : "ok", c ? c : '-');
+		if (pid > 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+		}
+		return -1;
+	}
+	h->pid = pid;
+	return 0;
+}
+
+int helper_ask(struct helper *h, char cmd)
+{
+	char c = cmd;
+	if (write_full(h->cmd[1], &c, 1) || read_full(h->reply[0], &c, 1))
+		return -1;
+	return c;
+}
+
+void helper_quit(struct helper *h, const char *what)
+{
+	char c = HELPER_QUIT;
+	write_full(h->cmd[1], &c, 1);
+	int code = wait_child(h->pid, 10, what);
+	CHECK(code == 0, "%s exited with %d, expected 0 (1: one of its checks failed)", what, code);
+	for (int i = 0; i < 2; i++) {
+		close(h->cmd[i]);
+		close(h->reply[i]);
+	}
 }
 
 long move_region(pid_t pid, void *base, size_t npages, const int *targets, int node, int *status, int flags)
@@ -697,8 +795,23 @@ long check_status_array(const char *what, const int *status, const int *expected
 		wrong++;
 	}
 	if (wrong > 4)
-		failf("%s: %ld of %zu statuses wrong", what, wrong, n);
+		failf("%s: %ld of %zu statuses differ from the expected ones", what, wrong, n);
 	return wrong;
+}
+
+void move_all_expect(const char *what, void *base, size_t npages, int node)
+{
+	int *st = calloc(npages, sizeof(int)), *exp = calloc(npages, sizeof(int));
+	long ret = move_region(0, base, npages, NULL, node, st, MPOL_MF_MOVE);
+	CHECK(ret == 0, "%s: move_pages(%zu pages -> node %d) returned %ld (%s), expected 0", what, npages, node, ret,
+	      errname(ret < 0 ? errno : 0));
+	for (size_t i = 0; i < npages; i++)
+		exp[i] = node;
+	check_status_array(what, st, exp, npages);
+	expect_on_node(what, 0, base, npages, node);
+	expect_numa_maps(what, 0, base, node, (long)npages);
+	free(st);
+	free(exp);
 }
 
 char *anon_pages_on(int node, size_t npages, uint64_t seed)

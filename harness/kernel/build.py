@@ -68,6 +68,7 @@ def build(source: KernelSource, extra_fragments: tuple[Path, ...], out_dir: Path
             raise ConfigError(f"config fragment {fragment} does not exist")
     build_dir = build_dir or build_dir_for(source, fragments)
     build_dir.mkdir(parents=True, exist_ok=True)
+    os.utime(build_dir)  # its last use, for `harness cache`
     env = {**BUILD_ENV, "CCACHE_DIR": str(cache.subdir("ccache")), "CCACHE_BASEDIR": str(source.tree)}
     if not use_ccache:
         env["CCACHE_DISABLE"] = "1"

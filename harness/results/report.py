@@ -24,6 +24,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.results import migrate_reasons
 from harness.results.model import Counts, CrashReport, RunResult, Status, TestResult
 
 SCHEMA = 1
@@ -87,6 +88,7 @@ def _test_json(test: TestResult) -> dict:
             "diagnostics": list(test.diagnostics), "failure": failure(test), "directive": test.directive,
             "duration_s": test.duration_s, "line": test.line,
             "crash": _crash_json(test.crash) if test.crash else None,
+            "migrate_reasons": migrate_reasons.parse(test.diagnostics),
             "subtests": [_test_json(sub) for sub in test.subtests]}
 
 
@@ -228,7 +230,7 @@ def summary(result: RunResult) -> str:
     for crash in crashes:
         where = f" (console.log lines {crash.first_line}-{crash.last_line})"
         lines.append(_fit(crash.title, WIDTH - len(where)) + where)
-    lines += ["", *_groups_line(result), result.counts.line()]
+    lines += ["", *_groups_line(result), *migrate_reasons.coverage_lines(result, WIDTH), result.counts.line()]
     return "\n".join(lines) + "\n"
 
 
@@ -257,12 +259,15 @@ def _groups_line(result: RunResult) -> list[str]:
 
 
 def write_all(result: RunResult, out_dir: Path) -> None:
-    """Write results.json, junit.xml and summary.txt into out_dir (created if needed)."""
+    """Write results.json, junit.xml, summary.txt and kcidb.json into out_dir (created if needed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     # ensure_ascii keeps lone surrogates from a badly decoded console writable and round-trippable.
     (out_dir / "results.json").write_text(json.dumps(to_json(result), indent=2) + "\n", encoding="utf-8")
     (out_dir / "junit.xml").write_text(junit_xml(result), encoding="utf-8")
     (out_dir / "summary.txt").write_text(summary(result), encoding="utf-8")
+    from harness.results import kcidb  # it reads this module's failure rule
+
+    kcidb.write(result, out_dir)
 
 
 def load(out_dir: Path) -> RunResult:
@@ -288,7 +293,9 @@ def merge(results: dict[str, RunResult]) -> RunResult:
     groups = tuple(dataclasses.replace(g, name=f"{label}/{g.name}")
                    for label, r in results.items() for g in r.groups)
     crashes = tuple(c for r in results.values() for c in r.crashes)
-    return RunResult({"merged": {label: r.metadata for label, r in results.items()}}, groups, crashes)
+    crash_labels = [label for label, r in results.items() for _ in r.crashes]  # whose each crash is
+    return RunResult({"merged": {label: r.metadata for label, r in results.items()}, "crash_labels": crash_labels},
+                     groups, crashes)
 
 
 def load_many(dirs: list[Path]) -> dict[str, RunResult]:

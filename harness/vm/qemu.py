@@ -30,7 +30,7 @@ log = logging.getLogger("harness")
 QEMU = "qemu-system-x86_64"
 PROFILE = Path(__file__).with_name("profiles") / "x86_64.j2"
 KVM_PROBE_S = 10  # a working KVM guest reaches init in about a second
-CMDLINE = "console=ttyS0 panic=-1 mitigations=off numa_balancing=disable"
+CMDLINE = "console=ttyS0 panic=-1 mitigations=off numa_balancing=disable cma=32M"
 INIT_STARTED = rf"{MARKER}: init started"
 READY = rf"{MARKER}: ready"
 FIRST_RESULT = r"^(?:not )?ok 1 "  # the boot checks' first KTAP result

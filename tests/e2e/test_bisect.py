@@ -19,6 +19,7 @@ import pytest
 
 from conftest import harness
 from harness import cache
+from harness.cache_admin import disk_usage
 from harness.kernel.source import debian_tree
 
 pytestmark = pytest.mark.e2e
@@ -56,15 +57,17 @@ def git(repo: Path, *args: str) -> str:
                           env=env).stdout.strip()
 
 
-def _forget_caches_of(repo: Path) -> None:
-    """The bisect worktree, its private tree and build live in the cache: a
-    repository made for one test run must not leave gigabytes behind."""
+def _caches_of(repo: Path) -> list[Path]:
+    """What a bisect of `repo` puts in the cache: its worktree, the worktree's
+    private tree (and that tree's state files) and build directories."""
     worktree = cache.subdir("bisect") / f"{repo.name}-{cache.digest(str(repo))}"
     tree = cache.subdir("trees") / f"{worktree.name}-{cache.digest(str(worktree))}"
-    for path in [worktree, tree, *cache.subdir("build").glob(f"{tree.name}-*")]:
-        shutil.rmtree(path, ignore_errors=True)
-    for path in tree.parent.glob(f"{tree.name}.*"):
-        path.unlink()
+    return [worktree, tree, *tree.parent.glob(f"{tree.name}.*"), *cache.subdir("build").glob(f"{tree.name}-*")]
+
+
+def _bulk() -> int:
+    """Bytes in the cache's trees, builds and bisect worktrees (ccache may grow on purpose)."""
+    return sum(disk_usage(cache.subdir(kind)) for kind in ("bisect", "trees", "worktrees", "build", "modules"))
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +86,12 @@ def kernel_repo(tmp_path_factory) -> Iterator[tuple[Path, list[str]]]:
         path.write_text(text + new if old is None else text.replace(old, new, 1))
         git(repo, "commit", "-qam", subject)
         commits.append(git(repo, "rev-parse", "HEAD"))
+    before = _bulk()
     yield repo, commits
-    _forget_caches_of(repo)
+    # each bisect removed its worktree, private tree and builds itself (no --keep)
+    left = [p for p in _caches_of(repo) if p.exists()]
+    assert not left, left
+    assert _bulk() <= before
     shutil.rmtree(repo, ignore_errors=True)
 
 
@@ -111,6 +118,7 @@ def test_bisect_names_the_bad_commit_and_skips_the_broken_one(kernel_repo, tmp_p
     assert len(decided) <= math.ceil(math.log2(len(HISTORY)))  # no more than a plain binary search
     assert len(list((tmp_path / "out").glob("step-*"))) == len(verdicts)
     assert repo_state(repo) == before
+    assert not [p for p in _caches_of(repo) if p.exists()]  # removed when the bisect ended
 
 
 def test_only_skipped_commits_left_is_said_and_exits_1(kernel_repo, tmp_path):

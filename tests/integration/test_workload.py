@@ -3,17 +3,25 @@ pushed and run over SSH, each case a separate result."""
 from __future__ import annotations
 
 import json
+import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import harness
+from conftest import REPO, harness
+from harness.results import migrate_reasons
+from harness.results.report import load
 
 pytestmark = pytest.mark.integration
 
 CASES = ["anon_move_pages", "migrate_pages_other_process", "mbind_move", "shared_anon_move_all",
          "file_pages_tmpfs", "file_pages_ext4", "swap_pages", "thp_move", "unmovable_page",
-         "concurrent_bounce", "permissions_unprivileged", "bad_args", "migration_counters", "query_mode"]
+         "concurrent_bounce", "permissions_unprivileged", "bad_args", "migration_counters", "query_mode",
+         "compaction", "soft_offline", "numa_balancing", "contig_range"]
+# The issue's "done when": these paths into migrate_pages() exercised, each by a passing test.
+EXERCISED = {"compaction": "workload.compaction", "memory_failure": "workload.soft_offline",
+             "syscall_or_cpuset": "workload.anon_move_pages", "mempolicy_mbind": "workload.mbind_move",
+             "numa_misplaced": "workload.numa_balancing", "contig_range": "workload.contig_range"}
 
 
 def test_default_run_has_every_workload_case_passing(default_kernel, tmp_path):
@@ -27,3 +35,39 @@ def test_default_run_has_every_workload_case_passing(default_kernel, tmp_path):
     groups = [g["name"] for g in json.loads((out / "results.json").read_text())["groups"]]
     assert groups == ["boot", "workload", "module"]
     assert (out / "workload.ktap").read_text().startswith("KTAP version 1")
+    cover = migrate_reasons.coverage(load(out))
+    assert {reason: test for reason, test in EXERCISED.items() if test in cover[reason][0]} == EXERCISED
+    assert "Migrate reasons (passing tests): compaction: compaction;" in result.stdout
+
+
+FAIL_THEN_SKIP = r'''
+#include "suite.h"
+int case_bad_args(void)
+{
+	failf("injected: a check failed, expected it to pass");
+	return skip("injected: asked to skip after the failed check");
+}
+'''
+
+
+def test_failed_check_wins_over_a_later_skip(default_kernel, tmp_path):
+    """bad_args swapped for a case that records a failed check, then returns skip():
+    the suite must report it 'not ok' (with the failed check), never '# SKIP'."""
+    src = REPO / "guest-tools" / "workload"
+    (tmp_path / "stub.c").write_text(FAIL_THEN_SKIP)
+    objs = []
+    for c in sorted(src.glob("*.c")):
+        obj = tmp_path / (c.stem + ".o")
+        rename = ["-Dcase_bad_args=real_case_bad_args"] if c.name == "cases_fail.c" else []
+        subprocess.run(["gcc", "-O2", "-pthread", *rename, "-c", str(c), "-o", str(obj)], check=True)
+        objs.append(str(obj))
+    subprocess.run(["gcc", "-O2", "-pthread", "-I", str(src), "-c", str(tmp_path / "stub.c"), "-o",
+                    str(tmp_path / "stub.o")], check=True)
+    binary = tmp_path / "migrate_suite"
+    subprocess.run(["gcc", "-static", "-pthread", "-o", str(binary), *objs, str(tmp_path / "stub.o")], check=True)
+    result = harness("boot", "--push", str(binary), "--exec", "/tmp/harness/migrate_suite bad_args",
+                     "--out", str(tmp_path / "out"))
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert "not ok 12 bad_args" in lines, result.stdout[-3000:]
+    assert "# FAIL: injected: a check failed, expected it to pass" in lines

@@ -76,7 +76,7 @@ def test_document_follows_the_schema():
     assert [g["name"] for g in doc["groups"]] == ["migration", "boot"]
     thp = doc["groups"][0]["subtests"][1]["subtests"][0]
     assert set(thp) == {"name", "status", "diagnostics", "failure", "directive", "duration_s", "line", "crash",
-                        "subtests"}
+                        "migrate_reasons", "subtests"}
     assert thp["status"] == "fail" and thp["crash"]["title"] == OOPS.title
     assert thp["failure"] == f"kernel crash: {OOPS.title} (console.log:40)"
     assert doc["groups"][0]["subtests"][0]["failure"] is None  # passed
@@ -209,7 +209,7 @@ def test_summary_of_an_empty_run():
 def test_write_all_then_load(tmp_path):
     out = tmp_path / "run"
     write_all(run(), out)
-    assert {p.name for p in out.iterdir()} == {"results.json", "junit.xml", "summary.txt"}
+    assert {p.name for p in out.iterdir()} == {"results.json", "junit.xml", "summary.txt", "kcidb.json"}
     assert load(out) == run()
     ET.parse(out / "junit.xml")
     assert (out / "summary.txt").read_text(encoding="utf-8") == summary(run())
