@@ -181,8 +181,8 @@ def regroup(name: str, subtests: list[TestResult]) -> TestResult:
 
 
 def flatten(name: str, runs: list[TestResult]) -> TestResult:
-    """A selftest of one run with cases is those cases; several runs are one case each."""
-    if len(runs) == 1 and runs[0].subtests:
+    """A selftest of one run is that run (its cases, or itself a case); several runs are one case each."""
+    if len(runs) == 1:
         return dataclasses.replace(runs[0], name=name)
     return regroup(name, runs)
 

@@ -123,3 +123,10 @@ def test_hmm_tests_that_skipped_in_their_fixture_setup_are_skips():
     assert leaves["hmm_device_coherent.migrate"].directive == "SKIP DEVICE_COHERENT not available"
     assert leaves["hmm_device_private.migrate"].status is Status.PASS
     assert "hmm2.hmm2_device_private.double_map" in leaves
+
+
+def test_a_selftest_of_one_plain_run_is_one_case():
+    run = kselftest.result_of("map_populate", "", 0, list(enumerate(["ok"], 1)), "./map_populate")
+    assert kselftest.flatten("map_populate", [run]).name == "map_populate" and not run.subtests
+    runs = [kselftest.result_of("ksm_numa", c, 0, [], "./ksm_tests") for c in ("merge_across_nodes", "no_merge")]
+    assert [t.name for t in kselftest.flatten("ksm_numa", runs).subtests] == ["merge_across_nodes", "no_merge"]
