@@ -7,7 +7,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, harness, validate_junit
 
 pytestmark = pytest.mark.integration
