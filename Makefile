@@ -45,4 +45,5 @@ bench: setup
 	$(PYTHON) bench/bench.py $(BENCH_ARGS)
 
 lint: setup
-	$(PYTHON) -m compileall -q harness tests
+	$(PYTHON) -m ruff check harness tests
+	$(PYTHON) -m mypy --strict harness

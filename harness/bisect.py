@@ -10,6 +10,7 @@ step builds incrementally in the same build directory.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import re
 import time
@@ -17,36 +18,39 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import cache, cache_admin, pipeline
-from harness.commands import run as run_command
-from harness.errors import BuildError, ConfigError, HarnessError, SourceError
-from harness.results.model import RunResult, Status
+from harness.errors import BuildError, ConfigError, DiskFull, HarnessError, PatchDoesNotApply, SourceError
+from harness.exits import BisectExit
+from harness.kernel.source import commit_of, git, worktree, worktree_path
+from harness.results.model import RunResult, Status, TestResult
 from harness.spec import Spec
 
 log = logging.getLogger("harness")
 
-GOOD, BAD, SKIP = "good", "bad", "skip"
-EXIT_CODES = {GOOD: 0, BAD: 1, SKIP: 125}  # what `git bisect run` expects
-EXIT_ABORT = 255  # makes `git bisect run` stop: the harness, not the commit, failed
+
+class Verdict(enum.Enum):
+    """A step's verdict, spelled as `git bisect` takes it."""
+
+    GOOD = "good"
+    BAD = "bad"
+    SKIP = "skip"
+
+    @property
+    def exit_code(self) -> BisectExit:
+        return BisectExit[self.name]
 
 
-def _selected(result: RunResult, tests: tuple[str, ...]) -> list:
+def _selected(result: RunResult, tests: tuple[str, ...]) -> list[TestResult]:
     """Leaves named by `tests` ("group", "group.path" or a prefix of one); all if none."""
     leaves = []
     for group in result.groups:
-        for leaf, path in _paths(group, group.name):
+        for names, leaf in group.paths():
+            path = ".".join((group.name, *names))
             if not tests or any(path == t or path.startswith(t + ".") for t in tests):
                 leaves.append(leaf)
     return leaves
 
 
-def _paths(test, prefix: str):
-    if not test.subtests:
-        yield test, prefix
-    for sub in test.subtests:
-        yield from _paths(sub, f"{prefix}.{sub.name}")
-
-
-def verdict(result: RunResult, tests: tuple[str, ...] = ()) -> str:
+def verdict(result: RunResult, tests: tuple[str, ...] = ()) -> Verdict:
     """good, bad or skip for one finished run.
 
     A failed or crashed test is bad. A kernel that never got ready, or tests
@@ -54,27 +58,24 @@ def verdict(result: RunResult, tests: tuple[str, ...] = ()) -> str:
     build at this commit), decide nothing: skip."""
     boot = next((g for g in result.groups if g.name == "boot"), None)
     if boot is None or boot.status is Status.ERROR:
-        return SKIP
+        return Verdict.SKIP
     chosen = _selected(result, tests)
     if tests and not chosen:
-        return SKIP  # the chosen tests do not exist at this commit
+        return Verdict.SKIP  # the chosen tests do not exist at this commit
     if any(leaf.status is Status.FAIL or leaf.crash for leaf in chosen) or (not tests and result.crashes):
-        return BAD
+        return Verdict.BAD
     if any(leaf.status is Status.ERROR for leaf in chosen):
-        return SKIP
-    return GOOD
+        return Verdict.SKIP
+    return Verdict.GOOD
 
 
-def verdict_of_error(error: HarnessError) -> str | None:
+def verdict_of_error(error: HarnessError) -> Verdict | None:
     """skip for a commit that does not build (or a patch that does not apply
     to it); None, meaning stop, for a fault of the machine or the harness."""
-    text = str(error)
-    if "No space left on device" in text:
+    if isinstance(error, DiskFull):
         return None
-    if isinstance(error, (BuildError, ConfigError)):
-        return SKIP
-    if isinstance(error, SourceError) and "does not apply" in text:
-        return SKIP
+    if isinstance(error, (BuildError, ConfigError, PatchDoesNotApply)):
+        return Verdict.SKIP  # a build that timed out is a BuildError too: skipped, as a build that hangs
     return None
 
 
@@ -82,31 +83,22 @@ def verdict_of_error(error: HarnessError) -> str | None:
 class Step:
     commit: str
     subject: str
-    verdict: str
+    verdict: Verdict
     seconds: float
     failing: list[str]
 
 
-def git(repo: Path, *args: str) -> str:
-    return run_command(["git", "-C", str(repo), *args], error=SourceError, what=f"git {args[0]}").strip()
-
-
-def worktree_path(repo: Path) -> Path:
-    return cache.subdir("bisect") / f"{repo.name}-{cache.digest(str(repo))}"
+BISECT_TREES = "bisect"  # the cache folder of the bisect worktrees
 
 
 def _worktree(repo: Path, bad: str) -> Path:
-    path = worktree_path(repo)
-    if (path / ".git").exists():
-        run_command(["git", "-C", str(path), "bisect", "reset"], error=SourceError, what="git bisect reset")
-        git(path, "checkout", "--detach", "--force", bad)
-    else:
-        git(repo, "worktree", "prune")
-        git(repo, "worktree", "add", "--detach", "--force", str(path), bad)
-    return path
+    """The bisect's own worktree, at `bad`."""
+    if (worktree_path(repo, BISECT_TREES) / ".git").exists():
+        git(worktree_path(repo, BISECT_TREES), "bisect", "reset")  # an earlier bisect may have stopped half-way
+    return worktree(repo, bad, BISECT_TREES)
 
 
-def _step(spec: Spec, tree: Path, out: Path, tests: tuple[str, ...], retries: int) -> tuple[str, list[str]]:
+def _step(spec: Spec, tree: Path, out: Path, tests: tuple[str, ...], retries: int) -> tuple[Verdict, list[str]]:
     """Run the harness on the checked-out commit; repeat a good verdict `retries` times."""
     step_spec = dataclasses.replace(spec, kernel=dataclasses.replace(spec.kernel, source=str(tree), rev=None))
     for attempt in range(retries + 1):
@@ -119,9 +111,9 @@ def _step(spec: Spec, tree: Path, out: Path, tests: tuple[str, ...], retries: in
             return kind, [f"{e.stage}: {str(e).splitlines()[0]}"]
         kind = verdict(result, tests)
         failing = [leaf.name for leaf in _selected(result, tests) if leaf.status.is_failure]
-        if kind != GOOD:
+        if kind is not Verdict.GOOD:
             return kind, failing + [c.title for c in result.crashes]
-    return GOOD, []
+    return Verdict.GOOD, []
 
 
 def bisect(repo: Path, good: str, bad: str, spec: Spec, tests: tuple[str, ...], retries: int,
@@ -133,13 +125,10 @@ def bisect(repo: Path, good: str, bad: str, spec: Spec, tests: tuple[str, ...], 
     if not (repo / ".git").exists():
         raise SourceError(f"{repo} is not a git checkout")
     for rev in (good, bad):
-        try:
-            git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
-        except SourceError:
-            raise SourceError(f"git revision '{rev}' does not exist in {repo}") from None
+        commit_of(repo, rev)
     with cache.locked(f"bisect-{cache.digest(str(repo))}"):  # one bisect per repository at a time
         try:
-            return _bisect(repo, _worktree(repo, bad), good, bad, spec, tests, retries, out)
+            return _bisect(_worktree(repo, bad), good, bad, spec, tests, retries, out)
         finally:
             if not keep:
                 forget(repo)
@@ -147,14 +136,14 @@ def bisect(repo: Path, good: str, bad: str, spec: Spec, tests: tuple[str, ...], 
 
 def forget(repo: Path) -> None:
     """Remove the bisect worktree of `repo` and what its steps built from it."""
-    tree = worktree_path(repo)
+    tree = worktree_path(repo, BISECT_TREES)
     if tree.exists():
         cache_admin.forget_source(tree)
         git(repo, "worktree", "remove", "--force", str(tree))
         log.info("bisect: removed its worktree and builds from the cache (--keep keeps them)")
 
 
-def _bisect(repo: Path, tree: Path, good: str, bad: str, spec: Spec, tests: tuple[str, ...], retries: int,
+def _bisect(tree: Path, good: str, bad: str, spec: Spec, tests: tuple[str, ...], retries: int,
             out: Path) -> tuple[list[Step], str | None]:
     steps: list[Step] = []
     try:
@@ -166,19 +155,19 @@ def _bisect(repo: Path, tree: Path, good: str, bad: str, spec: Spec, tests: tupl
             start = time.monotonic()
             kind, failing = _step(spec, tree, out / f"step-{len(steps) + 1}-{commit[:12]}", tests, retries)
             steps.append(Step(commit, subject, kind, time.monotonic() - start, failing))
-            output = git(tree, "bisect", kind)
+            output = git(tree, "bisect", kind.value)
             if m := re.search(r"^([0-9a-f]{40}) is the first bad commit", output, re.MULTILINE):
                 return steps, m.group(1)
             if "only 'skip'ped commits left" in output:
                 return steps, None
     finally:
-        run_command(["git", "-C", str(tree), "bisect", "reset"], error=SourceError, what="git bisect reset")
+        git(tree, "bisect", "reset")
 
 
 def table(steps: list[Step]) -> str:
     lines = [f"{'STEP':<5}{'COMMIT':<14}{'VERDICT':<9}{'TIME':>8}  SUBJECT / FAILING"]
     for i, s in enumerate(steps, 1):
-        lines.append(f"{i:<5}{s.commit[:12]:<14}{s.verdict:<9}{s.seconds:>7.0f}s  {s.subject[:60]}")
+        lines.append(f"{i:<5}{s.commit[:12]:<14}{s.verdict.value:<9}{s.seconds:>7.0f}s  {s.subject[:60]}")
         if s.failing:
             lines.append(f"{'':<36}{', '.join(s.failing)[:64]}")
     return "\n".join(lines)

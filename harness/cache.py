@@ -7,8 +7,9 @@ import contextlib
 import fcntl
 import hashlib
 import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 
 def root() -> Path:
@@ -31,6 +32,35 @@ def digest(*parts: str | bytes, length: int = 12) -> str:
         h.update(part.encode() if isinstance(part, str) else part)
         h.update(b"\0")
     return h.hexdigest()[:length]
+
+
+def publish(path: Path, make: Callable[[Path], object]) -> Path:
+    """`path`, made once by `make(a temporary path)` and renamed into place,
+    so a reader never sees half a file. For paths named by their inputs' digest."""
+    if not path.exists():
+        tmp = path.with_name(path.name + ".tmp")
+        make(tmp)
+        tmp.rename(path)
+    return path
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """A file that records what the outputs beside it were made from."""
+
+    path: Path
+    identity: str  # a digest of every input
+
+    def current(self, *outputs: Path) -> bool:
+        """The outputs exist and were made from `identity`. If not, the stamp
+        is removed first, so work interrupted half-way is never taken as done."""
+        if all(o.exists() for o in outputs) and self.path.exists() and self.path.read_text() == self.identity:
+            return True
+        self.path.unlink(missing_ok=True)
+        return False
+
+    def write(self) -> None:
+        self.path.write_text(self.identity)
 
 
 def lock_file(name: str) -> Path:

@@ -1,7 +1,8 @@
 """Command line: argument parsing only, and the one place errors become exit codes.
 
-Exit codes: 0 all passed; 1 a test failed or the kernel crashed; 2 the
-harness could not do its job (bad input, build failure, QEMU would not start).
+Exit codes (harness/exits.py): 0 all passed; 1 a test failed or the kernel
+crashed; 2 the harness could not do its job (bad input, build failure, QEMU
+would not start).
 """
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ import signal
 import sys
 import time
 from pathlib import Path
+from types import FrameType
+from typing import IO, TYPE_CHECKING
 
 from harness import spec as specs
 from harness.errors import HarnessError
+from harness.exits import BisectExit, Exit
 
-EXIT_PASS, EXIT_FAIL, EXIT_HARNESS = 0, 1, 2
+if TYPE_CHECKING:
+    from harness.groups import Guest
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -48,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     _spec_args(sub.add_parser("build", help="prepare the source and build the kernel only"))
     boot = sub.add_parser("boot", help="boot the kernel; run --exec CMD over SSH, or stay up until Ctrl-C")
     _spec_args(boot)
-    boot.add_argument("--exec", dest="exec_cmd", metavar="CMD", help="command to run in the guest; exit with its status")
+    boot.add_argument("--exec", dest="exec_cmd", metavar="CMD",
+                      help="command to run in the guest; exit with its status")
     boot.add_argument("--push", action="append", default=[], type=Path, metavar="FILE",
                       help="copy FILE to the guest's /tmp/harness/ first (repeatable)")
     rep = sub.add_parser("report", help="print the summary of an earlier run (or merge several)")
@@ -76,7 +82,7 @@ def _out_dir(args: argparse.Namespace) -> Path:
     return args.out or Path("out") / time.strftime("run-%Y%m%d-%H%M%S")
 
 
-def _terminate(signum, frame):
+def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through every `finally`, which stops QEMU
 
 
@@ -91,7 +97,7 @@ def execute(args: argparse.Namespace) -> int:
         if args.out:
             report.write_all(earlier, args.out)
         print(report.summary(earlier))
-        return EXIT_PASS if earlier.ok else EXIT_FAIL
+        return Exit.PASS if earlier.ok else Exit.FAIL
     if args.command == "matrix":
         return run_matrix(args)
     if args.command == "cache":
@@ -102,7 +108,7 @@ def execute(args: argparse.Namespace) -> int:
     if args.command == "build":
         kb = pipeline.build_kernel(spec, out)
         print(kb.bzimage)
-        return EXIT_PASS
+        return Exit.PASS
     if args.command == "boot":
         return boot(spec, out, args.exec_cmd, args.push)
     if args.command == "bisect":
@@ -112,7 +118,7 @@ def execute(args: argparse.Namespace) -> int:
     result = pipeline.run(spec, out)
     print(report.summary(result))
     print(f"artifacts: {out}")
-    return EXIT_PASS if result.ok else EXIT_FAIL
+    return Exit.PASS if result.ok else Exit.FAIL
 
 
 def cache_command(args: argparse.Namespace) -> int:
@@ -123,14 +129,14 @@ def cache_command(args: argparse.Namespace) -> int:
         if args.older_than is not None or args.all:
             raise HarnessError("--older-than and --all go with `harness cache clean`")
         print(cache_admin.table(cache_admin.inventory()))
-        return EXIT_PASS
+        return Exit.PASS
     removed, kept = cache_admin.clean(args.older_than, args.all)
     for entry, freed in removed:
         print(f"removed  {entry.kind.name.lower():<9}{cache_admin.human(freed):>11}  {entry.path}")
     for entry in kept:
         print(f"in use   {entry.kind.name.lower():<9}{cache_admin.human(entry.size):>11}  {entry.path} (kept)")
     print(f"freed {cache_admin.human(sum(freed for _, freed in removed))}")
-    return EXIT_PASS
+    return Exit.PASS
 
 
 def run_for_git_bisect(spec: specs.Spec, out: Path, tests: tuple[str, ...]) -> int:
@@ -145,17 +151,18 @@ def run_for_git_bisect(spec: specs.Spec, out: Path, tests: tuple[str, ...]) -> i
         print(f"harness: error ({e.stage}): {e}", file=sys.stderr)
         if kind is None:
             print("harness: not a verdict on this commit: stopping the bisect", file=sys.stderr)
-            return bisect.EXIT_ABORT
-        print(f"harness: bisect verdict: {kind}", file=sys.stderr)
-        return bisect.EXIT_CODES[kind]
+            return BisectExit.STOP
+        print(f"harness: bisect verdict: {kind.value}", file=sys.stderr)
+        return kind.exit_code
     kind = bisect.verdict(result, tests)
     print(report.summary(result))
-    print(f"bisect verdict: {kind}")
-    return bisect.EXIT_CODES[kind]
+    print(f"bisect verdict: {kind.value}")
+    return kind.exit_code
 
 
 def run_bisect(args: argparse.Namespace, spec: specs.Spec, out: Path) -> int:
     from harness import bisect
+    from harness.kernel.source import git
 
     if not args.source:
         raise HarnessError("bisect needs --source: the git checkout to bisect")
@@ -164,11 +171,11 @@ def run_bisect(args: argparse.Namespace, spec: specs.Spec, out: Path) -> int:
     print(bisect.table(steps))
     if first_bad is None:
         print("no single first bad commit: the commits left were all skipped (see the table)")
-        return EXIT_FAIL
-    subject = bisect.git(Path(args.source).resolve(), "log", "-1", "--format=%s", first_bad)
+        return Exit.FAIL
+    subject = git(Path(args.source).resolve(), "log", "-1", "--format=%s", first_bad)
     print(f"first bad commit: {first_bad} {subject}")
     print(f"artifacts: {out}")
-    return EXIT_PASS
+    return Exit.PASS
 
 
 def run_matrix(args: argparse.Namespace) -> int:
@@ -180,7 +187,7 @@ def run_matrix(args: argparse.Namespace) -> int:
     entries = matrix.shard(matrix.expand(args.spec), index, total)
     if args.list or not entries:
         print("\n".join(entry.name for entry in entries) or f"shard {args.shard} has no entries")
-        return EXIT_PASS
+        return Exit.PASS
     out = args.out or Path("out") / time.strftime("matrix-%Y%m%d-%H%M%S")
     results, broken = {}, []
     for entry in entries:
@@ -194,7 +201,7 @@ def run_matrix(args: argparse.Namespace) -> int:
     report.write_all(merged, out)
     print(report.summary(merged))
     print(f"artifacts: {out}" + (f"; entries that could not run: {', '.join(broken)}" if broken else ""))
-    return EXIT_HARNESS if broken else EXIT_PASS if merged.ok else EXIT_FAIL
+    return Exit.HARNESS if broken else Exit.PASS if merged.ok else Exit.FAIL
 
 
 def boot(spec: specs.Spec, out: Path, command: str | None, push: list[Path]) -> int:
@@ -207,31 +214,30 @@ def boot(spec: specs.Spec, out: Path, command: str | None, push: list[Path]) -> 
     (out / "console.log").unlink(missing_ok=True)
     with pipeline.scratch_dir() as scratch:
         kb, _ = pipeline.prepare(spec, out, scratch, with_assets=False)
-        with pipeline.booted(spec, kb, out, scratch) as vm, pipeline.guest_shell(vm) as shell:
-            return _in_guest(spec, vm, shell, command, push)
+        with pipeline.booted(spec, kb, out, scratch) as vm, pipeline.guest(spec, vm, out) as guest:
+            _ = guest.shell  # connect now: a guest that cannot be reached is an error before anything else
+            return _in_guest(guest, command, push)
 
 
-def _in_guest(spec: specs.Spec, vm, shell, command: str | None, push: list[Path]) -> int:
-    from harness import testrun
-    from harness.results import oops
+def _in_guest(guest: Guest, command: str | None, push: list[Path]) -> int:
+    from harness.groups.guest import Ended, run_watched
 
-    if push:
-        shell.run(f"mkdir -p {testrun.GUEST_DIR}", timeout=30)
     for path in push:
-        shell.put(path, f"{testrun.GUEST_DIR}/{path.name}", mode=path.stat().st_mode & 0o777)
+        guest.push(path, mode=path.stat().st_mode & 0o777)
+    vm, timeout = guest.vm, guest.spec.timeouts.test
     if command is not None:
-        ended, result, _ = testrun.run_watched(vm, shell, command, spec.timeouts.test)
-        sys.stdout.write(result.stdout)
-        sys.stderr.write(result.stderr)
-        if ended == "crash":
-            titles = [c.title for c in oops.find_crashes(vm.console.lines())]
+        watched = run_watched(guest, command, timeout)
+        sys.stdout.write(watched.command.stdout)
+        sys.stderr.write(watched.command.stderr)
+        if watched.ended is Ended.CRASHED:
+            titles = [c.title for c in watched.crashes]
             print(f"harness: the kernel crashed: {'; '.join(titles) or 'QEMU exited'} "
                   f"(console: {vm.console.log_path})", file=sys.stderr)
-            return EXIT_FAIL
-        if ended == "hang":
-            print(f"harness: '{command}' timed out after {spec.timeouts.test:.0f} s", file=sys.stderr)
-            return 124
-        return result.status
+            return Exit.FAIL
+        if watched.ended is Ended.HUNG:
+            print(f"harness: '{command}' timed out after {timeout:.0f} s", file=sys.stderr)
+            return Exit.EXEC_TIMEOUT
+        return watched.command.status if watched.command.status is not None else Exit.FAIL
     known_hosts = vm.image.keys.client_key.with_name("known_hosts")
     known_hosts.write_text(f"[127.0.0.1]:{vm.ssh_port} {vm.image.keys.host_public}\n")
     print(f"guest is up (Ctrl-C stops it): ssh -i {vm.image.keys.client_key} -p {vm.ssh_port} "
@@ -239,18 +245,18 @@ def _in_guest(spec: specs.Spec, vm, shell, command: str | None, push: list[Path]
     while vm.console.alive:
         vm.console.drain(1.0)
     print("harness: the guest stopped", file=sys.stderr)
-    return EXIT_FAIL
+    return Exit.FAIL
 
 
-class _StderrHandler(logging.StreamHandler):
+class _StderrHandler(logging.StreamHandler[IO[str]]):
     """Progress lines to whatever sys.stderr is when they are written."""
 
     @property
-    def stream(self):
+    def stream(self) -> IO[str]:
         return sys.stderr
 
     @stream.setter
-    def stream(self, _value) -> None:
+    def stream(self, _value: IO[str]) -> None:
         pass
 
 
@@ -269,10 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         return execute(args)
     except HarnessError as e:
         print(f"harness: error ({e.stage}): {e}", file=sys.stderr)
-        return EXIT_HARNESS
+        return Exit.HARNESS
     except KeyboardInterrupt:
         print("harness: interrupted; QEMU stopped, artifacts kept", file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@ long-lived QEMU process, which vm/qemu.py owns).
 
 `run` logs the command line and its output to a log file when given one,
 enforces a timeout, and raises the calling stage's error with the tail of
-the output, so a failure explains itself without a traceback.
+the output, so a failure explains itself without a traceback. A timeout is
+also a CommandTimeout, and a command that failed on a full disk a DiskFull.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import shutil
@@ -16,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import IO
 
-from harness.errors import HarnessError, ToolMissing
+from harness.errors import DiskFull, HarnessError, ToolMissing, timeout_of
 
 # Which Debian package brings each tool, so "missing" errors say what to install.
 TOOL_PACKAGES = {
@@ -54,7 +56,7 @@ def tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen[str]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -101,10 +103,10 @@ def run(
     try:
         if killer:
             killer.start()
-        if input is not None:
+        if input is not None and proc.stdin is not None:
             proc.stdin.write(input)
             proc.stdin.close()
-        for line in proc.stdout:
+        for line in proc.stdout or ():
             output.append(line)
             if log is not None:
                 log.write(line)
@@ -120,7 +122,9 @@ def run(
             log.flush()
     text = "".join(output)
     if timed_out.is_set():
-        raise error(f"{what} timed out after {timeout:.0f} s: {shlex.join(argv)}\n{tail(text)}")
+        raise timeout_of(error)(f"{what} timed out after {timeout:.0f} s: {shlex.join(argv)}\n{tail(text)}")
+    if proc.returncode != 0 and os.strerror(errno.ENOSPC) in text:
+        raise DiskFull(f"{what} failed: no space left on the device: {shlex.join(argv)}\n{tail(text)}")
     if proc.returncode != 0:
         raise error(f"{what} failed (exit {proc.returncode}): {shlex.join(argv)}\n{tail(text)}")
     return text

@@ -15,6 +15,7 @@ import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness import spec as specs
 from harness.errors import SpecError
@@ -32,7 +33,7 @@ def _label(key: str, value: object, index: int) -> str:
     return f"{short}={re.sub(r'[^A-Za-z0-9_.-]+', '_', text)}"
 
 
-def _set(data: dict, dotted: str, value: object, where: str) -> None:
+def _set(data: dict[str, Any], dotted: str, value: object, where: str) -> None:
     *parents, last = dotted.split(".")
     node = data
     for part in parents:
@@ -53,9 +54,9 @@ def expand(path: Path) -> list[Entry]:
     entries = []
     for combo in itertools.product(*(list(enumerate(v)) for v in axes.values())):
         variant = copy.deepcopy(data)
-        for key, (_, value) in zip(axes, combo):
+        for key, (_, value) in zip(axes, combo, strict=True):
             _set(variant, key, value, str(path))
-        name = ",".join(_label(key, value, i) for key, (i, value) in zip(axes, combo))
+        name = ",".join(_label(key, value, i) for key, (i, value) in zip(axes, combo, strict=True))
         entries.append(Entry(name, specs.from_dict(variant, path.parent.resolve(), where=f"{path} [{name}]")))
     return entries
 

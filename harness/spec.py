@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import yaml
@@ -18,9 +20,6 @@ import yaml
 from harness.errors import SpecError
 
 DEFAULT_SOURCE = "debian:linux-source-6.1"
-KNOWN_GROUPS = ("boot", "workload", "module", "kselftest-mm")  # built in; a spec may add script groups
-SELFTEST_GROUPS = ("kselftest-mm",)  # a spec may choose their tests: {kselftest-mm: [migration, hmm]}
-DEFAULT_GROUPS = ("boot", "workload", "module")
 
 
 @dataclass(frozen=True)
@@ -61,11 +60,32 @@ class ScriptGroup:
 
 
 @dataclass(frozen=True)
-class SelftestGroup:
-    """The kernel's own selftests, chosen by name (harness/groups/kselftest.py)."""
+class ChosenTests:
+    """A built-in group with its tests chosen by name: {kselftest-mm: [migration, hmm]}."""
 
-    name: str  # the group, e.g. kselftest-mm
-    tests: tuple[str, ...] = ()  # () = the group's default set
+    name: str  # the group kind's
+    tests: tuple[str, ...]
+
+
+# a built-in group kind by name (harness/groups), with chosen tests, or your own
+GroupEntry = str | ChosenTests | ScriptGroup
+
+
+def group_name(entry: GroupEntry) -> str:
+    return entry if isinstance(entry, str) else entry.name
+
+
+def _named_groups(default_only: bool = False, choosing: bool = False) -> tuple[str, ...]:
+    """The group kinds a spec names (or chooses tests of), from the table in
+    harness/groups (which imports this module: hence the import here)."""
+    from harness import groups
+
+    return tuple(kind.name for kind in groups.KINDS if kind.by_name and (kind.default or not default_only)
+                 and (kind.chooses or not choosing))
+
+
+def default_groups() -> tuple[GroupEntry, ...]:
+    return _named_groups(default_only=True)
 
 
 @dataclass(frozen=True)
@@ -79,7 +99,7 @@ class Timeouts:
 class Spec:
     kernel: KernelSpec = field(default_factory=KernelSpec)
     vm: VmSpec = field(default_factory=VmSpec)
-    tests: tuple[str | ScriptGroup | SelftestGroup, ...] = DEFAULT_GROUPS
+    tests: tuple[GroupEntry, ...] = field(default_factory=default_groups)
     timeouts: Timeouts = field(default_factory=Timeouts)
     after_crash: str = "stop"  # stop | reboot: what to do with the groups left after a crash or hang
 
@@ -101,6 +121,18 @@ def parse_size_mib(value: object, where: str) -> int:
     return int(mib)
 
 
+def cpu_ranges(cpus: tuple[int, ...]) -> list[str]:
+    """(0, 1, 3) -> ['0-1', '3']: the inverse of parse_cpus, joined with ','
+    it is a kernel cpulist; QEMU's -numa takes one cpus= per range."""
+    ranges: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if ranges and cpu == ranges[-1][1] + 1:
+            ranges[-1][1] = cpu
+        else:
+            ranges.append([cpu, cpu])
+    return [f"{a}" if a == b else f"{a}-{b}" for a, b in ranges]
+
+
 def parse_cpus(value: object, where: str) -> tuple[int, ...]:
     """'0-1', '0,2-3', 3 or [0, 1] -> (0, 1, ...)."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -117,7 +149,7 @@ def parse_cpus(value: object, where: str) -> tuple[int, ...]:
     return tuple(cpus)
 
 
-def _check_keys(data: object, allowed: set[str], where: str) -> dict:
+def _check_keys(data: object, allowed: set[str], where: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -218,42 +250,42 @@ def _timeouts(data: object, where: str) -> Timeouts:
     return Timeouts(**d)
 
 
-def _selftests(name: str, value: object, where: str) -> SelftestGroup:
-    """{kselftest-mm: [migration, hmm]}: the selftests by name (their binaries'
-    names, or the group's own names for some); whether the tree has them is
-    known once it is built."""
+def _chosen(name: str, value: object, where: str) -> ChosenTests:
+    """{kselftest-mm: [migration, hmm]}: tests by name; whether the tree has
+    them is known once it is built."""
     if not isinstance(value, list) or not value:
-        raise SpecError(f"{where}: expected a non-empty list of selftest names, e.g. [migration, hmm]")
+        raise SpecError(f"{where}: expected a non-empty list of test names, e.g. [migration, hmm]")
     for i, test in enumerate(value):
         if not isinstance(test, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", test):
-            raise SpecError(f"{where}[{i}]: {test!r} is not a selftest name (letters, digits, _ . - only)")
+            raise SpecError(f"{where}[{i}]: {test!r} is not a test name (letters, digits, _ . - only)")
     if len(set(value)) != len(value):
-        raise SpecError(f"{where}: a selftest is named twice in {value}")
-    return SelftestGroup(name, tuple(value))
+        raise SpecError(f"{where}: a test is named twice in {value}")
+    return ChosenTests(name, tuple(value))
 
 
-def _tests(value: object, base: Path, where: str) -> tuple[str | ScriptGroup | SelftestGroup, ...]:
+def _tests(value: object, base: Path, where: str) -> tuple[GroupEntry, ...]:
     if value is None:
-        return DEFAULT_GROUPS
+        return default_groups()
     if not isinstance(value, list):
         raise SpecError(f"{where}: expected a list of test groups")
-    groups: list[str | ScriptGroup | SelftestGroup] = []
+    known = _named_groups()
+    groups: list[GroupEntry] = []
     for i, item in enumerate(value):
-        if isinstance(item, str) and item in KNOWN_GROUPS:
+        if isinstance(item, str) and item in known:
             groups.append(item)
             continue
-        if isinstance(item, dict) and len(item) == 1 and next(iter(item)) in SELFTEST_GROUPS:
+        if isinstance(item, dict) and len(item) == 1 and next(iter(item)) in _named_groups(choosing=True):
             name, tests = next(iter(item.items()))
-            groups.append(_selftests(name, tests, f"{where}[{i}].{name}"))
+            groups.append(_chosen(name, tests, f"{where}[{i}].{name}"))
             continue
         if not isinstance(item, dict):
+            choose = "".join(f"{{{name}: [TEST, ...]}}, " for name in _named_groups(choosing=True))
             raise SpecError(f"{where}[{i}]: '{item}' is not a test group; use one of "
-                            f"{', '.join(KNOWN_GROUPS)}, {{kselftest-mm: [NAME, ...]}}, "
-                            "or {name: NAME, script: FILE}")
+                            f"{', '.join(known)}, {choose}or {{name: NAME, script: FILE}}")
         d = _check_keys(item, {"name", "script", "timeout"}, f"{where}[{i}]")
         if "name" not in d or "script" not in d:
             raise SpecError(f"{where}[{i}]: a script group needs 'name' and 'script'")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(d["name"])) or d["name"] in KNOWN_GROUPS:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(d["name"])) or d["name"] in known:
             raise SpecError(f"{where}[{i}]: '{d['name']}' cannot name a group (letters, digits, _ . - only)")
         script = (base / str(d["script"])).resolve()
         if not script.is_file():
@@ -262,7 +294,7 @@ def _tests(value: object, base: Path, where: str) -> tuple[str | ScriptGroup | S
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise SpecError(f"{where}[{i}].timeout: expected a positive number of seconds")
         groups.append(ScriptGroup(str(d["name"]), script, timeout))
-    names = [g if isinstance(g, str) else g.name for g in groups]
+    names = [group_name(g) for g in groups]
     if len(set(names)) != len(names):
         raise SpecError(f"{where}: group names must be unique, got {names}")
     return tuple(groups)
@@ -318,7 +350,7 @@ def load(path: Path | None) -> Spec:
 
 
 def with_overrides(spec: Spec, *, source: str | None = None, rev: str | None = None,
-                   patches: list[Path] = (), configs: list[Path] = ()) -> Spec:
+                   patches: Sequence[Path] = (), configs: Sequence[Path] = ()) -> Spec:
     """Command-line flags win over the spec; paths are taken from the cwd."""
     kernel = spec.kernel
     if source:

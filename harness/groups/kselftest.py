@@ -26,16 +26,19 @@ from pathlib import Path
 from typing import IO
 
 from harness.errors import BuildError
+from harness.groups.guest import GUEST_DIR, Ended, GroupRun, Guest, ended_badly, not_run, run_watched, timed
+from harness.groups.module import regroup
+from harness.groups.script import Progress, with_durations
 from harness.guest import selftests
 from harness.kernel.build import KernelBuild
 from harness.results import ktap
 from harness.results.model import Status, TestResult
+from harness.spec import ChosenTests, GroupEntry
 
 log = logging.getLogger("harness")
 NAME = "kselftest-mm"
 KSFT_SKIP = 4
 HUGEPAGES = 32  # reserved while the group runs (64 MiB of 2 MiB pages): the hugetlb cases take a few
-GUEST_DIR = f"/tmp/harness/{NAME}"
 KEEP_LINES = 40  # of a plain-text selftest's output, as its diagnostics
 
 
@@ -101,10 +104,10 @@ def expect_known_bugs(name: str, result: TestResult, bugs: tuple[tuple[str, Know
                                duration_s=result.duration_s)
 
 
-def prepare(tests: tuple[str, ...], kernel: KernelBuild, build_log: IO[str], keep: Path) -> Prepared | BuildError:
+def prepare(entry: GroupEntry, kernel: KernelBuild, build_log: IO[str], keep: Path) -> Prepared | BuildError:
     """Build the chosen selftests and copy them (and their modules) to `keep`;
     a selftest that does not build fails this group only."""
-    tests = tests or DEFAULT
+    tests = entry.tests if isinstance(entry, ChosenTests) else DEFAULT
     chosen = [selftest(t) for t in tests]
     try:
         built = selftests.build(kernel, tuple(dict.fromkeys(s.binary for s in chosen)), build_log, keep)
@@ -137,7 +140,8 @@ def _skipped_in_setup(result: TestResult) -> TestResult:
 
 
 # kselftest_harness's progress lines, which say nothing a result does not
-_HARNESS_CHATTER = re.compile(r"^(?:Starting \d+ tests from \d+ test cases\.|\s*RUN\s{2,}\S+ \.\.\.|\s*(?:OK|FAIL)\s{2,}\S+)$")
+_HARNESS_CHATTER = re.compile(
+    r"^(?:Starting \d+ tests from \d+ test cases\.|\s*RUN\s{2,}\S+ \.\.\.|\s*(?:OK|FAIL)\s{2,}\S+)$")
 
 
 def _quiet(result: TestResult) -> TestResult:
@@ -171,15 +175,6 @@ def result_of(name: str, case: str, status: int, lines: list[tuple[int, str]], c
     return parsed
 
 
-def regroup(name: str, subtests: list[TestResult]) -> TestResult:
-    """A selftest (or the group) from its runs: failed if any leaf failed."""
-    leaves = [leaf for sub in subtests for leaf in sub.leaves()]
-    worst = next((s for s in (Status.ERROR, Status.FAIL) if any(leaf.status is s for leaf in leaves)), Status.PASS)
-    if leaves and all(leaf.status is Status.SKIP for leaf in leaves):
-        worst = Status.SKIP
-    return TestResult(name, worst, subtests=tuple(subtests))
-
-
 def flatten(name: str, runs: list[TestResult]) -> TestResult:
     """A selftest of one run is that run (its cases, or itself a case); several runs are one case each."""
     if len(runs) == 1:
@@ -200,60 +195,53 @@ def teardown_command(modules: list[str]) -> str:
     return f"{unloads}cat {GUEST_DIR}/nr_hugepages.old > /proc/sys/vm/nr_hugepages"
 
 
-# PROVISIONAL wiring to the pre-table test run (harness/testrun.py): replaced
-# by run(guest, prepared) once harness/groups/ (issue 11) is on main.
-from harness import testrun  # noqa: E402
-from harness.vm import qemu  # noqa: E402
-from harness.vm.ssh import GuestShell  # noqa: E402
-
-
-def _run_one(vm: qemu.Vm, shell: GuestShell, test: str, case: str, command: str, out: Path,
-             timeout: float) -> tuple[TestResult, str]:
+def _run_one(guest: Guest, test: str, case: str, command: str) -> tuple[TestResult, Ended]:
     """One run of a selftest under watch; its output (stderr merged, so each
     message stands next to its case) lands in OUT/kselftest-mm.TEST[.CASE].log."""
-    label = ".".join(filter(None, (NAME, test, case)))
-    path = out / f"{label}.log"
-    progress = testrun._Progress(label, path)
-    since = vm.console.line_count()
+    label, timeout = ".".join(filter(None, (NAME, test, case))), guest.spec.timeouts.test
+    path = guest.out / f"{label}.log"
+    progress = Progress(label, path)
     log.info("%s: %s (timeout %.0f s)", label, command, timeout)
     start = time.monotonic()
     try:
-        kind, done, dump = testrun.run_watched(vm, shell, f"cd {GUEST_DIR} && {command} 2>&1", timeout, progress,
-                                               testrun._dumper(vm, shell, out, label))
+        watched = run_watched(guest, f"cd {GUEST_DIR} && {command} 2>&1", timeout, progress, dump_as=label)
     finally:
         progress.close()
     lines = list(enumerate(path.read_text(errors="replace").splitlines(), 1))
-    result = testrun._with_durations(result_of(test, case, done.status if done.status is not None else -1,
-                                               lines, command), progress.arrivals)
+    status = watched.command.status if watched.command.status is not None else -1
+    result = with_durations(result_of(test, case, status, lines, command), progress.arrivals)
     if not result.subtests:
         result = dataclasses.replace(result, duration_s=round(time.monotonic() - start, 2))
-    if kind != "done":
-        result = testrun._ended_badly(result, kind, vm, since, timeout, dump)
-    return result, kind
+    if watched.ended is not Ended.DONE:
+        result = ended_badly(result, watched, timeout)
+    return result, watched.ended
 
 
-@testrun.timed
-def run(vm: qemu.Vm, shell: GuestShell, prepared: Prepared | BuildError, out: Path,
-        timeout: float) -> testrun.GroupRun:
+def run(guest: Guest, prepared: Prepared | BuildError) -> GroupRun:
     if isinstance(prepared, BuildError):
-        return testrun.GroupRun(testrun.not_run(NAME, str(prepared)), "done")
-    shell.run(f"mkdir -p {GUEST_DIR}", timeout=30)
+        return GroupRun(not_run(NAME, str(prepared)), Ended.DONE)
+    return _run(guest, prepared)
+
+
+@timed
+def _run(guest: Guest, prepared: Prepared) -> GroupRun:
+    """Push the selftests, provide what they need, run each; a crash or hang ends the group."""
     for path in prepared.built.binaries + prepared.modules:
-        shell.put(path, f"{GUEST_DIR}/{path.name}", mode=0o755)
+        guest.push(path, mode=0o755)
     modules = [f"{GUEST_DIR}/{m.name}" for m in prepared.modules]
-    setup = shell.run(setup_command(modules), timeout=120)
+    setup = guest.shell.run(setup_command(modules), timeout=120)
     if setup.status != 0:
         why = f"the guest could not be set up for the selftests: {(setup.stderr or setup.stdout).strip()}"
-        return testrun.GroupRun(testrun.not_run(NAME, why), "done")
+        return GroupRun(not_run(NAME, why), Ended.DONE)
     results: list[TestResult] = []
     for test in prepared.tests:
         spec = selftest(test)
         runs: list[TestResult] = []
         for case, args in spec.runs:
-            result, kind = _run_one(vm, shell, test, case, f"./{spec.binary} {args}".strip(), out, timeout)
+            result, ended = _run_one(guest, test, case, f"./{spec.binary} {args}".strip())
             runs.append(result)
-            if kind != "done":
-                return testrun.GroupRun(regroup(NAME, results + [flatten(test, runs)]), kind)
+            if ended is not Ended.DONE:
+                return GroupRun(regroup(NAME, results + [flatten(test, runs)]), ended)
         results.append(expect_known_bugs(test, flatten(test, runs), prepared.known_bugs))
-    shell.run(teardown_command(modules), timeout=120)
-    return testrun.GroupRun(regroup(NAME, results), "done")
+    guest.shell.run(teardown_command(modules), timeout=120)
+    return GroupRun(regroup(NAME, results), Ended.DONE)

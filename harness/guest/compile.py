@@ -15,9 +15,9 @@ from typing import IO
 from harness import cache
 from harness.commands import run
 from harness.errors import BuildError, GuestError
+from harness.guest import GUEST_TOOLS
 from harness.kernel.build import KernelBuild, first_errors, make_vars
 
-GUEST_TOOLS = Path(__file__).resolve().parents[2] / "guest-tools"
 WORKLOAD_DIR = GUEST_TOOLS / "workload"
 MODULE_DIR = GUEST_TOOLS / "module"
 MODULE_NAME = "migrate_test"
@@ -34,13 +34,9 @@ def workload(log: IO[str]) -> Path:
     if not any(p.suffix == ".c" for p in sources):
         raise GuestError(f"no workload sources (*.c) in {WORKLOAD_DIR}")
     key = cache.digest(*CFLAGS, *(p.name for p in sources), *(p.read_bytes() for p in sources))
-    binary = cache.subdir("guest") / f"migrate_suite-{key}"
-    if not binary.exists():
-        tmp = binary.with_suffix(".tmp")
-        run(["gcc", *CFLAGS, "-o", str(tmp), *(str(p) for p in sources if p.suffix == ".c")],
-            error=GuestError, what="compiling the guest workload", log=log)
-        tmp.rename(binary)
-    return binary
+    return cache.publish(cache.subdir("guest") / f"migrate_suite-{key}", lambda tmp: run(
+        ["gcc", *CFLAGS, "-o", str(tmp), *(str(p) for p in sources if p.suffix == ".c")],
+        error=GuestError, what="compiling the guest workload", log=log))
 
 
 def module(kb: KernelBuild, log: IO[str]) -> Path:
@@ -51,12 +47,11 @@ def module(kb: KernelBuild, log: IO[str]) -> Path:
     the kernel tree (its generation) changed."""
     sources = _sources(MODULE_DIR, ("*.c", "*.h", "Kbuild", "Makefile"))
     work = cache.subdir("modules") / f"{MODULE_NAME}-{cache.digest(str(kb.build_dir))}"
-    ko, stamp = work / f"{MODULE_NAME}.ko", work / ".harness-built"
-    identity = cache.digest(str(kb.source.generation), kb.release, *(p.name for p in sources),
-                            *(p.read_bytes() for p in sources))
-    if ko.exists() and stamp.exists() and stamp.read_text() == identity:
+    ko = work / f"{MODULE_NAME}.ko"
+    stamp = cache.Stamp(work / ".harness-built", cache.digest(
+        str(kb.source.generation), kb.release, *(p.name for p in sources), *(p.read_bytes() for p in sources)))
+    if stamp.current(ko):
         return ko
-    stamp.unlink(missing_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     for source in sources:
         target = work / source.name
@@ -67,5 +62,5 @@ def module(kb: KernelBuild, log: IO[str]) -> Path:
             error=BuildError, what=f"building {MODULE_NAME}.ko", log=log)
     except BuildError as e:
         raise BuildError(f"{MODULE_NAME}.ko does not build against {kb.release}:\n{first_errors(str(e))}") from None
-    stamp.write_text(identity)
+    stamp.write()
     return ko

@@ -25,10 +25,6 @@ def directory(path: str, perm: int = 0o755) -> Entry:
     return Entry(path, stat.S_IFDIR | perm)
 
 
-def symlink(path: str, target: str) -> Entry:
-    return Entry(path, stat.S_IFLNK | 0o777, target.encode())
-
-
 def char_device(path: str, major: int, minor: int, perm: int = 0o600) -> Entry:
     return Entry(path, stat.S_IFCHR | perm, rdev=(major, minor))
 

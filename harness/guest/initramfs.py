@@ -19,11 +19,10 @@ import jinja2
 from harness import cache
 from harness.commands import need_tool, run
 from harness.errors import GuestError
-from harness.guest import cpio, disks
+from harness.guest import GUEST_TOOLS, cpio, disks
 from harness.guest.keys import RunKeys
-from harness.spec import VmSpec
+from harness.spec import VmSpec, cpu_ranges
 
-GUEST_TOOLS = Path(__file__).resolve().parents[2] / "guest-tools"
 MARKER = "harness-guest"  # prefix of the lines init prints for the harness to wait on
 MEM_TOLERANCE_PCT = 12  # the kernel keeps some of each node's memory for itself
 
@@ -67,65 +66,44 @@ def _add_file(entries: list[cpio.Entry], seen: set[str], path: str, data: bytes,
     entries.append(cpio.regular(path, data, perm))
 
 
-def _base_entries(with_ssh: bool) -> list[cpio.Entry]:
+def _base_entries() -> list[cpio.Entry]:
     entries: list[cpio.Entry] = [cpio.directory("dev"), cpio.char_device("dev/console", 5, 1),
                                  cpio.directory("root", 0o700)]
     seen = {"dev", "dev/console", "root"}
     busybox = need_tool("busybox")
     _add_file(entries, seen, "bin/busybox", Path(busybox).read_bytes(), 0o755)
-    init = _templates.get_template("init.j2").render(ssh=with_ssh, marker=MARKER, hostname="guest")
+    init = _templates.get_template("init.j2").render(marker=MARKER, hostname="guest")
     _add_file(entries, seen, "init", init.encode(), 0o755)
     _add_file(entries, seen, "usr/lib/harness/boot-checks.sh",
               (GUEST_TOOLS / "init" / "boot-checks.sh").read_bytes(), 0o755)
     for name, text in ETC_FILES.items():
         _add_file(entries, seen, name, text.encode(), 0o644)
-    if with_ssh:
-        for inside, host in _ssh_binaries().items():
-            _add_file(entries, seen, inside, Path(host).read_bytes(), 0o755)
-            for lib in shared_libraries(host):
-                if str(lib).lstrip("/") not in seen:
-                    _add_file(entries, seen, str(lib).lstrip("/"), lib.resolve().read_bytes(), 0o755)
+    for inside, host in _ssh_binaries().items():
+        _add_file(entries, seen, inside, Path(host).read_bytes(), 0o755)
+        for lib in shared_libraries(host):
+            if str(lib).lstrip("/") not in seen:
+                _add_file(entries, seen, str(lib).lstrip("/"), lib.resolve().read_bytes(), 0o755)
     return entries
 
 
-def base_image(with_ssh: bool = True) -> Path:
+def base_image() -> Path:
     """The cached base archive; rebuilt only when one of its inputs changed."""
-    data = cpio.archive(_base_entries(with_ssh))
-    path = cache.subdir("guest") / f"base-{cache.digest(data)}.cpio"
-    if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.rename(path)
-    return path
+    data = cpio.archive(_base_entries())
+    return cache.publish(cache.subdir("guest") / f"base-{cache.digest(data)}.cpio", lambda tmp: tmp.write_bytes(data))
 
 
-def _cpulist(cpus: tuple[int, ...]) -> str:
-    """(0, 1, 2, 5) -> '0-2,5', the way the kernel prints a cpulist."""
-    ranges, start = [], None
-    for i, cpu in enumerate(cpus):
-        if start is None:
-            start = cpu
-        if i + 1 == len(cpus) or cpus[i + 1] != cpu + 1:
-            ranges.append(str(start) if start == cpu else f"{start}-{cpu}")
-            start = None
-    return ",".join(ranges)
-
-
-def run_entries(vm: VmSpec, keys: RunKeys | None) -> list[cpio.Entry]:
-    nodes = [{"mem_mib": n.mem_mib, "cpulist": _cpulist(tuple(sorted(n.cpus)))} for n in vm.numa]
+def run_entries(vm: VmSpec, keys: RunKeys) -> list[cpio.Entry]:
+    nodes = [{"mem_mib": n.mem_mib, "cpulist": ",".join(cpu_ranges(n.cpus))} for n in vm.numa]
     expect = _templates.get_template("expect.j2").render(
         nodes=nodes, swap_mib=vm.swap_mib, mem_tolerance_pct=MEM_TOLERANCE_PCT,
         swap_dev=disks.SWAP_DEV, scratch_dev=disks.SCRATCH_DEV, scratch_mount=disks.SCRATCH_MOUNT)
-    entries = [cpio.directory("etc"), cpio.directory("etc/harness"),
-               cpio.regular("etc/harness/expect", expect.encode())]
-    if keys is not None:
-        entries += [
-            cpio.directory("root", 0o700), cpio.directory("root/.ssh", 0o700),
-            cpio.regular("root/.ssh/authorized_keys", (keys.authorized_key + "\n").encode(), 0o600),
-            cpio.directory("etc/dropbear", 0o700),
-            cpio.regular("etc/dropbear/dropbear_ed25519_host_key", keys.host_key.read_bytes(), 0o600),
-        ]
-    return entries
+    return [
+        cpio.directory("etc"), cpio.directory("etc/harness"), cpio.regular("etc/harness/expect", expect.encode()),
+        cpio.directory("root", 0o700), cpio.directory("root/.ssh", 0o700),
+        cpio.regular("root/.ssh/authorized_keys", (keys.authorized_key + "\n").encode(), 0o600),
+        cpio.directory("etc/dropbear", 0o700),
+        cpio.regular("etc/dropbear/dropbear_ed25519_host_key", keys.host_key.read_bytes(), 0o600),
+    ]
 
 
 @dataclass(frozen=True)
@@ -133,13 +111,13 @@ class GuestImage:
     initramfs: Path
     swap_disk: Path  # /dev/vda; one unused MiB when the spec asks for no swap, so vdb stays vdb
     scratch_disk: Path
-    keys: RunKeys | None
+    keys: RunKeys
 
 
-def assemble(vm: VmSpec, keys: RunKeys | None, scratch: Path, with_ssh: bool = True) -> GuestImage:
+def assemble(vm: VmSpec, keys: RunKeys, scratch: Path) -> GuestImage:
     """Write the run's initramfs and disks into `scratch`."""
     initramfs = scratch / "initramfs.cpio"
-    with initramfs.open("wb") as out, base_image(with_ssh).open("rb") as base:
+    with initramfs.open("wb") as out, base_image().open("rb") as base:
         shutil.copyfileobj(base, out)
         out.write(cpio.archive(run_entries(vm, keys)))
     swap = disks.sparse(scratch / "swap.img", vm.swap_mib or 1)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness import cache
 from harness.commands import need_tool, run
-from harness.errors import BuildError, ConfigError
+from harness.errors import BuildError, CommandTimeout, ConfigError
 from harness.kernel import config as kconfig
 from harness.kernel.source import KernelSource
 
@@ -73,24 +73,24 @@ def build(source: KernelSource, extra_fragments: tuple[Path, ...], out_dir: Path
     if not use_ccache:
         env["CCACHE_DISABLE"] = "1"
     log_path = out_dir / "build.log"
-    built = build_dir / ".harness-built"  # written after a make that succeeded on this very tree
     with log_path.open("a") as log:
         config = kconfig.configure(source.tree, build_dir, fragments, log)
         shutil.copyfile(config, out_dir / ".config")
-        identity = cache.digest(str(source.generation), config.read_bytes(), *make_vars())
-        if built.exists() and built.read_text() == identity:
+        # written after a make that succeeded on this very tree
+        built = cache.Stamp(build_dir / ".harness-built",
+                            cache.digest(str(source.generation), config.read_bytes(), *make_vars()))
+        if built.current():
             log.write("harness: no source file changed since the last build: make skipped\n")
         else:
-            built.unlink(missing_ok=True)
             argv = ["make", "-C", str(source.tree), f"O={build_dir}", *make_vars(), f"-j{os.cpu_count() or 2}", "all"]
             try:
                 run(argv, error=BuildError, what="kernel build", log=log, timeout=timeout, env=env)
-            except BuildError as e:
-                if "timed out" in str(e):
-                    raise
+            except CommandTimeout:
+                raise
+            except BuildError:
                 raise BuildError(f"the kernel build failed (full log: {log_path}):\n"
                                  f"{first_errors(log_path.read_text(errors='replace'))}") from None
-            built.write_text(identity)
+            built.write()
     bzimage = build_dir / "arch/x86/boot/bzImage"
     release = (build_dir / "include/config/kernel.release").read_text().strip()
     return KernelBuild(bzimage=bzimage, build_dir=build_dir, config_path=config, release=release, source=source)

@@ -83,7 +83,8 @@ def check(config: Path, requests: list[Request], tree: Path) -> None:
         if not _kconfig_defines(tree, r.symbol):
             problems.append(f"{where}: this kernel has no such option (dropped or misspelled)")
         else:
-            problems.append(f"{where}: the final .config has {r.symbol}={got} (a dependency is off or it is not selectable)")
+            problems.append(f"{where}: the final .config has {r.symbol}={got} "
+                            "(a dependency is off or it is not selectable)")
     if problems:
         raise ConfigError("config fragments asked for what the final .config lacks:\n  " + "\n  ".join(problems))
 
@@ -92,13 +93,12 @@ def configure(tree: Path, build_dir: Path, fragments: list[Path], log: IO[str]) 
     """Write a checked build_dir/.config; skip all work when nothing changed."""
     requests = [r for f in fragments for r in read_fragment(f)]
     config = build_dir / ".config"
-    stamp_file = build_dir / ".harness-config-stamp"
-    stamp = cache.digest(str(tree), "allnoconfig", *(f.read_bytes() for f in fragments))
-    if config.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
+    stamp = cache.Stamp(build_dir / ".harness-config-stamp",
+                        cache.digest(str(tree), "allnoconfig", *(f.read_bytes() for f in fragments)))
+    if stamp.current(config):
         return config
-    stamp_file.unlink(missing_ok=True)
     run([str(tree / "scripts/kconfig/merge_config.sh"), "-n", "-O", str(build_dir), *map(str, fragments)],
         error=ConfigError, what="merge_config.sh", cwd=tree, log=log)
     check(config, requests, tree)
-    stamp_file.write_text(stamp)
+    stamp.write()
     return config

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness import cache
 from harness.commands import run
-from harness.errors import SourceError
+from harness.errors import PatchDoesNotApply, SourceError
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ def debian_tree(package: str) -> Path:
     """Extract /usr/src/<package>.tar.xz once into the cache; return the tree."""
     tarball = Path("/usr/src") / f"{package}.tar.xz"
     target = origin_path(f"debian:{package}")
-    if (target / ".extracted").exists():
+    extracted = cache.Stamp(target / ".extracted", "")
+    if extracted.current():
         return target
     if not tarball.exists():
         raise SourceError(f"kernel source {tarball} is missing: run 'make setup' or 'apt-get install {package}'")
@@ -61,7 +62,7 @@ def debian_tree(package: str) -> Path:
     run(["tar", "-xf", str(tarball), "-C", str(partial)], error=SourceError, what=f"extracting {tarball}")
     (partial / package).rename(target)
     partial.rmdir()
-    (target / ".extracted").touch()
+    extracted.write()
     return target
 
 
@@ -72,31 +73,39 @@ def _check_tree(path: Path) -> None:
         raise SourceError(f"{path} is not a Linux kernel tree (no Makefile, mm/ or arch/x86/ in it)")
 
 
-def _git(repo: Path, *args: str) -> str:
+def git(repo: Path, *args: str) -> str:
     return run(["git", "-C", str(repo), *args], error=SourceError, what=f"git {args[0]} in {repo}").strip()
 
 
-def _git_worktree(repo: Path, rev: str) -> Path:
-    """A private detached worktree of `repo` at `rev` (reused between runs)."""
-    if not (repo / ".git").exists():
-        raise SourceError(f"--rev needs a git checkout, and {repo} is not one")
+def commit_of(repo: Path, rev: str) -> str:
+    """The commit `rev` names in `repo`, or a SourceError saying it does not exist."""
     try:
-        commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+        return git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
     except SourceError:
         raise SourceError(f"git revision '{rev}' does not exist in {repo}") from None
-    worktree = cache.subdir("worktrees") / f"{repo.name}-{cache.digest(str(repo))}"
-    if not (worktree / ".git").exists():
-        shutil.rmtree(worktree, ignore_errors=True)
-        _git(repo, "worktree", "prune")
-        _git(repo, "worktree", "add", "--detach", "--force", str(worktree), commit)
-    elif _git(worktree, "rev-parse", "HEAD") != commit or _git(worktree, "status", "--porcelain"):
+
+
+def worktree_path(repo: Path, kept_in: str) -> Path:
+    return cache.subdir(kept_in) / f"{repo.name}-{cache.digest(str(repo))}"
+
+
+def worktree(repo: Path, rev: str, kept_in: str) -> Path:
+    """A private detached worktree of `repo` at `rev`, in the cache folder
+    `kept_in`, reused between runs: it keeps its path, so builds stay incremental."""
+    commit = commit_of(repo, rev)
+    path = worktree_path(repo, kept_in)
+    if not (path / ".git").exists():
+        shutil.rmtree(path, ignore_errors=True)
+        git(repo, "worktree", "prune")
+        git(repo, "worktree", "add", "--detach", "--force", str(path), commit)
+    elif git(path, "rev-parse", "HEAD") != commit or git(path, "status", "--porcelain"):
         # checkout rewrites only files that differ, so make rebuilds only those
-        _git(worktree, "checkout", "--detach", "--force", commit)
-        _git(worktree, "clean", "-fdq")
-    return worktree
+        git(path, "checkout", "--detach", "--force", commit)
+        git(path, "clean", "-fdq")
+    return path
 
 
-def _patch_error(patch: Path, output: str) -> SourceError:
+def _patch_error(patch: Path, output: str) -> PatchDoesNotApply:
     """Name the file and hunk that failed, from GNU patch's dry-run output."""
     problems, current = [], None
     for line in output.splitlines():
@@ -110,8 +119,8 @@ def _patch_error(patch: Path, output: str) -> SourceError:
             problems.append(f"{current}: the change is already in the tree (reversed or applied before)")
         elif "Only garbage was found" in line:
             problems.append("it is not a patch (no diff found in it)")
-    detail = "; ".join(problems) or output.strip().splitlines()[-1:]
-    return SourceError(f"patch {patch} does not apply: {detail}")
+    detail = "; ".join(problems) or "".join(output.strip().splitlines()[-1:])
+    return PatchDoesNotApply(f"patch {patch} does not apply: {detail}")
 
 
 def _apply(tree: Path, patch: Path) -> list[str]:
@@ -194,15 +203,14 @@ def _stamp(path: Path) -> list[int] | None:
 def _sync(source: Path, tree: Path, exclude: list[str]) -> bool:
     """Make `tree` a copy of `source`; True if anything changed.
 
-    A file rsync rewrites is stamped now: rsync would give it the source's
-    old mtime, and a build directory that last compiled another series'
-    version of it (one per config: they share this tree) would not see it
-    change."""
+    rsync keeps the source's mtimes, so an edit of the source undone with its
+    old mtime would come back older than the object make built from the edit,
+    and make would keep that object: every file rsync updates gets a fresh mtime."""
     tree.mkdir(parents=True, exist_ok=True)
     argv = ["rsync", "-a", "--itemize-changes", "--delete", "--exclude=/.git"] + [f"--exclude=/{f}" for f in exclude]
     changes = run(argv + [f"{source}/", f"{tree}/"], error=SourceError, what=f"copying {source}")
     for line in changes.splitlines():
-        if line.startswith(">f") and " " in line:
+        if line.startswith(">f"):  # a regular file whose content was (re)written
             (tree / line.split(" ", 1)[1]).touch()
     return bool(changes.strip())
 
@@ -216,10 +224,12 @@ def prepare(origin: str, rev: str | None, patches: tuple[Path, ...]) -> KernelSo
         _check_tree(tree)
     origin_tree = tree
     if rev:
-        tree, changed = _private_tree(_git_worktree(tree, rev), patches, git_based=True)
+        if not (tree / ".git").exists():
+            raise SourceError(f"--rev needs a git checkout, and {tree} is not one")
+        tree, changed = _private_tree(worktree(tree, rev, "worktrees"), patches, git_based=True)
     else:
         tree, changed = _private_tree(tree, patches, git_based=False)
     git_dir = tree if rev else origin_tree
-    commit = _git(git_dir, "rev-parse", "HEAD") if (git_dir / ".git").exists() else None
+    commit = git(git_dir, "rev-parse", "HEAD") if (git_dir / ".git").exists() else None
     return KernelSource(tree=tree, origin=origin, version=makefile_version(tree), commit=commit, patches=patches,
                         generation=_generation(tree, changed))

@@ -24,7 +24,9 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from harness.cache import digest
 from harness.results import ktap, report
@@ -85,15 +87,16 @@ def _excerpt(test: TestResult) -> str | None:
     return _text(text.strip()) or None
 
 
-def _nodes(test: TestResult, path: str):
+def _nodes(test: TestResult, path: str) -> Iterator[tuple[str, TestResult]]:
     """(dotted path, node) for the node and every node below it, parents first."""
     yield path, test
     for sub in test.subtests:
         yield from _nodes(sub, f"{path}.{_path_part(sub.name)}")
 
 
-def _test(run_id: str, build_id: str, n: int, path: str, node: TestResult, environment: dict) -> dict:
-    test: dict = {"id": f"{ORIGIN}:{run_id}:test:{n}", "build_id": build_id, "origin": ORIGIN, "path": path,
+def _test(run_id: str, build_id: str, n: int, path: str, node: TestResult,
+          environment: dict[str, Any]) -> dict[str, Any]:
+    test: dict[str, Any] = {"id": f"{ORIGIN}:{run_id}:test:{n}", "build_id": build_id, "origin": ORIGIN, "path": path,
             "status": _status(node), "environment": environment}
     if node.duration_s is not None:
         test["duration"] = node.duration_s
@@ -101,7 +104,7 @@ def _test(run_id: str, build_id: str, n: int, path: str, node: TestResult, envir
         test["log_excerpt"] = excerpt
     if node.directive:
         test["comment"] = _text(node.directive)
-    misc: dict = {"name": node.name}
+    misc: dict[str, Any] = {"name": node.name}
     if node.line is not None:
         misc["console_line"] = node.line
     if node.crash:
@@ -110,12 +113,12 @@ def _test(run_id: str, build_id: str, n: int, path: str, node: TestResult, envir
     return test
 
 
-def _mapping(value) -> dict:
+def _mapping(value: object) -> dict[str, Any]:
     """A metadata section; results.json written by other tools may hold anything there."""
     return value if isinstance(value, dict) else {}
 
 
-def _environment(metadata: dict) -> dict:
+def _environment(metadata: dict[str, Any]) -> dict[str, Any]:
     vm = _mapping(metadata.get("vm"))
     if not vm:
         return {"comment": "QEMU guest"}
@@ -124,21 +127,21 @@ def _environment(metadata: dict) -> dict:
                        f"{nodes} NUMA nodes, swap {vm.get('swap_mib')} MiB", "misc": vm}
 
 
-def run_document(result: RunResult, label: str | None = None) -> dict:
+def run_document(result: RunResult, label: str | None = None) -> dict[str, Any]:
     """checkouts, builds and tests of one run (not a merged result)."""
     meta = result.metadata
     kernel = _mapping(meta.get("kernel"))
     run_id = digest(json.dumps(meta, sort_keys=True), length=16)
     checkout_id, build_id = f"{ORIGIN}:{run_id}:checkout", f"{ORIGIN}:{run_id}:build"
-    where = {"label": label} if label else {}
-    checkout = {"id": checkout_id, "origin": ORIGIN, "valid": True,
+    where: dict[str, Any] = {"label": label} if label else {}
+    checkout: dict[str, Any] = {"id": checkout_id, "origin": ORIGIN, "valid": True,
                 "comment": _text(f"{kernel.get('origin', 'kernel source')} {kernel.get('version', '')}".strip()),
                 "misc": {**where, **{k: kernel[k] for k in ("origin", "version", "patches") if k in kernel}}}
     if _SHA1_RE.match(kernel.get("commit") or ""):
         checkout["git_commit_hash"] = kernel["commit"]
     if "patchset_hash" in kernel:
         checkout["patchset_hash"] = kernel["patchset_hash"]
-    build = {"id": build_id, "checkout_id": checkout_id, "origin": ORIGIN, "architecture": ARCHITECTURE,
+    build: dict[str, Any] = {"id": build_id, "checkout_id": checkout_id, "origin": ORIGIN, "architecture": ARCHITECTURE,
              "status": "PASS", "config_name": _text("+".join(["migrate-harness", *kernel.get("configs", [])])),
              "misc": {**where, **{k: kernel[k] for k in ("release", "config_hash") if k in kernel}}}
     if "started" in meta:
@@ -160,7 +163,7 @@ def run_document(result: RunResult, label: str | None = None) -> dict:
     return {"checkouts": [checkout], "builds": [build], "tests": tests}
 
 
-def _runs(metadata: dict, groups: list[TestResult], crashes: list[CrashReport],
+def _runs(metadata: dict[str, Any], groups: list[TestResult], crashes: list[CrashReport],
           prefix: str = "") -> list[tuple[str, RunResult]]:
     """The single runs inside a (possibly nested) merged result, with their labels.
 
@@ -173,14 +176,14 @@ def _runs(metadata: dict, groups: list[TestResult], crashes: list[CrashReport],
     for label, meta in metadata["merged"].items():
         own = [g for g in groups if g.name.startswith(f"{label}/")]
         own = [dataclasses.replace(g, name=g.name[len(label) + 1:]) for g in own]
-        its_crashes = [c for c, owner in zip(crashes, labels) if owner == label]
+        its_crashes = [c for c, owner in zip(crashes, labels, strict=False) if owner == label]
         runs += _runs(meta, own, its_crashes, f"{prefix}{label}/")
     return runs
 
 
-def document(result: RunResult) -> dict:
+def document(result: RunResult) -> dict[str, Any]:
     """The kcidb.json document: every run in `result` (one, or several if merged)."""
-    doc: dict = {"version": dict(SCHEMA_VERSION), "checkouts": [], "builds": [], "tests": []}
+    doc: dict[str, Any] = {"version": dict(SCHEMA_VERSION), "checkouts": [], "builds": [], "tests": []}
     merged = "merged" in result.metadata
     for label, run in _runs(result.metadata, list(result.groups), list(result.crashes)):
         part = run_document(run, label if merged else None)

@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from harness.results.model import Status, TestResult
+from harness.results.model import Status, TestResult, rollup
 
 Line = tuple[int, str]
 Note = tuple[int, str]  # (line number, diagnostic text): sorted by line when merged
@@ -68,7 +68,12 @@ class _Tok:
     indent: int
     kind: str  # "version" | "plan" | "result" | "diag"
     text: str
-    match: re.Match[str] | None = None
+    match: re.Match[str] | None = None  # a result's: (ok|not ok, number, the rest)
+
+    def result(self) -> tuple[str, str, str]:
+        assert self.match is not None, "only result tokens have a match"
+        ok, number, rest = self.match.groups()
+        return ok, number, rest
 
 
 def _tokenize(line: int, raw: str) -> _Tok | None:
@@ -156,6 +161,7 @@ class _Parser:
 
     def level(self, indent: int) -> _Doc:
         """Parse the document at `indent` until a shallower line or a new document."""
+        assert self.tok is not None, "a level starts at a token"
         doc = _Doc(line=self.tok.line)
         pending = _Notes()
         seen: dict[int, int] = {}  # test number -> line of its first result
@@ -193,7 +199,7 @@ class _Parser:
                 else:
                     pending.add((tok.line, tok.text))
             elif tok.kind == "result":
-                number = int(tok.match[2])
+                number = int(tok.result()[1])
                 doc.results.append(self._result(tok, pending, children, hint, len(seen) + 1, seen.get(number)))
                 seen.setdefault(number, tok.line)
                 pending, children, hint = _Notes(), None, None
@@ -209,7 +215,7 @@ class _Parser:
 
     def _result(self, tok: _Tok, notes: _Notes, children: _Doc | None, hint: str | None, expected: int,
                 first_line: int | None) -> TestResult:
-        ok, num, rest = tok.match.groups()
+        ok, num, rest = tok.result()
         status, directive, name = _classify(ok == "ok", rest)
         subtests: tuple[TestResult, ...] = ()
         if children is not None:
@@ -240,15 +246,8 @@ class _Parser:
 
 
 def _overall(results: list[TestResult], plan: int | None) -> Status:
-    leaves = [leaf for r in results for leaf in r.leaves()]
-    if not leaves:
-        return Status.SKIP if plan == 0 else Status.ERROR
-    statuses = {leaf.status for leaf in leaves}
-    if Status.ERROR in statuses:
-        return Status.ERROR
-    if Status.FAIL in statuses:
-        return Status.FAIL
-    return Status.SKIP if statuses == {Status.SKIP} else Status.PASS
+    """The rolled-up status of the leaves; with none, an empty plan is a skip."""
+    return rollup(results) or (Status.SKIP if plan == 0 else Status.ERROR)
 
 
 def parse_ktap(lines: Iterable[Line], name: str, log: str = "the full log") -> TestResult:

@@ -17,8 +17,8 @@ Headers inside an excerpt belong to it (one cascade, one report), and so does a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from harness.results.model import CrashReport
 
@@ -100,7 +100,8 @@ KINDS: tuple[CrashKind, ...] = (
     # Without CONFIG_DEBUG_BUGVERBOSE the kernel prints "Kernel BUG at func+0x1b/0x1000 [mod]".
     CrashKind("kernel-bug", re.compile(r"[Kk]ernel BUG at ([^!\s]+)"), _kernel_bug),
     CrashKind("invalid-opcode", re.compile(r"invalid opcode: "), lambda m: "invalid opcode", rip=True),
-    CrashKind("gpf", re.compile(r"(?:Oops: )?general protection fault"), lambda m: "general protection fault", rip=True),
+    CrashKind("gpf", re.compile(r"(?:Oops: )?general protection fault"), lambda m: "general protection fault",
+              rip=True),
     CrashKind("oops", re.compile(r"(?:Internal error: )?Oops: "), lambda m: "Oops", rip=True),
     CrashKind("unable-to-handle", re.compile(r"([Uu]nable to handle .*)"), lambda m: _clean(m[1]), rip=True),
     CrashKind("warning", re.compile(r"WARNING: (.*)"), _warning),
@@ -143,28 +144,29 @@ def _strip(raw: str) -> str:
     return _TIMESTAMP_RE.sub("", raw.rstrip("\r\n"), count=1)
 
 
-def _header(raw: str) -> tuple[CrashKind, re.Match[str]] | tuple[None, None]:
+def _header(raw: str) -> tuple[CrashKind, re.Match[str]] | None:
     """The kind of crash whose first line this is, if any."""
     text = raw.rstrip("\r\n")
-    pos = _HEADER_PREFIX_RE.match(text).end()
+    prefix = _HEADER_PREFIX_RE.match(text)  # all optional: it always matches
+    pos = prefix.end() if prefix else 0
     for kind in KINDS:
         m = kind.start.match(text, pos)
         if m:
             return kind, m
-    return None, None
+    return None
 
 
 def _in_report(raw: str) -> bool:
     """Does this line look like part of a crash report (including a cascading header)?"""
-    return _header(raw)[0] is not None or bool(_REPORT_LINE.search(_strip(raw)))
+    return _header(raw) is not None or bool(_REPORT_LINE.search(_strip(raw)))
 
 
 def _panic_follows(lines: Sequence[tuple[int, str]], end: int) -> bool:
     """After "end trace": does a panic come next, past only re-printed registers?"""
     for _, raw in lines[end + 1 : end + 1 + PANIC_WINDOW]:
-        kind, _ = _header(raw)
-        if kind is not None:
-            return kind.name == "panic"
+        header = _header(raw)
+        if header is not None:
+            return header[0].name == "panic"
         if not _REPORT_LINE.search(_strip(raw)):
             return False
     return False
@@ -189,10 +191,11 @@ def find_crashes(lines: Sequence[tuple[int, str]]) -> list[CrashReport]:
     crashes: list[CrashReport] = []
     i = 0
     while i < len(lines):
-        kind, m = _header(lines[i][1])
-        if kind is None:
+        header = _header(lines[i][1])
+        if header is None:
             i += 1
             continue
+        kind, m = header
         end = _last_index(lines, i)
         body = [_strip(raw) for _, raw in lines[i : end + 1]]
         title = kind.title(m)

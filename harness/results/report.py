@@ -22,6 +22,7 @@ import re
 import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
 from harness.results import migrate_reasons
@@ -78,12 +79,12 @@ def failure(test: TestResult) -> str | None:
 # ---- results.json ----------------------------------------------------------
 
 
-def _crash_json(crash: CrashReport) -> dict:
+def _crash_json(crash: CrashReport) -> dict[str, Any]:
     return {"title": crash.title, "excerpt": crash.excerpt,
             "first_line": crash.first_line, "last_line": crash.last_line}
 
 
-def _test_json(test: TestResult) -> dict:
+def _test_json(test: TestResult) -> dict[str, Any]:
     return {"name": test.name, "status": test.status.value,
             "diagnostics": list(test.diagnostics), "failure": failure(test), "directive": test.directive,
             "duration_s": test.duration_s, "line": test.line,
@@ -92,7 +93,7 @@ def _test_json(test: TestResult) -> dict:
             "subtests": [_test_json(sub) for sub in test.subtests]}
 
 
-def to_json(result: RunResult) -> dict:
+def to_json(result: RunResult) -> dict[str, Any]:
     """The results.json document; counts and ok are derived, for readers that skip the tree."""
     counts = result.counts
     return {"schema": SCHEMA, "metadata": dict(result.metadata),
@@ -101,12 +102,12 @@ def to_json(result: RunResult) -> dict:
             "crashes": [_crash_json(crash) for crash in result.crashes]}
 
 
-def _crash_from(data: dict) -> CrashReport:
+def _crash_from(data: dict[str, Any]) -> CrashReport:
     return CrashReport(str(data["title"]), str(data["excerpt"]),
                        int(data["first_line"]), int(data["last_line"]))
 
 
-def _test_from(data: dict) -> TestResult:
+def _test_from(data: dict[str, Any]) -> TestResult:
     duration = data.get("duration_s")
     return TestResult(
         name=str(data["name"]), status=Status(data["status"]),
@@ -118,7 +119,7 @@ def _test_from(data: dict) -> TestResult:
         line=data.get("line"))
 
 
-def from_json(data: dict) -> RunResult:
+def from_json(data: dict[str, Any]) -> RunResult:
     """Inverse of to_json. Raises ValueError/KeyError/TypeError on a malformed document."""
     if data.get("schema") != SCHEMA:
         raise ValueError(f"unsupported schema {data.get('schema')!r}, expected {SCHEMA}")
@@ -136,12 +137,7 @@ def _xml_text(text: str) -> str:
 
 def _leaves(group: TestResult) -> list[tuple[str, TestResult]]:
     """(path below the group joined with ".", leaf); a group without subtests is its own leaf."""
-    if not group.subtests:
-        return [(group.name, group)]
-    out = []
-    for sub in group.subtests:
-        out += [(f"{sub.name}.{path}" if sub.subtests else path, leaf) for path, leaf in _leaves(sub)]
-    return out
+    return [(".".join(names) or group.name, leaf) for names, leaf in group.paths()]
 
 
 def _crash_text(crash: CrashReport) -> str:

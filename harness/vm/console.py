@@ -8,17 +8,21 @@ the wait at once instead of at the timeout.
 from __future__ import annotations
 
 import ctypes
+import enum
 import re
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Generic, TypeVar
 
 import pexpect
 
-from harness.results.oops import CRASH_START
+Line = tuple[int, str]  # (1-based line number in console.log, text)
+C = TypeVar("C")  # what a crash report is: the results stage decides (harness/results/oops.py)
 
+_Pattern = re.Pattern[str] | re.Pattern[bytes] | str | bytes | type[pexpect.EOF] | type[pexpect.TIMEOUT]
 PR_SET_PDEATHSIG = 1
 CRASH_GRACE_S = 5  # after a crash starts, how long its report may keep printing
 
@@ -28,17 +32,33 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+class Waited(enum.Enum):
+    """How a wait on the console ended."""
+
+    MARKER = "marker"  # the marker line appeared, or `until()` came true
+    CRASH = "crash"  # a kernel crash report started (QEMU may have exited since)
+    QEMU_EXITED = "QEMU exited"  # without a crash report
+    TIMEOUT = "timeout"
+
+
 @dataclass(frozen=True)
 class Wait:
-    """How a wait ended: 'marker', 'crash', 'exit' (QEMU gone) or 'timeout'."""
-
-    kind: str
+    how: Waited
     seconds: float
     match: str = ""
 
 
-class Console:
-    def __init__(self, argv: list[str], log_path: Path):
+@dataclass(frozen=True)
+class CrashWatch(Generic[C]):
+    """The crash table as the console needs it, handed in by the caller so
+    that the VM stage does not depend on the results stage."""
+
+    start: re.Pattern[str]  # the first line of any crash report (multiline)
+    find: Callable[[list[Line]], list[C]]  # every crash report in numbered lines
+
+
+class Console(Generic[C]):
+    def __init__(self, argv: list[str], log_path: Path, crashes: CrashWatch[C]):
         self.log_path = log_path
         # console.log may hold an earlier boot of the same run: this one starts after it
         self.start_line = self.line_count()
@@ -46,13 +66,15 @@ class Console:
         self.child = pexpect.spawn(argv[0], argv[1:], timeout=None, maxread=65536,
                                    logfile=None, preexec_fn=_die_with_parent, echo=False)
         self.child.logfile_read = self._log
-        self.pid = self.child.pid
+        assert self.child.pid is not None  # spawn() has forked
+        self.pid: int = self.child.pid
+        self._crashes = crashes
         # The console is read as bytes: the patterns are compiled to bytes too.
-        self._crash = re.compile(CRASH_START.pattern.encode(), re.MULTILINE)
+        self._crash = re.compile(crashes.start.pattern.encode(), re.MULTILINE)
 
     def wait_for(self, marker: str | None, timeout: float, until: Callable[[], bool] | None = None) -> Wait:
         """Read the console until a line matches `marker` or `until()` is true
-        ('marker'); a crash or QEMU's exit ends the wait early.
+        (MARKER); a crash or QEMU's exit ends the wait early.
 
         Reading never stops while a test runs over SSH, so a chatty guest can
         never block on a full serial line. After a crash starts, its report
@@ -60,7 +82,7 @@ class Console:
         """
         start = time.monotonic()
         deadline = start + timeout
-        patterns = [self._crash, pexpect.EOF, pexpect.TIMEOUT]
+        patterns: list[_Pattern] = [self._crash, pexpect.EOF, pexpect.TIMEOUT]
         if marker is not None:
             patterns.append(re.compile(marker.encode(), re.MULTILINE))
         crashed = False
@@ -70,15 +92,16 @@ class Console:
             index = self.child.expect(patterns, timeout=poll)
             elapsed = time.monotonic() - start
             if index == 3 or (until is not None and until() and not crashed):
-                kind = "crash" if crashed else "marker"
-                return Wait(kind, elapsed, self.child.after.decode(errors="replace") if index == 3 else "")
+                how = Waited.CRASH if crashed else Waited.MARKER
+                after = self.child.after
+                return Wait(how, elapsed, after.decode(errors="replace") if isinstance(after, bytes) else "")
             if index == 0 and not crashed:
                 crashed = True
                 deadline = min(deadline, time.monotonic() + CRASH_GRACE_S)
             elif index == 1:
-                return Wait("crash" if crashed else "exit", elapsed)
+                return Wait(Waited.CRASH if crashed else Waited.QEMU_EXITED, elapsed)
             elif index == 2 and time.monotonic() >= deadline:
-                return Wait("crash" if crashed else "timeout", elapsed)
+                return Wait(Waited.CRASH if crashed else Waited.TIMEOUT, elapsed)
 
     def drain(self, seconds: float = 0.5) -> None:
         """Copy whatever QEMU still prints during `seconds` into console.log."""
@@ -89,13 +112,18 @@ class Console:
         except pexpect.TIMEOUT:
             pass
 
-    def lines(self) -> list[tuple[int, str]]:
-        """console.log so far as numbered lines, for the parsers.
+    def lines(self, since: int = 0) -> list[Line]:
+        """console.log so far as numbered lines after line `since`, for the parsers.
 
         QEMU's stdio keeps output post-processing on, so the guest's CRLF
         arrives as CR CR LF: every trailing CR is dropped here."""
         text = self.log_path.read_bytes().decode(errors="replace")
-        return [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1)]
+        numbered = enumerate(text.split("\n"), 1)
+        return [(n, line.rstrip("\r")) for n, line in numbered if n > since]
+
+    def crashes(self, since: int = 0) -> list[C]:
+        """The crash reports that start after line `since`."""
+        return self._crashes.find(self.lines(since))
 
     def line_count(self) -> int:
         """Complete lines in console.log so far: what comes next has a higher number."""

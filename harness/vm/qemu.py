@@ -9,12 +9,13 @@ under TCG with a one-line notice. Hands on a running `Vm`.
 from __future__ import annotations
 
 import json
-import shlex
 import logging
 import os
+import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic
 
 import jinja2
 
@@ -22,8 +23,8 @@ from harness import cache
 from harness.commands import need_tool
 from harness.errors import BootError
 from harness.guest.initramfs import MARKER, GuestImage
-from harness.spec import VmSpec
-from harness.vm.console import Console, Wait
+from harness.spec import VmSpec, cpu_ranges
+from harness.vm.console import C, Console, CrashWatch, Wait, Waited
 
 log = logging.getLogger("harness")
 
@@ -36,25 +37,15 @@ READY = rf"{MARKER}: ready"
 FIRST_RESULT = r"^(?:not )?ok 1 "  # the boot checks' first KTAP result
 
 
-def _ranges(cpus: tuple[int, ...]) -> list[str]:
-    """(0, 1, 3) -> ['0-1', '3'], the form QEMU's -numa cpus= takes."""
-    ranges: list[list[int]] = []
-    for cpu in sorted(cpus):
-        if ranges and cpu == ranges[-1][1] + 1:
-            ranges[-1][1] = cpu
-        else:
-            ranges.append([cpu, cpu])
-    return [f"{a}" if a == b else f"{a}-{b}" for a, b in ranges]
-
-
 def command_line(vm: VmSpec, *, kernel: Path, initrd: Path, swap_disk: Path, scratch_disk: Path, accel: str,
                  ssh_port: int | None) -> list[str]:
+    """The argv; ssh_port None: no network (bench.py's floor boot)."""
     template = jinja2.Template(PROFILE.read_text(), undefined=jinja2.StrictUndefined,
                                trim_blocks=True, lstrip_blocks=True)
     distances = [(i, j, v) for i, row in enumerate(vm.distances or ()) for j, v in enumerate(row) if i != j]
     text = template.render(
         accel=accel, cpus=vm.cpus, memory_mib=vm.memory_mib, distances=distances,
-        numa=[{"mem_mib": n.mem_mib, "cpu_ranges": _ranges(n.cpus)} for n in vm.numa],
+        numa=[{"mem_mib": n.mem_mib, "cpu_ranges": cpu_ranges(n.cpus)} for n in vm.numa],
         kernel=kernel, initrd=initrd, cmdline=f"{CMDLINE} {vm.append}".strip(),
         swap_disk=swap_disk, scratch_disk=scratch_disk, ssh_port=ssh_port,
     )
@@ -69,7 +60,8 @@ def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (QEMU binds it a moment later)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _verdict_file() -> Path:
@@ -86,7 +78,8 @@ def kvm_unavailable() -> str | None:
         return "/dev/kvm is not accessible to this user"
     verdict = _verdict_file()
     if verdict.exists():
-        return json.loads(verdict.read_text()).get("broken")
+        broken: str | None = json.loads(verdict.read_text()).get("broken")
+        return broken
     return None
 
 
@@ -95,16 +88,21 @@ def _remember_kvm(broken: str | None) -> None:
 
 
 @dataclass
-class Vm:
+class Vm(Generic[C]):
     """A running (or crashed) guest: its console, SSH port and how boot went."""
 
-    console: Console
+    console: Console[C]
     image: GuestImage
     accel: str
-    ssh_port: int | None
-    ready: Wait  # kind "marker" when init said it is ready
+    ssh_port: int
+    boot_ended: Wait  # MARKER when init said it is ready
     boot_seconds: float  # QEMU start to ready
     first_result_seconds: float | None  # QEMU start to the first KTAP result
+
+    @property
+    def ready(self) -> bool:
+        """init said it is ready (a crash after that is the console's to tell)."""
+        return self.boot_ended.how is Waited.MARKER
 
     @property
     def pid(self) -> int:
@@ -113,25 +111,24 @@ class Vm:
     def stop(self) -> None:
         self.console.close()
 
-    def __enter__(self) -> "Vm":
+    def __enter__(self) -> Vm[C]:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.stop()
 
 
 def _start(vm: VmSpec, kernel: Path, image: GuestImage, accel: str, console_log: Path,
-           with_ssh: bool, timeout: float) -> tuple[Console, int | None, Wait]:
+           crashes: CrashWatch[C], timeout: float) -> tuple[Console[C], int, Wait]:
     """Start QEMU and wait for init to start; retry if a parallel run took our port."""
     for _attempt in range(3):
-        port = free_port() if with_ssh else None
+        port = free_port()
         argv = command_line(vm, kernel=kernel, initrd=image.initramfs, swap_disk=image.swap_disk,
-                            scratch_disk=image.scratch_disk,
-                            accel=accel, ssh_port=port)
+                            scratch_disk=image.scratch_disk, accel=accel, ssh_port=port)
         (console_log.parent / "qemu.cmdline").write_text(shlex.join(argv) + "\n")  # to reproduce by hand
-        console = Console(argv, console_log)
+        console = Console(argv, console_log, crashes)
         first = console.wait_for(INIT_STARTED, timeout=timeout)
-        if first.kind == "exit" and "Could not set up host forwarding" in console.tail(5):
+        if first.how is Waited.QEMU_EXITED and "Could not set up host forwarding" in console.tail(5):
             console.close()
             continue
         return console, port, first
@@ -153,7 +150,7 @@ def _choose_accel(requested: str) -> str:
 
 
 def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
-         boot_timeout: float, with_ssh: bool = True) -> Vm:
+         boot_timeout: float, crashes: CrashWatch[C]) -> Vm[C]:
     """Boot the guest and wait until init says it is ready (or crashes, or times out).
 
     Only a QEMU that will not start raises (BootError); a kernel that
@@ -162,33 +159,32 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
     need_tool(QEMU)
     accel = _choose_accel(vm.accel)
     probing = accel == "kvm" and vm.accel == "auto"
-    console, port, first = _start(vm, kernel, image, accel, console_log, with_ssh,
-                                           KVM_PROBE_S if probing else boot_timeout)
-    if probing and first.kind in ("timeout", "exit"):
-        reason = (f"a KVM guest did not reach init within {KVM_PROBE_S} s" if first.kind == "timeout"
+    console, port, first = _start(vm, kernel, image, accel, console_log, crashes,
+                                  KVM_PROBE_S if probing else boot_timeout)
+    if probing and first.how in (Waited.TIMEOUT, Waited.QEMU_EXITED):
+        reason = (f"a KVM guest did not reach init within {KVM_PROBE_S} s" if first.how is Waited.TIMEOUT
                   else f"QEMU stopped under KVM: {(console.tail(3).strip().splitlines() or [''])[-1]}")
         log.warning("accel: %s; KVM looks broken on this host, falling back to TCG", reason)
         console.close()
         with console_log.open("a") as f:
             f.write(f"\n[harness] KVM probe failed ({reason}); booting again under TCG\n")
         accel = "tcg"
-        console, port, first = _start(vm, kernel, image, accel, console_log, with_ssh,
-                                               boot_timeout)
-        if first.kind == "marker":  # the kernel is fine under TCG: KVM itself is at fault
+        console, port, first = _start(vm, kernel, image, accel, console_log, crashes, boot_timeout)
+        if first.how is Waited.MARKER:  # the kernel is fine under TCG: KVM itself is at fault
             _remember_kvm(reason)
     elif probing:
         _remember_kvm(None)
-    this_boot = [line for n, line in console.lines() if n > console.start_line]
-    if first.kind == "exit" and not any("Linux version" in line for line in this_boot):
+    this_boot = [line for _, line in console.lines(since=console.start_line)]
+    if first.how is Waited.QEMU_EXITED and not any("Linux version" in line for line in this_boot):
         tail = console.tail(10)
         console.close()
         raise BootError(f"QEMU would not start the guest under {accel.upper()} (it exited at once):\n{tail}")
     try:
-        result = console.wait_for(FIRST_RESULT, timeout=boot_timeout) if first.kind == "marker" else first
-        ready = console.wait_for(READY, timeout=boot_timeout) if result.kind == "marker" else result
+        result = console.wait_for(FIRST_RESULT, timeout=boot_timeout) if first.how is Waited.MARKER else first
+        ready = console.wait_for(READY, timeout=boot_timeout) if result.how is Waited.MARKER else result
     except BaseException:
         console.close()
         raise
-    first_result = first.seconds + result.seconds if result.kind == "marker" else None
+    first_result = first.seconds + result.seconds if result.how is Waited.MARKER else None
     return Vm(console, image, accel, port, ready, first.seconds + result.seconds + ready.seconds,
               first_result)

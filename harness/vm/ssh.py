@@ -8,9 +8,10 @@ Hands on a `GuestShell` that runs commands and moves files over SFTP.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import paramiko
 
@@ -44,7 +45,7 @@ class GuestShell:
 
     @classmethod
     def connect(cls, port: int, keys: RunKeys, timeout: float,
-                console_tail: Callable[[], str] = lambda: "") -> "GuestShell":
+                console_tail: Callable[[], str] = lambda: "") -> GuestShell:
         """Connect as root, retrying until `timeout` while the guest's sshd starts."""
         client = cls._client(port, keys, timeout, console_tail)
         return cls(client, lambda: cls._client(port, keys, 10, console_tail))
@@ -115,20 +116,23 @@ class GuestShell:
     def _exec(self, command: str, tries: int = 3) -> paramiko.Channel:
         """A channel running `command`. A channel closed at once, or a
         connection gone, gets another try (see _fresh_connection)."""
-        for attempt in range(tries):
+        error: Exception | None = None
+        for _attempt in range(tries):
             transport = self.client.get_transport()
             if transport is None or not transport.is_active():
                 self._fresh_connection()
                 transport = self.client.get_transport()
             try:
+                if transport is None:
+                    raise paramiko.SSHException("not connected")
                 channel = transport.open_session()
                 channel.settimeout(1.0)
                 channel.exec_command(command)
                 return channel
             except (paramiko.SSHException, OSError) as e:
-                if attempt == tries - 1:
-                    raise GuestError(f"the guest's SSH server did not run '{command}': {e}") from None
+                error = e
                 time.sleep(0.2)
+        raise GuestError(f"the guest's SSH server did not run '{command}': {error}")
 
     def _sftp(self, action: Callable[[paramiko.SFTPClient], None], what: str) -> None:
         for attempt in range(2):
@@ -148,35 +152,21 @@ class GuestShell:
                 sftp.chmod(remote, mode)
         self._sftp(put, f"copy {local} to the guest's {remote}")
 
-    def get(self, remote: str, local: Path) -> None:
-        self._sftp(lambda sftp: sftp.get(remote, str(local)), f"copy the guest's {remote} to {local}")
+    def abandon(self) -> None:
+        """Give up on the commands running now (after a crash they may never
+        return): their connection is closed; the next command connects again."""
+        self.client.close()
 
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> "GuestShell":
+    def __enter__(self) -> GuestShell:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
 
 def _split(public: str) -> tuple[str, paramiko.PKey]:
     return public.split()[0], host_key_object(public)
-
-
-def port_is_loopback_only(port: int) -> bool:
-    """From the kernel's socket table: every listener on `port` is bound to 127.0.0.1."""
-    listeners = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for row in rows:
-            local, state = row.split()[1], row.split()[3]
-            address, hex_port = local.split(":")
-            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
-                listeners.append(address)
-    return bool(listeners) and all(a == "0100007F" for a in listeners)
 

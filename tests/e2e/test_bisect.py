@@ -12,12 +12,12 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from conftest import harness
+
 from harness import cache
 from harness.cache_admin import disk_usage
 from harness.kernel.source import debian_tree

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import harness
+
 from harness import cli, pipeline
 from harness.guest import compile as compiler
 

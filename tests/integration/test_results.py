@@ -6,7 +6,6 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from conftest import DATA, harness, process_gone, validate_junit
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,6 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from conftest import DATA, REPO, harness, process_gone
 
 pytestmark = pytest.mark.integration

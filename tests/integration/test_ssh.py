@@ -7,17 +7,34 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
-
 from conftest import REPO, harness, process_gone
+
 from harness import cli, pipeline
 from harness.errors import GuestError
 from harness.guest import initramfs, keys
 from harness.spec import Spec
-from harness.vm.ssh import GuestShell, port_is_loopback_only
+from harness.vm.ssh import GuestShell
 
 pytestmark = pytest.mark.integration
+
+
+def port_is_loopback_only(port: int) -> bool:
+    """From the kernel's socket table: every listener on `port` is bound to 127.0.0.1."""
+    listeners = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                listeners.append(address)
+    return bool(listeners) and all(a == "0100007F" for a in listeners)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +54,8 @@ def test_sftp_push_keeps_every_byte(guest, tmp_path):
     result = shell.run("sha256sum /tmp/blob", timeout=60)
     assert result.status == 0
     assert result.stdout.split()[0] == hashlib.sha256(blob.read_bytes()).hexdigest()
-    shell.get("/tmp/blob", tmp_path / "back")
+    with shell.client.open_sftp() as sftp:
+        sftp.get("/tmp/blob", str(tmp_path / "back"))
     assert (tmp_path / "back").read_bytes() == blob.read_bytes()
 
 
@@ -79,7 +97,7 @@ def test_two_runs_at_once_both_succeed(default_kernel, tmp_path):
                               "--out", str(tmp_path / name)], cwd=REPO, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for name in ("one", "two")]
     outputs = [run.communicate(timeout=900) for run in runs]
-    for run, (stdout, stderr) in zip(runs, outputs):
+    for run, (stdout, stderr) in zip(runs, outputs, strict=True):
         assert run.returncode == 0, stderr[-2000:]
         assert "/dev/vda" in stdout
     pids = {(tmp_path / name / "qemu.pid").read_text() for name in ("one", "two")}

@@ -216,8 +216,9 @@ def test_ccache_is_emptied_by_ccache_itself(root, tmp_path, capsys):
     env = {**os.environ, "CCACHE_DIR": str(root / "ccache")}
     subprocess.run(["ccache", "gcc", "-c", str(source), "-o", str(tmp_path / "x.o")], check=True, env=env)
     stats = ["ccache", "--print-stats"]
-    files = lambda: int(dict(line.split("\t") for line in subprocess.run(
-        stats, check=True, capture_output=True, text=True, env=env).stdout.splitlines())["files_in_cache"])
+    def files():
+        return int(dict(line.split("\t") for line in subprocess.run(
+            stats, check=True, capture_output=True, text=True, env=env).stdout.splitlines())["files_in_cache"])
     assert files() > 0
     assert main(["cache", "clean", "--older-than", "1"]) == 0  # just compiled: kept
     assert files() > 0

@@ -58,7 +58,7 @@ def test_every_node_of_the_result_tree_is_a_test_with_its_dotted_path(name):
     expected = [n for g in result.groups for n in nodes(g)]
     tests = [t for t in doc["tests"] if t["path"] != kcidb.CRASH_PATH]
     assert len(tests) == len(expected)
-    for test, node in zip(tests, expected):
+    for test, node in zip(tests, expected, strict=True):
         assert test["path"].split(".")[-1] == kcidb._path_part(node.name)
         assert test.get("duration") == node.duration_s
     assert [t["path"] for t in tests if t["path"].count(".") == 1] == [

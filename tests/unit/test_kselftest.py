@@ -25,17 +25,17 @@ def test_selection_is_data(tmp_path):
     s = load(tmp_path, "tests: [boot, kselftest-mm]")
     assert s.tests == ("boot", "kselftest-mm")
     s = load(tmp_path, "tests: [boot, {kselftest-mm: [migration, mremap_test]}]")
-    assert s.tests == ("boot", spec.SelftestGroup("kselftest-mm", ("migration", "mremap_test")))
-    assert "kselftest-mm" not in spec.DEFAULT_GROUPS  # it builds kernel selftests: asked for, not default
+    assert s.tests == ("boot", spec.ChosenTests("kselftest-mm", ("migration", "mremap_test")))
+    assert "kselftest-mm" not in spec.default_groups()  # it builds kernel selftests: asked for, not default
 
 
 @pytest.mark.parametrize("text, message", [
     ("tests: [{kselftest-mm: []}]", r"tests\[0\].kselftest-mm: expected a non-empty list"),
     ("tests: [{kselftest-mm: migration}]", "expected a non-empty list"),
-    ("tests: [{kselftest-mm: [migration, 'a b']}]", r"kselftest-mm\[1\]: 'a b' is not a selftest name"),
+    ("tests: [{kselftest-mm: [migration, 'a b']}]", r"kselftest-mm\[1\]: 'a b' is not a test name"),
     ("tests: [{kselftest-mm: [hmm, hmm]}]", "named twice"),
     ("tests: [kselftest-mm, {kselftest-mm: [hmm]}]", "unique"),
-    ("tests: [kselftest-vm]", "kselftest-mm: \\[NAME, ...\\]"),
+    ("tests: [kselftest-vm]", "kselftest-mm: \\[TEST, ...\\]"),
 ])
 def test_bad_selections_are_named(tmp_path, text, message):
     with pytest.raises(SpecError, match=message):

@@ -8,16 +8,26 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import validate_junit
 from lxml import etree
 
-from conftest import validate_junit
 from harness.errors import HarnessError
 from harness.results.ktap import parse_ktap, split_documents
+
 # Aliased so pytest does not try to collect the dataclass as a test class.
 from harness.results.model import Counts, CrashReport, RunResult, Status
 from harness.results.model import TestResult as Result
-from harness.results.report import (failure, failure_lines, from_json, junit_xml, load, summary, to_json,
-                                    write_all)
+from harness.results.report import (
+    failure,
+    failure_lines,
+    from_json,
+    junit_xml,
+    load,
+    merge,
+    summary,
+    to_json,
+    write_all,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -122,7 +132,7 @@ def test_junit_counts_equal_counts_plus_crash_testcases():
     c = result.counts
     # ORPHAN is attached nowhere and ON_PASS only to a passing leaf: two extra error testcases.
     assert attr_counts(root) == (c.total + 2, c.failed, c.errors + 2, c.skipped)
-    for suite, group in zip(root, result.groups):
+    for suite, group in zip(root, result.groups, strict=False):
         g = Counts.of([group])
         assert attr_counts(suite) == (g.total, g.failed, g.errors, g.skipped)
         assert len(suite.findall("testcase")) == g.total
@@ -362,3 +372,17 @@ def test_golden_wrong_node_names_the_node_mismatch_for_every_failure():
     assert sum("expected node 1" in e for e in entries) == 10  # concurrent_bounce says "not on node 1"
     messages = [f.get("message") for f in ET.parse(GOLDEN / "wrong-node" / "junit.xml").iter("failure")]
     assert len(messages) == 11 and all(m.startswith("FAIL: ") for m in messages)
+
+
+def group(name, *statuses, crash=None):
+    leaves = tuple(Result(f"t{i}", s, crash=crash if s is Status.FAIL else None) for i, s in enumerate(statuses))
+    worst = Status.FAIL if Status.FAIL in statuses else Status.ERROR if Status.ERROR in statuses else Status.PASS
+    return Result(name, worst, subtests=leaves)
+
+
+def test_merge_prefixes_groups_and_keeps_counts():
+    a = RunResult({}, (group("boot", Status.PASS), group("module", Status.PASS, Status.FAIL)))
+    b = RunResult({}, (group("boot", Status.PASS, Status.PASS),))
+    merged = merge({"6.1": a, "6.12": b})
+    assert [g.name for g in merged.groups] == ["6.1/boot", "6.1/module", "6.12/boot"]
+    assert merged.counts.passed == 4 and merged.counts.failed == 1

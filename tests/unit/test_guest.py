@@ -1,21 +1,22 @@
-"""Guest assets and the QEMU command line, checked with real tools (cpio, dropbearkey)."""
+"""harness/guest: the initramfs, keys and guest programs, checked with real tools (cpio, dropbearkey, gcc)."""
+import io
 import subprocess
-from pathlib import Path
 
 import pytest
 
+from harness.errors import GuestError
+from harness.guest import compile as compiler
 from harness.guest import cpio, initramfs, keys
 from harness.spec import NumaNode, Spec, VmSpec
-from harness.vm import qemu
 
 pytestmark = pytest.mark.unit
 
 
 def test_cpio_archive_is_read_back_by_gnu_cpio(tmp_path):
     data = cpio.archive([cpio.directory("etc"), cpio.regular("etc/hello", b"hi\n", 0o600),
-                         cpio.symlink("link", "etc/hello"), cpio.char_device("console", 5, 1)])
+                         cpio.char_device("console", 5, 1)])
     listing = subprocess.run(["cpio", "-itv", "--quiet"], input=data, capture_output=True, check=True).stdout.decode()
-    assert "etc/hello" in listing and "link -> etc/hello" in listing
+    assert "etc/hello" in listing
     assert any(line.startswith("crw-------") and "5,   1" in line for line in listing.splitlines())
     subprocess.run(["cpio", "-id", "--quiet"], input=data, cwd=tmp_path, check=True)
     assert (tmp_path / "etc/hello").read_text() == "hi\n"
@@ -41,18 +42,19 @@ def test_initramfs_has_busybox_dropbear_and_its_libraries(tmp_path):
                           capture_output=True, text=True).stdout.strip() == "ext4"
 
 
-def test_base_image_is_cached_by_content():
-    assert initramfs.base_image() == initramfs.base_image()
-    assert initramfs.base_image(with_ssh=False) != initramfs.base_image()
+def test_base_image_is_cached_by_content(monkeypatch):
+    image = initramfs.base_image()
+    assert initramfs.base_image() == image
+    monkeypatch.setattr(initramfs, "_ssh_binaries", lambda: {})  # an image without dropbear
+    assert initramfs.base_image() != image
 
 
-def test_expectations_follow_the_topology():
+def test_expectations_follow_the_topology(tmp_path):
     vm = VmSpec(cpus=3, numa=(NumaNode(768, (0, 2)), NumaNode(256, (1,))), swap_mib=0)
-    entries = {e.path: e for e in initramfs.run_entries(vm, None)}
+    entries = {e.path: e for e in initramfs.run_entries(vm, keys.make(tmp_path))}
     expect = entries["etc/harness/expect"].data.decode()
     assert "NODES=2" in expect and "NODE0_MEM_MIB=768" in expect and "NODE0_CPUS=0,2" in expect
     assert "SWAP_MIB=0" in expect
-    assert "root/.ssh/authorized_keys" not in entries
 
 
 def test_host_key_public_half_matches_dropbear(tmp_path):
@@ -62,24 +64,15 @@ def test_host_key_public_half_matches_dropbear(tmp_path):
     assert (tmp_path / "id_ecdsa").stat().st_mode & 0o777 == 0o600
 
 
-def test_qemu_command_line_from_topology():
-    vm = VmSpec(cpus=4, numa=(NumaNode(1024, (0, 1)), NumaNode(512, (2, 3))), distances=((10, 20), (20, 10)))
-    argv = qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s.img"), scratch_disk=Path("/x.img"),
-                             accel="tcg", ssh_port=2222)
-    joined = " ".join(argv)
-    assert argv[0] == "qemu-system-x86_64"
-    assert "-m 1536M" in joined and "-smp 4,sockets=4,cores=1,threads=1" in joined
-    assert "-numa node,nodeid=1,memdev=mem1,cpus=2-3" in joined
-    assert "-object memory-backend-ram,id=mem1,size=512M" in joined
-    assert "-numa dist,src=0,dst=1,val=20" in joined
-    assert "hostfwd=tcp:127.0.0.1:2222-:22" in joined and "restrict=on" in joined
-    assert argv[argv.index("-append") + 1].startswith("console=ttyS0 panic=-1")
-    assert "-no-reboot" in argv and "-accel" not in argv
-
-
-def test_qemu_noncontiguous_cpus_and_no_ssh():
-    vm = VmSpec(cpus=3, numa=(NumaNode(512, (0, 2)), NumaNode(512, (1,))), swap_mib=0)
-    joined = " ".join(qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s"), scratch_disk=Path("/x"),
-                                        accel="kvm", ssh_port=None))
-    assert "nodeid=0,memdev=mem0,cpus=0,cpus=2" in joined
-    assert "hostfwd" not in joined and "-cpu host" in joined
+def test_workload_is_compiled_static_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIGRATE_HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(compiler, "WORKLOAD_DIR", tmp_path)
+    (tmp_path / "hello.c").write_text('#include <stdio.h>\nint main(void){puts("KTAP version 1");return 0;}\n')
+    log = io.StringIO()
+    binary = compiler.workload(log)
+    assert b"libc.so" not in subprocess.run(["ldd", str(binary)], capture_output=True).stdout  # static
+    assert subprocess.run([str(binary)], capture_output=True, text=True).stdout == "KTAP version 1\n"
+    assert compiler.workload(log) == binary and log.getvalue().count("$ gcc") == 1
+    (tmp_path / "hello.c").write_text("int main(void){return nope;}\n")
+    with pytest.raises(GuestError, match="compiling the guest workload failed"):
+        compiler.workload(log)

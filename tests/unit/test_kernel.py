@@ -1,7 +1,7 @@
 """Source preparation and config checks on small fake trees, with the real patch/rsync/git."""
+import os
 import subprocess
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -159,6 +159,24 @@ def test_a_failed_series_still_restamps_what_the_last_one_touched(tree, tmp_path
     plain = source.prepare(str(tree), None, ()).tree / "mm/migrate.c"
     assert plain.read_text() == MIGRATE_C
     assert plain.stat().st_mtime_ns >= built_at  # newer than any object built from the patched file
+
+
+def test_a_source_edit_undone_with_its_old_mtime_is_rebuilt(tree):
+    """Someone edits the source (a mutant, say), a build compiles the edit, and the
+    edit is undone with the file's old mtime (cp -p, tar): the private copy must
+    come back newer than the object built from the edit, or make keeps it."""
+    original = tree / "mm/migrate.c"
+    old_times = (original.stat().st_atime_ns, original.stat().st_mtime_ns)
+    source.prepare(str(tree), None, ())
+    original.write_text(MIGRATE_C.replace("return 0;", "return -1;"))
+    edited = source.prepare(str(tree), None, ()).tree / "mm/migrate.c"
+    assert "return -1;" in edited.read_text()
+    built_at = edited.stat().st_mtime_ns + 1  # an object compiled from the edit, just after
+    original.write_text(MIGRATE_C)
+    os.utime(original, ns=old_times)
+    restored = source.prepare(str(tree), None, ()).tree / "mm/migrate.c"
+    assert restored.read_text() == MIGRATE_C
+    assert restored.stat().st_mtime_ns > built_at
 
 
 def test_generation_moves_only_when_a_file_changed(tree):

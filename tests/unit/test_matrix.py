@@ -1,13 +1,11 @@
-"""Matrix expansion and sharding, the CI files, merged reports, bisect verdicts."""
+"""harness/matrix.py: matrix expansion and sharding, and the CI files that run the shards."""
 from pathlib import Path
 
 import pytest
 import yaml
 
-from harness import bisect, matrix
+from harness import matrix
 from harness.errors import SpecError
-from harness.results import report
-from harness.results.model import CrashReport, RunResult, Status, TestResult
 
 pytestmark = pytest.mark.unit
 
@@ -65,45 +63,3 @@ def test_gitlab_ci_runs_every_shard_and_publishes_junit():
     assert "--shard $CI_NODE_INDEX/$CI_NODE_TOTAL" in " ".join(nightly["script"])
     assert nightly["artifacts"]["reports"]["junit"] == "out/shard-*/junit.xml"
     assert ci["merge"]["artifacts"]["reports"]["junit"] == "merged/junit.xml"
-
-
-def group(name, *statuses, crash=None):
-    leaves = tuple(TestResult(f"t{i}", s, crash=crash if s is Status.FAIL else None) for i, s in enumerate(statuses))
-    worst = Status.FAIL if Status.FAIL in statuses else Status.ERROR if Status.ERROR in statuses else Status.PASS
-    return TestResult(name, worst, subtests=leaves)
-
-
-def test_merge_prefixes_groups_and_keeps_counts():
-    a = RunResult({}, (group("boot", Status.PASS), group("module", Status.PASS, Status.FAIL)))
-    b = RunResult({}, (group("boot", Status.PASS, Status.PASS),))
-    merged = report.merge({"6.1": a, "6.12": b})
-    assert [g.name for g in merged.groups] == ["6.1/boot", "6.1/module", "6.12/boot"]
-    assert merged.counts.passed == 4 and merged.counts.failed == 1
-
-
-PANIC = CrashReport("Kernel panic - not syncing: x", "x", 1, 2)
-
-
-@pytest.mark.parametrize("groups, crashes, tests, expected", [
-    ((group("boot", Status.PASS), group("module", Status.PASS)), (), (), bisect.GOOD),
-    ((group("boot", Status.PASS), group("module", Status.PASS, Status.FAIL)), (), (), bisect.BAD),
-    ((group("boot", Status.PASS), group("module", Status.PASS, Status.FAIL)), (), ("boot",), bisect.GOOD),
-    ((group("boot", Status.PASS), group("module", Status.PASS, Status.FAIL)), (), ("module.t1",), bisect.BAD),
-    ((group("boot", Status.ERROR),), (), (), bisect.SKIP),  # never got ready
-    ((group("boot", Status.PASS), group("module", Status.ERROR)), (), (), bisect.SKIP),
-    ((group("boot", Status.PASS), group("w", Status.FAIL, crash=PANIC)), (PANIC,), (), bisect.BAD),
-    ((group("boot", Status.PASS),), (), ("nothere",), bisect.SKIP),
-])
-def test_verdicts(groups, crashes, tests, expected):
-    assert bisect.verdict(RunResult({}, groups, crashes), tests) == expected
-
-
-def test_only_build_failures_are_skipped():
-    from harness.errors import BootError, BuildError, ConfigError, SourceError, ToolMissing
-    assert bisect.verdict_of_error(BuildError("x")) == bisect.SKIP
-    assert bisect.verdict_of_error(ConfigError("x")) == bisect.SKIP
-    assert bisect.verdict_of_error(SourceError("patch p does not apply: mm/x.c: hunk #1 failed")) == bisect.SKIP
-    assert bisect.verdict_of_error(SourceError("copying failed: No space left on device")) is None
-    assert bisect.verdict_of_error(BuildError("cc1: No space left on device")) is None
-    assert bisect.verdict_of_error(BootError("QEMU would not start")) is None
-    assert bisect.verdict_of_error(ToolMissing("qemu")) is None

@@ -1,0 +1,99 @@
+"""Group kind `script`: your own program, pushed to the guest, run over SSH,
+its stdout read as KTAP. The workload is one too (see workload.py).
+
+Stdout is written to OUT/<group>.ktap as it arrives and echoed as live
+progress; each leaf's duration is the time between its result line and the
+one before. A crash or hang fails the test that was running.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from harness.groups.guest import GUEST_DIR, Ended, GroupRun, Guest, ended_badly, parse, run_watched, timed
+from harness.kernel.build import KernelBuild
+from harness.results.model import Status, TestResult
+from harness.spec import GroupEntry, ScriptGroup
+
+log = logging.getLogger("harness")
+
+
+@dataclass(frozen=True)
+class Program:
+    """A guest program that prints KTAP on stdout, as a group runs it."""
+
+    name: str  # the group's
+    path: Path  # on the host
+    timeout: float | None = None  # default: the spec's timeouts.test
+
+
+def prepare(entry: GroupEntry, kernel: KernelBuild, log: IO[str], keep: Path) -> Program:
+    assert isinstance(entry, ScriptGroup)  # the table dispatches mappings here, names elsewhere
+    return Program(entry.name, entry.script, entry.timeout)
+
+
+class Progress:
+    """Collects a group's stdout: to its .ktap file, to the terminal, with arrival times."""
+
+    def __init__(self, group: str, path: Path):
+        self.group, self.file, self.start = group, path.open("wb", buffering=0), time.monotonic()
+        self.pending, self.arrivals, self.line_no = b"", dict[int, float](), 0
+
+    def __call__(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+        *lines, self.pending = (self.pending + chunk).split(b"\n")
+        for raw in lines:
+            self.line_no += 1
+            now = time.monotonic() - self.start
+            self.arrivals[self.line_no] = now
+            text = raw.decode(errors="replace").rstrip()
+            if text.lstrip().startswith(("ok ", "not ok ")):
+                log.info("%s [%6.1f s] %s", self.group, now, text.strip())
+            elif text.lstrip().startswith("# Subtest: "):  # which test runs now
+                log.info("%s [%6.1f s] running %s", self.group, now, text.split(": ", 1)[1])
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def with_durations(test: TestResult, arrivals: dict[int, float], since: float = 0.0) -> TestResult:
+    """A leaf's duration is the time between the previous result line and its own."""
+    subtests, previous = [], since
+    for sub in test.subtests:
+        sub = with_durations(sub, arrivals, previous)
+        subtests.append(sub)
+        if sub.line in arrivals:
+            previous = arrivals[sub.line]
+    own = arrivals.get(test.line) if test.line else None
+    duration = round(own - since, 3) if own is not None and not test.subtests else test.duration_s
+    return dataclasses.replace(test, subtests=tuple(subtests), duration_s=duration)
+
+
+@timed
+def run(guest: Guest, program: Program) -> GroupRun:
+    """Push and run one program; its stdout is the KTAP."""
+    remote = guest.push(program.path, mode=0o755)
+    timeout = program.timeout or guest.spec.timeouts.test
+    ktap_file = guest.out / f"{program.name}.ktap"
+    progress = Progress(program.name, ktap_file)
+    log.info("%s: running %s (timeout %.0f s)", program.name, program.path.name, timeout)
+    try:
+        watched = run_watched(guest, f"cd {GUEST_DIR} && {remote}", timeout, progress, dump_as=program.name)
+    finally:
+        progress.close()
+    lines = list(enumerate(ktap_file.read_text(errors="replace").splitlines(), 1))
+    result = with_durations(parse(lines, program.name, "its stdout"), progress.arrivals)
+    if watched.ended is not Ended.DONE:
+        return GroupRun(ended_badly(result, watched, timeout), watched.ended)
+    command = watched.command
+    if command.status != 0 and result.status is Status.PASS:
+        result = dataclasses.replace(result, status=Status.FAIL,
+                                     diagnostics=result.diagnostics + (f"exit status {command.status}",))
+    if command.stderr.strip():
+        stderr = "stderr: " + command.stderr.strip()[-500:]
+        result = dataclasses.replace(result, diagnostics=result.diagnostics + (stderr,))
+    return GroupRun(result, Ended.DONE)

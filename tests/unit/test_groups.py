@@ -1,0 +1,32 @@
+"""harness/groups: the groups' bookkeeping (blame, durations, roll-up)."""
+import pytest
+
+from harness.groups import guest, module, script
+from harness.results import ktap
+from harness.results.model import CrashReport, Status, TestResult
+
+pytestmark = pytest.mark.unit
+
+TRUNCATED = ["KTAP version 1", "1..4", "ok 1 first", "ok 2 second", "# Subtest: third"]
+
+
+def test_the_first_missing_test_is_blamed_and_the_rest_are_errors():
+    group = ktap.parse_ktap(list(enumerate(TRUNCATED, 1)), "suite")
+    crash = CrashReport("Kernel panic - not syncing: x", "...", 10, 20)
+    blamed = guest.blame_first_missing(group, "kernel crash: x", None, crash)
+    assert [(t.name, t.status) for t in blamed.subtests] == [
+        ("first", Status.PASS), ("second", Status.PASS), ("third", Status.FAIL), ("test 4 (missing)", Status.ERROR)]
+    assert blamed.subtests[2].crash is crash and blamed.status is Status.FAIL
+
+
+def test_durations_come_from_arrival_times():
+    group = ktap.parse_ktap(list(enumerate(TRUNCATED[:4], 1)), "suite")
+    timed = script.with_durations(group, {1: 0.0, 2: 0.1, 3: 1.5, 4: 4.0})
+    assert [t.duration_s for t in timed.subtests[:2]] == [1.5, 2.5]
+
+
+def test_regroup_takes_the_worst_leaf():
+    ok, bad = TestResult("a", Status.PASS), TestResult("b", Status.FAIL)
+    assert module.regroup("g", [ok, bad]).status is Status.FAIL
+    assert module.regroup("g", [ok, TestResult("c", Status.ERROR)]).status is Status.ERROR
+    assert module.regroup("g", [ok, TestResult("d", Status.SKIP)]).status is Status.PASS

@@ -1,0 +1,32 @@
+"""harness/vm/qemu.py: the QEMU command line rendered from the topology."""
+from pathlib import Path
+
+import pytest
+
+from harness.spec import NumaNode, VmSpec
+from harness.vm import qemu
+
+pytestmark = pytest.mark.unit
+
+
+def test_qemu_command_line_from_topology():
+    vm = VmSpec(cpus=4, numa=(NumaNode(1024, (0, 1)), NumaNode(512, (2, 3))), distances=((10, 20), (20, 10)))
+    argv = qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s.img"), scratch_disk=Path("/x.img"),
+                             accel="tcg", ssh_port=2222)
+    joined = " ".join(argv)
+    assert argv[0] == "qemu-system-x86_64"
+    assert "-m 1536M" in joined and "-smp 4,sockets=4,cores=1,threads=1" in joined
+    assert "-numa node,nodeid=1,memdev=mem1,cpus=2-3" in joined
+    assert "-object memory-backend-ram,id=mem1,size=512M" in joined
+    assert "-numa dist,src=0,dst=1,val=20" in joined
+    assert "hostfwd=tcp:127.0.0.1:2222-:22" in joined and "restrict=on" in joined
+    assert argv[argv.index("-append") + 1].startswith("console=ttyS0 panic=-1")
+    assert "-no-reboot" in argv and "-accel" not in argv
+
+
+def test_qemu_noncontiguous_cpus_and_no_ssh():
+    vm = VmSpec(cpus=3, numa=(NumaNode(512, (0, 2)), NumaNode(512, (1,))), swap_mib=0)
+    joined = " ".join(qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s"), scratch_disk=Path("/x"),
+                                        accel="kvm", ssh_port=None))
+    assert "nodeid=0,memdev=mem0,cpus=0,cpus=2" in joined
+    assert "hostfwd" not in joined and "-cpu host" in joined
