@@ -26,7 +26,17 @@ from pathlib import Path
 from typing import IO
 
 from harness.errors import BuildError
-from harness.groups.guest import GUEST_DIR, Ended, GroupRun, Guest, ended_badly, not_run, run_watched, timed
+from harness.groups.guest import (
+    GUEST_DIR,
+    Ended,
+    GroupRun,
+    Guest,
+    ended_badly,
+    not_run,
+    run_watched,
+    timed,
+    unless_unbuilt,
+)
 from harness.groups.module import regroup
 from harness.groups.script import Progress, with_durations
 from harness.guest import selftests
@@ -217,14 +227,9 @@ def _run_one(guest: Guest, test: str, case: str, command: str) -> tuple[TestResu
     return result, watched.ended
 
 
-def run(guest: Guest, prepared: Prepared | BuildError) -> GroupRun:
-    if isinstance(prepared, BuildError):
-        return GroupRun(not_run(NAME, str(prepared)), Ended.DONE)
-    return _run(guest, prepared)
-
-
+@unless_unbuilt(NAME)
 @timed
-def _run(guest: Guest, prepared: Prepared) -> GroupRun:
+def run(guest: Guest, prepared: Prepared) -> GroupRun:
     """Push the selftests, provide what they need, run each; a crash or hang ends the group."""
     for path in prepared.built.binaries + prepared.modules:
         guest.push(path, mode=0o755)
