@@ -12,7 +12,7 @@ BENCH_ARGS ?=
 
 APT_PACKAGES = qemu-system-x86 qemu-utils busybox-static dropbear-bin openssh-sftp-server \
 	linux-source-6.1 linux-source-6.12 gcc make libc6-dev flex bison bc libelf-dev libssl-dev \
-	cpio xz-utils ccache rsync patch git kmod e2fsprogs python3-pip
+	cpio xz-utils ccache rsync patch git kmod e2fsprogs python3-pip libnuma-dev
 
 HARNESS_ARGS = $(if $(SPEC),--spec $(SPEC)) $(if $(SOURCE),--source $(SOURCE)) $(if $(REV),--rev $(REV)) \
 	$(foreach p,$(PATCHES),--patch $(p)) $(foreach c,$(CONFIGS),--config $(c)) --out $(OUT)

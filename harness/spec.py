@@ -59,19 +59,29 @@ class ScriptGroup:
     timeout: float | None = None  # default: timeouts.test
 
 
-GroupEntry = str | ScriptGroup  # a built-in group kind by name (harness/groups), or your own
+@dataclass(frozen=True)
+class ChosenTests:
+    """A built-in group with its tests chosen by name: {kselftest-mm: [migration, hmm]}."""
+
+    name: str  # the group kind's
+    tests: tuple[str, ...]
+
+
+# a built-in group kind by name (harness/groups), with chosen tests, or your own
+GroupEntry = str | ChosenTests | ScriptGroup
 
 
 def group_name(entry: GroupEntry) -> str:
     return entry if isinstance(entry, str) else entry.name
 
 
-def _named_groups(default_only: bool = False) -> tuple[str, ...]:
-    """The group kinds a spec names, from the table in harness/groups (which
-    imports this module: hence the import here)."""
+def _named_groups(default_only: bool = False, choosing: bool = False) -> tuple[str, ...]:
+    """The group kinds a spec names (or chooses tests of), from the table in
+    harness/groups (which imports this module: hence the import here)."""
     from harness import groups
 
-    return tuple(kind.name for kind in groups.KINDS if kind.by_name and (kind.default or not default_only))
+    return tuple(kind.name for kind in groups.KINDS if kind.by_name and (kind.default or not default_only)
+                 and (kind.chooses or not choosing))
 
 
 def default_groups() -> tuple[GroupEntry, ...]:
@@ -240,6 +250,19 @@ def _timeouts(data: object, where: str) -> Timeouts:
     return Timeouts(**d)
 
 
+def _chosen(name: str, value: object, where: str) -> ChosenTests:
+    """{kselftest-mm: [migration, hmm]}: tests by name; whether the tree has
+    them is known once it is built."""
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where}: expected a non-empty list of test names, e.g. [migration, hmm]")
+    for i, test in enumerate(value):
+        if not isinstance(test, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", test):
+            raise SpecError(f"{where}[{i}]: {test!r} is not a test name (letters, digits, _ . - only)")
+    if len(set(value)) != len(value):
+        raise SpecError(f"{where}: a test is named twice in {value}")
+    return ChosenTests(name, tuple(value))
+
+
 def _tests(value: object, base: Path, where: str) -> tuple[GroupEntry, ...]:
     if value is None:
         return default_groups()
@@ -251,9 +274,14 @@ def _tests(value: object, base: Path, where: str) -> tuple[GroupEntry, ...]:
         if isinstance(item, str) and item in known:
             groups.append(item)
             continue
+        if isinstance(item, dict) and len(item) == 1 and next(iter(item)) in _named_groups(choosing=True):
+            name, tests = next(iter(item.items()))
+            groups.append(_chosen(name, tests, f"{where}[{i}].{name}"))
+            continue
         if not isinstance(item, dict):
+            choose = "".join(f"{{{name}: [TEST, ...]}}, " for name in _named_groups(choosing=True))
             raise SpecError(f"{where}[{i}]: '{item}' is not a test group; use one of "
-                            f"{', '.join(known)}, or {{name: NAME, script: FILE}}")
+                            f"{', '.join(known)}, {choose}or {{name: NAME, script: FILE}}")
         d = _check_keys(item, {"name", "script", "timeout"}, f"{where}[{i}]")
         if "name" not in d or "script" not in d:
             raise SpecError(f"{where}[{i}]: a script group needs 'name' and 'script'")

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from harness.groups import boot, module, script, workload
+from harness.groups import boot, kselftest, module, script, workload
 from harness.groups.guest import Ended, GroupRun, Guest, not_run
 from harness.kernel.build import KernelBuild
-from harness.spec import GroupEntry
+from harness.spec import GroupEntry, ScriptGroup, group_name
 
 __all__ = ["KINDS", "Ended", "Guest", "GroupKind", "GroupRun", "kind_of", "not_run"]
 
@@ -31,6 +31,7 @@ class GroupKind:
     default: bool  # run when the spec names no groups
     by_name: bool = True  # a spec names it; False: a spec gives a mapping {name, script, timeout}
     after_failed_boot: bool = False  # runs even if the guest did not boot cleanly (reads the console only)
+    chooses: bool = False  # a spec may also give {name: [test, ...]} (spec.ChosenTests)
 
 
 KINDS: tuple[GroupKind, ...] = (
@@ -38,11 +39,12 @@ KINDS: tuple[GroupKind, ...] = (
     GroupKind("workload", workload.prepare, script.run, default=True),
     GroupKind("module", module.prepare, module.run, default=True),
     GroupKind("script", script.prepare, script.run, default=False, by_name=False),
+    GroupKind("kselftest-mm", kselftest.prepare, kselftest.run, default=False, chooses=True),
 )
 
 
 def kind_of(entry: GroupEntry) -> GroupKind:
     """The row that runs a spec's group entry."""
-    if isinstance(entry, str):
-        return next(kind for kind in KINDS if kind.name == entry)
-    return next(kind for kind in KINDS if not kind.by_name)
+    if isinstance(entry, ScriptGroup):
+        return next(kind for kind in KINDS if not kind.by_name)
+    return next(kind for kind in KINDS if kind.name == group_name(entry))

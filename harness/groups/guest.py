@@ -18,8 +18,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ParamSpec
+from typing import ParamSpec, TypeVar
 
+from harness.errors import BuildError
 from harness.results import ktap
 from harness.results.model import CrashReport, Status, TestResult
 from harness.spec import Spec
@@ -174,3 +175,18 @@ def timed(run: Callable[P, GroupRun]) -> Callable[P, GroupRun]:
         took = round(time.monotonic() - start, 2)
         return GroupRun(dataclasses.replace(ran.result, duration_s=took), ran.ended)
     return wrapper
+
+
+A = TypeVar("A")
+Run = Callable[[Guest, A], GroupRun]
+
+
+def unless_unbuilt(name: str) -> Callable[[Run[A]], Run[A | BuildError]]:
+    """A group's run whose asset may be the BuildError of its prepare: that fails the group, not the run."""
+    def decorate(run: Run[A]) -> Run[A | BuildError]:
+        def wrapper(guest: Guest, asset: A | BuildError) -> GroupRun:
+            if isinstance(asset, BuildError):
+                return GroupRun(not_run(name, str(asset)), Ended.DONE)
+            return run(guest, asset)
+        return wrapper
+    return decorate

@@ -36,7 +36,7 @@ def prepare(entry: GroupEntry, kernel: KernelBuild, log: IO[str], keep: Path) ->
     return Program(entry.name, entry.script, entry.timeout)
 
 
-class _Progress:
+class Progress:
     """Collects a group's stdout: to its .ktap file, to the terminal, with arrival times."""
 
     def __init__(self, group: str, path: Path):
@@ -79,7 +79,7 @@ def run(guest: Guest, program: Program) -> GroupRun:
     remote = guest.push(program.path, mode=0o755)
     timeout = program.timeout or guest.spec.timeouts.test
     ktap_file = guest.out / f"{program.name}.ktap"
-    progress = _Progress(program.name, ktap_file)
+    progress = Progress(program.name, ktap_file)
     log.info("%s: running %s (timeout %.0f s)", program.name, program.path.name, timeout)
     try:
         watched = run_watched(guest, f"cd {GUEST_DIR} && {remote}", timeout, progress, dump_as=program.name)

@@ -54,3 +54,33 @@ def test_module_for_the_wrong_kernel_is_an_error_and_the_rest_runs(kernel_612, t
     assert boot["status"] == "pass" and workload["status"] == "pass"  # the other groups still ran
     assert module["status"] == "error" and module["diagnostics"][0].startswith("insmod failed:")
     assert "Traceback" not in capsys.readouterr().err
+
+
+# Not understood yet (issue 14 stays open for it): in one of two runs here 6.12's
+# migration.shared_anon_htlb gave up after 100 busy move_pages() calls in a row under TCG.
+MAY_FAIL_612 = {"migration.shared_anon_htlb"}
+
+
+def test_612_runs_its_own_mm_selftests(kernel_612, tmp_path):
+    """6.12's selftests live in selftests/mm (6.1's in selftests/vm) and have the
+    hugetlb migration cases; every case of the default set passes, but for the
+    device-coherent hmm variants (no special-purpose memory in the VM)."""
+    out = tmp_path / "out"
+    result = harness("run", "--spec", "ci/kselftest-mm.yaml", "--source", SOURCE_612, "--out", str(out),
+                     timeout=3600)
+    assert result.returncode in (0, 1), result.stdout + result.stderr[-3000:]
+    kselftest = json.loads((out / "results.json").read_text())["groups"][1]
+    leaves = {}
+
+    def walk(test, path):
+        for sub in test.get("subtests", []):
+            walk(sub, f"{path}.{sub['name']}" if path else sub["name"])
+        if not test.get("subtests"):
+            leaves[path] = test["status"]
+    walk(kselftest, "")
+    assert leaves["migration.private_anon_htlb"] == "pass" and leaves["migration.shared_anon"] == "pass"
+    assert leaves["ksm_numa.merge_across_nodes"] == "pass" and leaves["hmm.hmm_device_private.migrate"] == "pass"
+    failed = {p for p, s in leaves.items() if s not in ("pass", "skip")}
+    assert failed <= MAY_FAIL_612, failed
+    assert result.returncode == (1 if failed else 0)
+    assert {p for p, s in leaves.items() if s == "skip"} == {p for p in leaves if "device_coherent" in p}

@@ -71,6 +71,22 @@ def test_changed_series_restores_and_restamps_files(tree, tmp_path):
     assert src.version == "6.1.99-rc2"
 
 
+def test_a_file_restored_after_other_series_is_newer_than_any_build_of_the_patched_one(tree, tmp_path):
+    """Build directories (one per config) share the private tree: one that last
+    compiled the marker version must see migrate.c change when it comes back,
+    whatever series other build directories used in between."""
+    patch = tmp_path / "marker.patch"
+    patch.write_text(MARKER_PATCH)
+    src = source.prepare(str(tree), None, (patch,))
+    built_marker = (src.tree / "mm/migrate.c").stat().st_mtime_ns  # a build dir compiles it now
+    other = tmp_path / "other.patch"
+    other.write_text("--- a/Makefile\n+++ b/Makefile\n@@ -4 +4 @@\n-EXTRAVERSION = -rc1\n+EXTRAVERSION = -rc2\n")
+    source.prepare(str(tree), None, (other,))  # another config's run
+    plain = source.prepare(str(tree), None, ())
+    assert (plain.tree / "mm/migrate.c").read_text() == MIGRATE_C
+    assert (plain.tree / "mm/migrate.c").stat().st_mtime_ns > built_marker
+
+
 def test_patch_that_does_not_apply_names_file_and_hunk(tree, tmp_path):
     bad = tmp_path / "bad.patch"
     bad.write_text(MARKER_PATCH.replace("return 0;", "return 1;"))

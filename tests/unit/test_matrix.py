@@ -19,7 +19,7 @@ def test_nightly_matrix_expands_to_every_combination():
         "source=linux-source-6.1,numa=0", "source=linux-source-6.1,numa=1",
         "source=linux-source-6.12,numa=0", "source=linux-source-6.12,numa=1"]
     assert entries[3].spec.kernel.source == "debian:linux-source-6.12"
-    assert len(entries[3].spec.vm.numa) == 3 and entries[0].spec.tests == ("boot", "workload", "module")
+    assert len(entries[3].spec.vm.numa) == 3 and entries[0].spec.tests == ("boot", "workload", "module", "kselftest-mm")
 
 
 @pytest.mark.parametrize("total", [1, 2, 3, 4, 5])
