@@ -229,7 +229,7 @@ def summary(result: RunResult) -> str:
     skips = [r for r in rows if r[3].status is Status.SKIP]
     if skips:
         lines += ["", "Skipped:"]
-    for word, group, path, leaf in skips:
+    for _word, group, path, leaf in skips:
         lines += textwrap.wrap(f"SKIP {_fit(group, group_w)}: {_fit(path, name_w)}: {skip_reason(leaf)}", WIDTH,
                                subsequent_indent="    ", break_on_hyphens=False)
     # A parser may attach a crash to a leaf only; list those too, once each.

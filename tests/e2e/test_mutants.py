@@ -8,7 +8,6 @@ TCG); the 6.12 one reuses test_kernels.py's 6.12 build."""
 from __future__ import annotations
 
 import pytest
-
 from mutants import HERE, failing, harness_run
 
 pytestmark = pytest.mark.e2e

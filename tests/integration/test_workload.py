@@ -2,7 +2,6 @@
 pushed and run over SSH, each case a separate result."""
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import xml.etree.ElementTree as ET
@@ -10,7 +9,6 @@ import xml.etree.ElementTree as ET
 import pytest
 from conftest import EXPECTED_SKIPS, REPO, harness, skips, workload_cases
 
-from harness.guest import compile as compiler
 from harness.results import migrate_reasons
 from harness.results.report import load
 
