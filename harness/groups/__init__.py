@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness.groups import boot, module, script, workload
-from harness.groups.guest import Ended, GroupRun, Guest, not_run
+from harness.groups.guest import Ended, GroupRun, Guest, not_run, stop_reason
 from harness.kernel.build import KernelBuild
 from harness.spec import GroupEntry
 
-__all__ = ["KINDS", "Ended", "Guest", "GroupKind", "GroupRun", "kind_of", "not_run"]
+__all__ = ["KINDS", "Ended", "Guest", "GroupKind", "GroupRun", "kind_of", "not_run", "stop_reason"]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import ParamSpec
 
 from harness.results import ktap
+from harness.results.report import failure, is_hang
 from harness.results.model import CrashReport, Status, TestResult
 from harness.spec import Spec
 from harness.vm import qemu
@@ -84,9 +85,10 @@ class Watched:
     command: CommandResult
     crashes: tuple[CrashReport, ...]  # crash reports that started while it ran
     dump: Path | None  # the blocked-task dump of a hang
+    since: int  # the console's line count when the command started
 
 
-def _dump_blocked_tasks(guest: Guest, name: str, since_line: int) -> Path:
+def dump_blocked_tasks(guest: Guest, name: str, since_line: int) -> Path:
     """sysrq w (blocked tasks) on a channel of its own; the console shows the dump."""
     try:
         guest.shell.run("echo w > /proc/sysrq-trigger", timeout=DUMP_WAIT_S)
@@ -117,12 +119,12 @@ def run_watched(guest: Guest, command: str, timeout: float,
         else:
             ended = Ended.DONE
         if ended is Ended.HUNG and dump_as is not None:
-            dump = _dump_blocked_tasks(guest, dump_as, since)
+            dump = dump_blocked_tasks(guest, dump_as, since)
         if not future.done():
             guest.shell.abandon()  # the command's connection: the VM's owner stops the VM
         result = future.result()
     console.drain(0.2)  # what the kernel printed as the command ended
-    return Watched(ended, result, tuple(console.crashes(since=since)), dump)
+    return Watched(ended, result, tuple(console.crashes(since=since)), dump, since)
 
 
 def not_run(name: str, why: str) -> TestResult:
@@ -137,15 +139,29 @@ def parse(lines: list[tuple[int, str]], name: str, where: str) -> TestResult:
         return TestResult(name, Status.ERROR, (f"no KTAP output in {where}",))
 
 
+def _never_reported(test: TestResult) -> bool:
+    return test.status is Status.ERROR and any(d.startswith("missing") for d in test.diagnostics)
+
+
+def _stopped(test: TestResult, blamed: str, how: str) -> TestResult:
+    """A test that never reported because the kernel stopped at `blamed`: not run, and why."""
+    return dataclasses.replace(test, diagnostics=(f"not run: {blamed} {how}",))
+
+
 def blame_first_missing(group: TestResult, why: str, directive: str | None,
-                        crash: CrashReport | None) -> TestResult:
-    """The first test that never reported was the one running: it failed with `why`."""
-    subtests, blamed = list(group.subtests), False
+                        crash: CrashReport | None, how: str = "crashed the kernel") -> TestResult:
+    """The first test that never reported was the one running: it failed with
+    `why`; the tests after it were not run because of it."""
+    subtests, blamed = list(group.subtests), None
     for i, sub in enumerate(subtests):
-        if sub.status is Status.ERROR and not blamed and any(d.startswith("missing") for d in sub.diagnostics):
+        if not _never_reported(sub):
+            continue
+        if blamed is None:
             subtests[i] = dataclasses.replace(sub, status=Status.FAIL, directive=directive, crash=crash,
                                               diagnostics=(why,))
-            blamed = True
+            blamed = sub.name
+        else:
+            subtests[i] = _stopped(sub, blamed, how)
     diagnostics = group.diagnostics + (() if blamed else (why,))
     return dataclasses.replace(group, status=Status.FAIL, subtests=tuple(subtests), crash=crash,
                                diagnostics=diagnostics)
@@ -155,10 +171,45 @@ def ended_badly(result: TestResult, watched: Watched, timeout: float) -> TestRes
     """Blame the test that was running for the hang or crash that ended its group."""
     if watched.ended is Ended.HUNG:
         where = f"; blocked tasks in {watched.dump.name}" if watched.dump else ""
-        return blame_first_missing(result, f"hang: no result within {timeout:.0f} s{where}", "TIMEOUT", None)
+        return blame_first_missing(result, f"hang: no result within {timeout:.0f} s{where}", "TIMEOUT", None,
+                                   "hung the kernel")
     crash = watched.crashes[0] if watched.crashes else None
     why = f"kernel crash: {crash.title} (console.log:{crash.first_line})" if crash else "QEMU exited"
     return blame_first_missing(result, why, None, crash)
+
+
+def stuck_in_kernel(result: TestResult) -> TestResult | None:
+    """The test that said it is stuck in the kernel (`not ok N name # TIMEOUT ...`), if one did."""
+    return next((leaf for leaf in result.leaves() if is_hang(leaf)), None)
+
+
+def reported_hang(guest: Guest, result: TestResult, watched: Watched, name: str) -> TestResult:
+    """A program reported a test stuck in the kernel and stopped: the kernel is
+    wedged. Dump its blocked tasks; the tests it never ran were not run because of it."""
+    return stopped_by_hang(result, dump_blocked_tasks(guest, name, watched.since).name)
+
+
+def stopped_by_hang(result: TestResult, dump: str) -> TestResult:
+    """The stuck test names the blocked-task dump; the tests never reported were not run."""
+    hung = stuck_in_kernel(result)
+    assert hung is not None
+    how = f"hung the kernel ({(hung.directive or '')[len('TIMEOUT'):].strip() or 'TIMEOUT'})"
+
+    def mark(test: TestResult) -> TestResult:
+        if test is hung:
+            return dataclasses.replace(test, diagnostics=test.diagnostics + (f"blocked tasks in {dump}",))
+        if _never_reported(test):
+            return _stopped(test, hung.name, how)
+        return dataclasses.replace(test, subtests=tuple(mark(sub) for sub in test.subtests))
+    return mark(result)
+
+
+def stop_reason(group: TestResult, ended: Ended) -> str:
+    """Why the groups after `group` did not run (it crashed or hung the kernel)."""
+    blamed = next((leaf for leaf in group.leaves() if leaf.status is Status.FAIL and (leaf.crash or is_hang(leaf))),
+                  None)
+    what = f": {blamed.name}: {failure(blamed)}" if blamed else ""
+    return f"not run: group {group.name} {'hung' if ended is Ended.HUNG else 'crashed'} the kernel{what}"
 
 
 P = ParamSpec("P")

@@ -3,7 +3,8 @@ its stdout read as KTAP. The workload is one too (see workload.py).
 
 Stdout is written to OUT/<group>.ktap as it arrives and echoed as live
 progress; each leaf's duration is the time between its result line and the
-one before. A crash or hang fails the test that was running.
+one before. A crash or hang fails the test that was running; so does a test
+the program itself reports stuck in the kernel (`# TIMEOUT`): a hang too.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from harness.groups.guest import GUEST_DIR, Ended, GroupRun, Guest, ended_badly, parse, run_watched, timed
+from harness.groups.guest import (GUEST_DIR, Ended, GroupRun, Guest, ended_badly, parse, reported_hang, run_watched,
+                                  stuck_in_kernel, timed)
 from harness.kernel.build import KernelBuild
 from harness.results.model import Status, TestResult
 from harness.spec import GroupEntry, ScriptGroup
@@ -89,6 +91,8 @@ def run(guest: Guest, program: Program) -> GroupRun:
     result = with_durations(parse(lines, program.name, "its stdout"), progress.arrivals)
     if watched.ended is not Ended.DONE:
         return GroupRun(ended_badly(result, watched, timeout), watched.ended)
+    if stuck_in_kernel(result):  # the program saw a test stuck in the kernel and stopped
+        return GroupRun(reported_hang(guest, result, watched, program.name), Ended.HUNG)
     command = watched.command
     if command.status != 0 and result.status is Status.PASS:
         result = dataclasses.replace(result, status=Status.FAIL,

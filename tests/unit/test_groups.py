@@ -30,3 +30,31 @@ def test_regroup_takes_the_worst_leaf():
     assert module.regroup("g", [ok, bad]).status is Status.FAIL
     assert module.regroup("g", [ok, TestResult("c", Status.ERROR)]).status is Status.ERROR
     assert module.regroup("g", [ok, TestResult("d", Status.SKIP)]).status is Status.PASS
+
+
+def test_after_the_blamed_test_the_tests_never_reported_were_not_run_because_of_it():
+    group = ktap.parse_ktap(list(enumerate(TRUNCATED, 1)), "suite")
+    blamed = guest.blame_first_missing(group, "hang: no result within 30 s", "TIMEOUT", None, "hung the kernel")
+    assert blamed.subtests[3].diagnostics == ("not run: third hung the kernel",)
+
+
+STUCK = ["KTAP version 1", "1..3", "ok 1 first", "# Subtest: second", "# FAIL: stuck",
+         "not ok 2 second # TIMEOUT stuck in kernel: kernel_move_pages+0x8d/0x1a0"]
+
+
+def test_a_test_the_program_reports_stuck_names_the_dump_and_stops_the_rest():
+    group = ktap.parse_ktap(list(enumerate(STUCK, 1)), "workload")
+    assert guest.stuck_in_kernel(group).name == "second"
+    hung = guest.stopped_by_hang(group, "hang-workload.txt")
+    first, second, third = hung.subtests
+    assert first.status is Status.PASS and second.status is Status.FAIL
+    assert second.diagnostics[-1] == "blocked tasks in hang-workload.txt"
+    assert third.status is Status.ERROR and third.diagnostics == (
+        "not run: second hung the kernel (stuck in kernel: kernel_move_pages+0x8d/0x1a0)",)
+    assert guest.stop_reason(hung, guest.Ended.HUNG) == (
+        "not run: group workload hung the kernel: second: stuck in kernel: kernel_move_pages+0x8d/0x1a0;"
+        " blocked tasks in hang-workload.txt")
+
+
+def test_nothing_is_stuck_in_a_group_that_ended():
+    assert guest.stuck_in_kernel(ktap.parse_ktap(list(enumerate(TRUNCATED, 1)), "suite")) is None
