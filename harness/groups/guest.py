@@ -14,15 +14,15 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec
 
 from harness.results import ktap
-from harness.results.report import failure, is_hang
 from harness.results.model import CrashReport, Status, TestResult
+from harness.results.report import failure, is_hang
 from harness.spec import Spec
 from harness.vm import qemu
 from harness.vm.console import Waited
@@ -148,34 +148,53 @@ def _stopped(test: TestResult, blamed: str, how: str) -> TestResult:
     return dataclasses.replace(test, diagnostics=(f"not run: {blamed} {how}",))
 
 
-def blame_first_missing(group: TestResult, why: str, directive: str | None,
-                        crash: CrashReport | None, how: str = "crashed the kernel") -> TestResult:
-    """The first test that never reported was the one running: it failed with
-    `why`; the tests after it were not run because of it."""
-    subtests, blamed = list(group.subtests), None
+Blame = tuple[str, CrashReport | None]  # why a test failed, the crash that ended it
+
+
+def blame(group: TestResult, blamed: dict[str | None, Blame], directive: str | None,
+          how: str = "crashed the kernel") -> TestResult:
+    """Each test named in `blamed` failed for its reason (the key None: the
+    first test that never reported, which was the one running); the tests
+    never reported after the first one blamed were not run because of it."""
+    subtests, first, left = list(group.subtests), None, dict(blamed)
     for i, sub in enumerate(subtests):
-        if not _never_reported(sub):
-            continue
-        if blamed is None:
-            subtests[i] = dataclasses.replace(sub, status=Status.FAIL, directive=directive, crash=crash,
-                                              diagnostics=(why,))
-            blamed = sub.name
-        else:
-            subtests[i] = _stopped(sub, blamed, how)
-    diagnostics = group.diagnostics + (() if blamed else (why,))
+        key = sub.name if sub.name in left else None if None in left and _never_reported(sub) else ""
+        if key != "":
+            why, crash = left.pop(key)
+            said = sub.diagnostics if sub.line is not None else ()
+            subtests[i] = dataclasses.replace(sub, status=Status.FAIL, directive=directive or sub.directive,
+                                              crash=crash, diagnostics=(why, *said))
+            first = first or sub.name
+        elif first is not None and _never_reported(sub):
+            subtests[i] = _stopped(sub, first, how)
+    crash = next((c for _, c in blamed.values() if c), None)
+    diagnostics = group.diagnostics + tuple(why for why, _ in left.values())  # no test to pin them on
     return dataclasses.replace(group, status=Status.FAIL, subtests=tuple(subtests), crash=crash,
                                diagnostics=diagnostics)
 
 
-def ended_badly(result: TestResult, watched: Watched, timeout: float) -> TestResult:
-    """Blame the test that was running for the hang or crash that ended its group."""
+def running_at(started: Sequence[tuple[int, str]], line: int) -> str | None:
+    """The test that was running at console line `line`: the last one started
+    before it (`started`: the console's line count as each test began, its name)."""
+    return next((name for count, name in reversed(started) if count < line), None)
+
+
+def ended_badly(result: TestResult, watched: Watched, timeout: float,
+                started: Sequence[tuple[int, str]] = ()) -> TestResult:
+    """Blame the test that was running for the hang or crash that ended its
+    group: each crash goes to the test running when it began (from `started`),
+    else to the first test that never reported."""
     if watched.ended is Ended.HUNG:
         where = f"; blocked tasks in {watched.dump.name}" if watched.dump else ""
-        return blame_first_missing(result, f"hang: no result within {timeout:.0f} s{where}", "TIMEOUT", None,
-                                   "hung the kernel")
-    crash = watched.crashes[0] if watched.crashes else None
-    why = f"kernel crash: {crash.title} (console.log:{crash.first_line})" if crash else "QEMU exited"
-    return blame_first_missing(result, why, None, crash)
+        return blame(result, {None: (f"hang: no result within {timeout:.0f} s{where}", None)}, "TIMEOUT",
+                     "hung the kernel")
+    if not watched.crashes:
+        return blame(result, {None: ("QEMU exited", None)}, None)
+    blamed: dict[str | None, Blame] = {}
+    for crash in watched.crashes:
+        blamed.setdefault(running_at(started, crash.first_line),
+                          (f"kernel crash: {crash.title} (console.log:{crash.first_line})", crash))
+    return blame(result, blamed, None)
 
 
 def stuck_in_kernel(result: TestResult) -> TestResult | None:

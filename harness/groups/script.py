@@ -3,7 +3,8 @@ its stdout read as KTAP. The workload is one too (see workload.py).
 
 Stdout is written to OUT/<group>.ktap as it arrives and echoed as live
 progress; each leaf's duration is the time between its result line and the
-one before. A crash or hang fails the test that was running; so does a test
+one before. A crash or hang fails the test that was running (a crash: the
+test whose `# Subtest:` header came last before the crash's first console line); so does a test
 the program itself reports stuck in the kernel (`# TIMEOUT`): a hang too.
 """
 from __future__ import annotations
@@ -11,12 +12,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from harness.groups.guest import (GUEST_DIR, Ended, GroupRun, Guest, ended_badly, parse, reported_hang, run_watched,
-                                  stuck_in_kernel, timed)
+from harness.groups.guest import (
+    GUEST_DIR,
+    Ended,
+    GroupRun,
+    Guest,
+    ended_badly,
+    parse,
+    reported_hang,
+    run_watched,
+    stuck_in_kernel,
+    timed,
+)
 from harness.kernel.build import KernelBuild
 from harness.results.model import Status, TestResult
 from harness.spec import GroupEntry, ScriptGroup
@@ -41,9 +53,11 @@ def prepare(entry: GroupEntry, kernel: KernelBuild, log: IO[str], keep: Path) ->
 class _Progress:
     """Collects a group's stdout: to its .ktap file, to the terminal, with arrival times."""
 
-    def __init__(self, group: str, path: Path):
+    def __init__(self, group: str, path: Path, console_lines: Callable[[], int]):
         self.group, self.file, self.start = group, path.open("wb", buffering=0), time.monotonic()
         self.pending, self.arrivals, self.line_no = b"", dict[int, float](), 0
+        self.console_lines = console_lines
+        self.started: list[tuple[int, str]] = []  # (console line count, test) as each test began
 
     def __call__(self, chunk: bytes) -> None:
         self.file.write(chunk)
@@ -56,7 +70,9 @@ class _Progress:
             if text.lstrip().startswith(("ok ", "not ok ")):
                 log.info("%s [%6.1f s] %s", self.group, now, text.strip())
             elif text.lstrip().startswith("# Subtest: "):  # which test runs now
-                log.info("%s [%6.1f s] running %s", self.group, now, text.split(": ", 1)[1])
+                name = text.split(": ", 1)[1].strip()
+                self.started.append((self.console_lines(), name))
+                log.info("%s [%6.1f s] running %s", self.group, now, name)
 
     def close(self) -> None:
         self.file.close()
@@ -81,7 +97,7 @@ def run(guest: Guest, program: Program) -> GroupRun:
     remote = guest.push(program.path, mode=0o755)
     timeout = program.timeout or guest.spec.timeouts.test
     ktap_file = guest.out / f"{program.name}.ktap"
-    progress = _Progress(program.name, ktap_file)
+    progress = _Progress(program.name, ktap_file, guest.vm.console.line_count)
     log.info("%s: running %s (timeout %.0f s)", program.name, program.path.name, timeout)
     try:
         watched = run_watched(guest, f"cd {GUEST_DIR} && {remote}", timeout, progress, dump_as=program.name)
@@ -90,7 +106,7 @@ def run(guest: Guest, program: Program) -> GroupRun:
     lines = list(enumerate(ktap_file.read_text(errors="replace").splitlines(), 1))
     result = with_durations(parse(lines, program.name, "its stdout"), progress.arrivals)
     if watched.ended is not Ended.DONE:
-        return GroupRun(ended_badly(result, watched, timeout), watched.ended)
+        return GroupRun(ended_badly(result, watched, timeout, progress.started), watched.ended)
     if stuck_in_kernel(result):  # the program saw a test stuck in the kernel and stopped
         return GroupRun(reported_hang(guest, result, watched, program.name), Ended.HUNG)
     command = watched.command

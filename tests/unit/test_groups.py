@@ -13,7 +13,7 @@ TRUNCATED = ["KTAP version 1", "1..4", "ok 1 first", "ok 2 second", "# Subtest: 
 def test_the_first_missing_test_is_blamed_and_the_rest_are_errors():
     group = ktap.parse_ktap(list(enumerate(TRUNCATED, 1)), "suite")
     crash = CrashReport("Kernel panic - not syncing: x", "...", 10, 20)
-    blamed = guest.blame_first_missing(group, "kernel crash: x", None, crash)
+    blamed = guest.blame(group, {None: ("kernel crash: x", crash)}, None)
     assert [(t.name, t.status) for t in blamed.subtests] == [
         ("first", Status.PASS), ("second", Status.PASS), ("third", Status.FAIL), ("test 4 (missing)", Status.ERROR)]
     assert blamed.subtests[2].crash is crash and blamed.status is Status.FAIL
@@ -34,7 +34,7 @@ def test_regroup_takes_the_worst_leaf():
 
 def test_after_the_blamed_test_the_tests_never_reported_were_not_run_because_of_it():
     group = ktap.parse_ktap(list(enumerate(TRUNCATED, 1)), "suite")
-    blamed = guest.blame_first_missing(group, "hang: no result within 30 s", "TIMEOUT", None, "hung the kernel")
+    blamed = guest.blame(group, {None: ("hang: no result within 30 s", None)}, "TIMEOUT", "hung the kernel")
     assert blamed.subtests[3].diagnostics == ("not run: third hung the kernel",)
 
 
@@ -58,3 +58,19 @@ def test_a_test_the_program_reports_stuck_names_the_dump_and_stops_the_rest():
 
 def test_nothing_is_stuck_in_a_group_that_ended():
     assert guest.stuck_in_kernel(ktap.parse_ktap(list(enumerate(TRUNCATED, 1)), "suite")) is None
+
+
+def test_each_crash_is_pinned_on_the_test_running_when_it_began():
+    lines = ["KTAP version 1", "1..4", "# Subtest: first", "# FAIL: killed by signal 11", "not ok 1 first",
+             "# Subtest: second", "not ok 2 second", "# Subtest: third"]
+    group = ktap.parse_ktap(list(enumerate(lines, 1)), "workload")
+    bug1, bug3 = CrashReport("kernel BUG in x", "...", 267, 303), CrashReport("kernel BUG in x", "...", 363, 397)
+    watched = guest.Watched(guest.Ended.CRASHED, None, (bug1, bug3), None, 250)
+    blamed = guest.ended_badly(group, watched, 30, [(260, "first"), (310, "second"), (355, "third")])
+    first, second, third, fourth = blamed.subtests
+    assert first.crash is bug1 and first.diagnostics[0] == "kernel crash: kernel BUG in x (console.log:267)"
+    assert "killed by signal 11" in first.diagnostics[1]
+    assert second.crash is None and second.status is Status.FAIL
+    assert third.crash is bug3 and third.status is Status.FAIL
+    assert fourth.status is Status.ERROR and fourth.diagnostics == ("not run: first crashed the kernel",)
+    assert guest.running_at([(260, "first")], 100) is None
