@@ -164,6 +164,7 @@ def _run(spec: Spec, out_dir: Path, scratch: Path) -> RunResult:
                 kind = groups.kind_of(pending[0])
                 if not (clean or kind.after_failed_boot):
                     break
+                handed.timeout = kind.time_limit(spec)
                 ran = kind.run(handed, assets[group_name(pending.pop(0))])
                 results.append(ran.result)
                 ended = ran.ended

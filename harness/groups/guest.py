@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec
 
-from harness.results import ktap
+from harness.results import ktap, oops
 from harness.results.model import CrashReport, Status, TestResult
 from harness.results.report import failure, is_hang
 from harness.spec import Spec
@@ -55,6 +55,7 @@ class Guest:
 
     def __init__(self, vm: Vm, spec: Spec, out: Path, connect: Callable[[], GuestShell]):
         self.vm, self.spec, self.out = vm, spec, out
+        self.timeout = spec.timeouts.test  # the running group's time limit: the pipeline sets it per group
         self._connect = connect
         self._shell: GuestShell | None = None
 
@@ -112,7 +113,9 @@ def run_watched(guest: Guest, command: str, timeout: float,
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(guest.shell.run, command, timeout, on_stdout)
         waited = console.wait_for(None, timeout + COMMAND_SLACK_S, until=future.done).how
-        if waited in (Waited.CRASH, Waited.QEMU_EXITED):
+        if waited is Waited.CRASH and all(oops.is_hung_task(c) for c in console.crashes(since=since)):
+            ended = Ended.HUNG  # the hung-task detector saw a task blocked in the kernel
+        elif waited in (Waited.CRASH, Waited.QEMU_EXITED):
             ended = Ended.CRASHED
         elif waited is Waited.TIMEOUT or future.result().timed_out:
             ended = Ended.HUNG
@@ -186,8 +189,9 @@ def ended_badly(result: TestResult, watched: Watched, timeout: float,
     else to the first test that never reported."""
     if watched.ended is Ended.HUNG:
         where = f"; blocked tasks in {watched.dump.name}" if watched.dump else ""
-        return blame(result, {None: (f"hang: no result within {timeout:.0f} s{where}", None)}, "TIMEOUT",
-                     "hung the kernel")
+        said = (f"{watched.crashes[0].title} (console.log:{watched.crashes[0].first_line})" if watched.crashes
+                else f"no result within {timeout:.0f} s")
+        return blame(result, {None: (f"hang: {said}{where}", None)}, "TIMEOUT", "hung the kernel")
     if not watched.crashes:
         return blame(result, {None: ("QEMU exited", None)}, None)
     blamed: dict[str | None, Blame] = {}

@@ -42,7 +42,7 @@ class Program:
 
     name: str  # the group's
     path: Path  # on the host
-    timeout: float | None = None  # default: the spec's timeouts.test
+    timeout: float | None = None  # default: the group kind's time limit (the spec's timeouts.test)
 
 
 def prepare(entry: GroupEntry, kernel: KernelBuild, log: IO[str], keep: Path) -> Program:
@@ -95,7 +95,7 @@ def with_durations(test: TestResult, arrivals: dict[int, float], since: float = 
 def run(guest: Guest, program: Program) -> GroupRun:
     """Push and run one program; its stdout is the KTAP."""
     remote = guest.push(program.path, mode=0o755)
-    timeout = program.timeout or guest.spec.timeouts.test
+    timeout = program.timeout or guest.timeout
     ktap_file = guest.out / f"{program.name}.ktap"
     progress = _Progress(program.name, ktap_file, guest.vm.console.line_count)
     log.info("%s: running %s (timeout %.0f s)", program.name, program.path.name, timeout)

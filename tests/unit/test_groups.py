@@ -74,3 +74,22 @@ def test_each_crash_is_pinned_on_the_test_running_when_it_began():
     assert third.crash is bug3 and third.status is Status.FAIL
     assert fourth.status is Status.ERROR and fourth.diagnostics == ("not run: first crashed the kernel",)
     assert guest.running_at([(260, "first")], 100) is None
+
+
+def test_a_group_kind_has_its_own_time_limit_capped_by_the_spec():
+    from harness import groups
+    from harness.spec import Spec, Timeouts
+    module_kind, workload_kind = groups.kind_of("module"), groups.kind_of("workload")
+    assert module_kind.time_limit(Spec()) == module.TIMEOUT_S
+    assert module_kind.time_limit(Spec(timeouts=Timeouts(test=20))) == 20
+    assert workload_kind.time_limit(Spec()) == Timeouts().test
+
+
+def test_a_hung_task_report_is_a_hang_blamed_on_the_running_test():
+    group = ktap.parse_ktap(list(enumerate(TRUNCATED, 1)), "suite")
+    report = CrashReport("INFO: task hung (blocked for more than 20 seconds): insmod", "...", 40, 60)
+    watched = guest.Watched(guest.Ended.HUNG, None, (report,), guest.Path("hang-suite.txt"), 10)
+    third = guest.ended_badly(group, watched, 60).subtests[2]
+    assert third.directive == "TIMEOUT" and third.diagnostics == (
+        "hang: INFO: task hung (blocked for more than 20 seconds): insmod (console.log:40);"
+        " blocked tasks in hang-suite.txt",)
