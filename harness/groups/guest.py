@@ -158,22 +158,28 @@ def blame(group: TestResult, blamed: dict[str | None, Blame], directive: str | N
           how: str = "crashed the kernel") -> TestResult:
     """Each test named in `blamed` failed for its reason (the key None: the
     first test that never reported, which was the one running); the tests
-    never reported after the first one blamed were not run because of it."""
-    subtests, first, left = list(group.subtests), None, dict(blamed)
-    for i, sub in enumerate(subtests):
-        key = sub.name if sub.name in left else None if None in left and _never_reported(sub) else ""
+    never reported after the first one blamed were not run because of it.
+    Tests are leaves, in order, at any depth; a suite above a failed leaf fails."""
+    left, first = dict(blamed), list[str]()
+
+    def mark(test: TestResult) -> TestResult:
+        if test.subtests:
+            subtests = tuple(mark(sub) for sub in test.subtests)
+            failed = any(sub.status is Status.FAIL for sub in subtests)
+            return dataclasses.replace(test, subtests=subtests, status=Status.FAIL if failed else test.status)
+        key = test.name if test.name in left else None if None in left and _never_reported(test) else ""
         if key != "":
             why, crash = left.pop(key)
-            said = sub.diagnostics if sub.line is not None else ()
-            subtests[i] = dataclasses.replace(sub, status=Status.FAIL, directive=directive or sub.directive,
-                                              crash=crash, diagnostics=(why, *said))
-            first = first or sub.name
-        elif first is not None and _never_reported(sub):
-            subtests[i] = _stopped(sub, first, how)
+            said = test.diagnostics if test.line is not None else ()
+            first.append(test.name)
+            return dataclasses.replace(test, status=Status.FAIL, directive=directive or test.directive,
+                                       crash=crash, diagnostics=(why, *said))
+        return _stopped(test, first[0], how) if first and _never_reported(test) else test
+
+    marked = mark(group)
     crash = next((c for _, c in blamed.values() if c), None)
     diagnostics = group.diagnostics + tuple(why for why, _ in left.values())  # no test to pin them on
-    return dataclasses.replace(group, status=Status.FAIL, subtests=tuple(subtests), crash=crash,
-                               diagnostics=diagnostics)
+    return dataclasses.replace(marked, status=Status.FAIL, crash=crash, diagnostics=diagnostics)
 
 
 def running_at(started: Sequence[tuple[int, str]], line: int) -> str | None:

@@ -93,3 +93,14 @@ def test_a_hung_task_report_is_a_hang_blamed_on_the_running_test():
     assert third.directive == "TIMEOUT" and third.diagnostics == (
         "hang: INFO: task hung (blocked for more than 20 seconds): insmod (console.log:40);"
         " blocked tasks in hang-suite.txt",)
+
+
+def test_blame_reaches_the_leaves_of_a_nested_suite():
+    lines = ["KTAP version 1", "1..1", "    KTAP version 1", "    # Subtest: migrate_pages", "    1..3",
+             "    ok 1 first", "    # Subtest: second"]
+    group = ktap.parse_ktap(list(enumerate(lines, 1)), "module")
+    blamed = guest.blame(group, {None: ("hang: no result within 60 s", None)}, "TIMEOUT", "hung the kernel")
+    suite, = blamed.subtests
+    assert [(t.name, t.status) for t in suite.subtests] == [
+        ("first", Status.PASS), ("second", Status.FAIL), ("test 3 (missing)", Status.ERROR)]
+    assert suite.status is Status.FAIL and suite.subtests[2].diagnostics == ("not run: second hung the kernel",)

@@ -6,7 +6,7 @@ echo "KTAP version 1"
 echo "1..3"
 echo "ok 1 before_freeze"
 echo "# Subtest: write_to_frozen_fs"
-fsfreeze -f /mnt/scratch
+fsfreeze --freeze /mnt/scratch || { echo "not ok 2 write_to_frozen_fs # ERROR fsfreeze failed"; exit 1; }
 echo data > /mnt/scratch/never-written
 echo "ok 2 write_to_frozen_fs"
 echo "ok 3 after_write"
