@@ -69,7 +69,7 @@ def test_an_insmod_that_never_returns_is_a_hang_at_the_module_limit(default_kern
 
 
 def test_a_script_stuck_on_a_frozen_filesystem_is_a_hang_named_by_the_detector(default_kernel, tmp_path):
-    data = run(tmp_path, spec=f"tests:\n  - boot\n  - {{name: freezer, script: {DATA / 'frozen-fs-write.sh'}}}\n"
+    data = run(tmp_path, spec=f"tests:\n  - boot\n  - {{name: freezer, script: {DATA / 'frozen-fs-write.sh'}, timeout: 90}}\n"
                                     f"  - workload\n")
     out = tmp_path / "out"
     freezer = {t["name"]: t for t in data["groups"][1]["subtests"]}
