@@ -43,6 +43,7 @@ test-mutants: setup
 
 bench: setup
 	$(PYTHON) bench/bench.py $(BENCH_ARGS)
+	$(PYTHON) bench/hangs.py
 
 lint: setup
 	$(PYTHON) -m ruff check harness tests

@@ -164,6 +164,7 @@ def _run(spec: Spec, out_dir: Path, scratch: Path) -> RunResult:
                 kind = groups.kind_of(pending[0])
                 if not (clean or kind.after_failed_boot):
                     break
+                handed.timeout = kind.time_limit(spec)
                 ran = kind.run(handed, assets[group_name(pending.pop(0))])
                 results.append(ran.result)
                 ended = ran.ended
@@ -174,8 +175,8 @@ def _run(spec: Spec, out_dir: Path, scratch: Path) -> RunResult:
         if not clean or ended is Ended.DONE or not pending or spec.after_crash != "reboot":
             break
         log.info("the kernel %s: booting again for %d group(s) left", ended.value, len(pending))
-    why = ("not run: the boot did not finish cleanly" if not clean
-           else "not run: an earlier group crashed or hung the kernel")
+    why = (groups.stop_reason(results[-1], ended) if ended is not Ended.DONE
+           else "not run: the boot did not finish cleanly")
     results += [groups.not_run(group_name(g), why) for g in pending]
     timings["total"] = time.monotonic() - started
     result = RunResult(metadata(spec, kb, vm, timings), tuple(results), tuple(vm.console.crashes()))

@@ -210,7 +210,7 @@ def _run_one(guest: Guest, test: str, case: str, command: str) -> tuple[TestResu
     message stands next to its case) lands in OUT/kselftest-mm.TEST[.CASE].log."""
     label, timeout = ".".join(filter(None, (NAME, test, case))), guest.spec.timeouts.test
     path = guest.out / f"{label}.log"
-    progress = Progress(label, path)
+    progress = Progress(label, path, guest.vm.console.line_count)
     log.info("%s: %s (timeout %.0f s)", label, command, timeout)
     start = time.monotonic()
     try:

@@ -22,6 +22,7 @@ from harness.vm.ssh import GuestShell
 log = logging.getLogger("harness")
 NAME = "module"
 ISOLATED = ("nr_isolated_anon", "nr_isolated_file")
+TIMEOUT_S = 60  # insmod takes about 0.2 s under TCG: a minute without return is a hang
 SUITE_END = r"^\S*(?:\[[^\]]*\] ?)*(?:not )?ok \d+ migrate_pages\b"  # the module's last KTAP line
 
 
@@ -55,7 +56,7 @@ def _isolated(shell: GuestShell) -> dict[str, int]:
 def run(guest: Guest, ko: Path) -> GroupRun:
     """insmod the test module, read its KTAP live from the console, cross-check
     it with dmesg over SSH, unload it, and check nothing stayed isolated."""
-    shell, console, timeout = guest.shell, guest.vm.console, guest.spec.timeouts.test
+    shell, console, timeout = guest.shell, guest.vm.console, guest.timeout
     remote = guest.push(ko)
     before = _isolated(shell)
     since = console.line_count()

@@ -34,7 +34,11 @@ log = logging.getLogger("harness")
 QEMU = "qemu-system-x86_64"
 PROFILE = Path(__file__).with_name("profiles") / "x86_64.j2"
 KVM_PROBE_S = 10  # a working KVM guest reaches init in about a second
-CMDLINE = "console=ttyS0 panic=-1 mitigations=off numa_balancing=disable cma=32M"
+# oops=panic: an oopsed kernel is not trusted with the next tests (syzkaller does the same); the
+# panic ends QEMU at once. The hung-task detector reports a task stuck in D without wakeups
+# within 20-25 s, before a workload case's own deadline (30-40 s), not after the default 120 s.
+CMDLINE = ("console=ttyS0 panic=-1 oops=panic mitigations=off numa_balancing=disable cma=32M"
+           " sysctl.kernel.hung_task_timeout_secs=20 sysctl.kernel.hung_task_check_interval_secs=5")
 INIT_STARTED = rf"{MARKER}: init started"
 READY = rf"{MARKER}: ready"
 FIRST_RESULT = r"^(?:not )?ok 1 "  # the boot checks' first KTAP result
