@@ -82,8 +82,17 @@ def _out_dir(args: argparse.Namespace) -> Path:
     return args.out or Path("out") / time.strftime("run-%Y%m%d-%H%M%S")
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through every `finally`, which stops QEMU
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: unwinds through every `finally` (which stops QEMU);
+    the pipeline writes the reports of what finished on the way."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -269,16 +278,19 @@ def main(argv: list[str] | None = None) -> int:
     logger.setLevel(logging.INFO)
     # paramiko logs its own tracebacks (e.g. a banner cut off by Ctrl-C); ours are the messages that count
     logging.getLogger("paramiko").addHandler(logging.NullHandler())
-    signal.signal(signal.SIGTERM, _terminate)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # explicitly: a background job inherits SIGINT ignored
+        signal.signal(sig, _interrupt)
     args = parser().parse_args(argv)
     try:
         return execute(args)
     except HarnessError as e:
         print(f"harness: error ({e.stage}): {e}", file=sys.stderr)
         return Exit.HARNESS
-    except KeyboardInterrupt:
-        print("harness: interrupted; QEMU stopped, artifacts kept", file=sys.stderr)
-        return Exit.INTERRUPTED
+    except KeyboardInterrupt as e:
+        signum: int = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        what = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+        print(f"harness: {what}; QEMU stopped, artifacts kept", file=sys.stderr)
+        return Exit.INTERRUPTED + signum
 
 
 if __name__ == "__main__":

@@ -109,7 +109,11 @@ def run_watched(guest: Guest, command: str, timeout: float,
     dump = None
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(guest.shell.run, command, timeout, on_stdout)
-        waited = console.wait_for(None, timeout + COMMAND_SLACK_S, until=future.done).how
+        try:
+            waited = console.wait_for(None, timeout + COMMAND_SLACK_S, until=future.done).how
+        except BaseException:  # Ctrl-C, SIGTERM: end the command's connection, never wait for it
+            guest.shell.abandon()
+            raise
         if waited in (Waited.CRASH, Waited.QEMU_EXITED):
             ended = Ended.CRASHED
         elif waited is Waited.TIMEOUT or future.result().timed_out:
