@@ -16,7 +16,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING
 
 from harness import spec as specs
-from harness.errors import HarnessError
+from harness.errors import HarnessError, host_error
 from harness.exits import BisectExit, Exit
 
 if TYPE_CHECKING:
@@ -79,7 +79,11 @@ def _load_spec(args: argparse.Namespace) -> specs.Spec:
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
-    return args.out or Path("out") / time.strftime("run-%Y%m%d-%H%M%S")
+    out: Path = args.out or Path("out") / time.strftime("run-%Y%m%d-%H%M%S")
+    if out.exists() and not out.is_dir():
+        raise HarnessError(f"--out {out}: exists and is not a directory (give a directory for the artifacts)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 class Interrupted(KeyboardInterrupt):
@@ -113,7 +117,6 @@ def execute(args: argparse.Namespace) -> int:
         return cache_command(args)
     spec = _load_spec(args)
     out = _out_dir(args)
-    out.mkdir(parents=True, exist_ok=True)
     if args.command == "build":
         kb = pipeline.build_kernel(spec, out)
         print(kb.bzimage)
@@ -155,7 +158,8 @@ def run_for_git_bisect(spec: specs.Spec, out: Path, tests: tuple[str, ...]) -> i
 
     try:
         result = pipeline.run(spec, out)
-    except HarnessError as e:
+    except (HarnessError, OSError) as error:
+        e = host_error(error) if isinstance(error, OSError) else error
         kind = bisect.verdict_of_error(e)
         print(f"harness: error ({e.stage}): {e}", file=sys.stderr)
         if kind is None:
@@ -282,10 +286,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _interrupt)
     args = parser().parse_args(argv)
     try:
-        return execute(args)
+        try:
+            return execute(args)
+        except OSError as e:  # the harness's own files: a full disk, a read-only or missing directory
+            raise host_error(e) from None
     except HarnessError as e:
         print(f"harness: error ({e.stage}): {e}", file=sys.stderr)
-        return Exit.HARNESS
+        return BisectExit.STOP if getattr(args, "bisect_exit_codes", False) else Exit.HARNESS
     except KeyboardInterrupt as e:
         signum: int = e.signum if isinstance(e, Interrupted) else signal.SIGINT
         what = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
