@@ -79,10 +79,14 @@ def _load_spec(args: argparse.Namespace) -> specs.Spec:
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
+    """The run's artifacts directory, made, without an earlier run's verdict."""
+    from harness.results import report
+
     out: Path = args.out or Path("out") / time.strftime("run-%Y%m%d-%H%M%S")
     if out.exists() and not out.is_dir():
         raise HarnessError(f"--out {out}: exists and is not a directory (give a directory for the artifacts)")
     out.mkdir(parents=True, exist_ok=True)
+    report.forget(out)
     return out
 
 
@@ -115,8 +119,8 @@ def execute(args: argparse.Namespace) -> int:
         return run_matrix(args)
     if args.command == "cache":
         return cache_command(args)
-    spec = _load_spec(args)
     out = _out_dir(args)
+    spec = _load_spec(args)
     if args.command == "build":
         kb = pipeline.build_kernel(spec, out)
         print(kb.bzimage)

@@ -13,9 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import harness, process_gone, qemu_pid
+from conftest import REPO, harness, process_gone, qemu_pid
+
+from harness.results.report import REPORTS
 
 pytestmark = pytest.mark.integration
+DATA = REPO / "tests" / "unit" / "data"
 
 SLOW_SCRIPT = """#!/bin/sh
 echo "KTAP version 1"
@@ -119,3 +122,16 @@ def test_disk_full_while_writing_the_build_artifacts_exits_2(default_kernel, tmp
         exits_2(harness("build", "--out", str(full / "out")), "no space left on the device")
         bisect = harness("run", "--bisect-exit-codes", "--out", str(full / "out"))
         assert bisect.returncode == 255 and "Traceback" not in bisect.stderr, bisect.stderr
+
+
+@pytest.mark.parametrize("args", [["--spec", "broken.yaml"], ["--spec", "swap.yaml"]])
+def test_a_reused_out_never_keeps_the_previous_verdict(tmp_path, args):
+    out = tmp_path / "out"
+    passed = harness("report", "--merge", str(DATA / "kcidb" / "pass"), "--out", str(out), timeout=60)
+    assert passed.returncode == 0 and json.loads((out / "results.json").read_text())["ok"]
+    (tmp_path / "broken.yaml").write_text("vm: [\n")
+    (tmp_path / "swap.yaml").write_text("vm: {swap: -1}\n")
+    failed = harness("run", *[str(tmp_path / a) if a.endswith(".yaml") else a for a in args], "--out", str(out),
+                     timeout=120)
+    assert failed.returncode == 2, failed.stderr
+    assert sorted(p.name for p in out.iterdir() if p.name in REPORTS) == []
