@@ -81,8 +81,15 @@ def test_patch_that_does_not_apply_names_file_and_hunk(tree, tmp_path):
 def test_patch_for_a_missing_file(tree, tmp_path):
     bad = tmp_path / "missing.patch"
     bad.write_text(MARKER_PATCH.replace("mm/migrate.c", "mm/nothere.c"))
-    with pytest.raises(SourceError, match="does not exist in the tree"):
+    with pytest.raises(SourceError, match="missing.patch does not apply: mm/nothere.c: the file does not exist"):
         source.prepare(str(tree), None, (bad,))
+
+
+def test_an_empty_patch_is_refused(tree, tmp_path):
+    empty = tmp_path / "empty.patch"
+    empty.write_text("")
+    with pytest.raises(SourceError, match="empty.patch changes no file: it is empty or holds no diff"):
+        source.prepare(str(tree), None, (empty,))
 
 
 @pytest.mark.parametrize("path, message", [("/does/not/exist", "does not exist"), ("/tmp", "not a Linux kernel tree")])
