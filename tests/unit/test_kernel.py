@@ -139,6 +139,17 @@ def test_check_names_dropped_and_unsatisfied_symbols(tree, tmp_path):
     config.check(final, config.read_fragment(frag), tree)
 
 
+def test_a_users_fragment_that_undoes_a_needed_option_is_named(tree, tmp_path):
+    ours, user = tmp_path / "numa.config", tmp_path / "mine.config"
+    ours.write_text("CONFIG_MIGRATION=y\n")
+    user.write_text("CONFIG_A=y\n# CONFIG_MIGRATION is not set\n")
+    final = tmp_path / ".config"
+    final.write_text("CONFIG_A=y\n# CONFIG_MIGRATION is not set\n")  # merge_config.sh: the last fragment wins
+    with pytest.raises(ConfigError) as err:
+        config.check(final, config.read_fragment(ours) + config.read_fragment(user), tree)
+    assert f"{user}, line 2: CONFIG_MIGRATION=n undoes CONFIG_MIGRATION=y (numa.config, line 1)" in str(err.value)
+
+
 def test_a_failed_series_still_restamps_what_the_last_one_touched(tree, tmp_path):
     good, bad = tmp_path / "good.patch", tmp_path / "bad.patch"
     good.write_text(MARKER_PATCH)
