@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from harness.kernel import build as kbuild
 from harness.kernel import source as ksource
 from harness.results import kcidb, oops, report
 from harness.results.model import CrashReport, RunResult, TestResult
-from harness.spec import Spec, group_name
+from harness.spec import GroupEntry, Spec, group_name
 from harness.vm import qemu
 from harness.vm.console import CrashWatch
 from harness.vm.ssh import GuestShell
@@ -144,17 +144,48 @@ def run(spec: Spec, out_dir: Path) -> RunResult:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "console.log").unlink(missing_ok=True)
         with scratch_dir() as scratch:
-            return _run(spec, out_dir, scratch)
+            so_far = SoFar(spec, out_dir, time.monotonic(), pending=list(spec.tests))
+            try:
+                return _run(spec, out_dir, scratch, so_far)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cli.py): QEMU is stopped; report what finished
+                if so_far.kb is not None and so_far.vm is not None:
+                    so_far.report("interrupted")
+                raise
 
 
-def _run(spec: Spec, out_dir: Path, scratch: Path) -> RunResult:
-    started = time.monotonic()
+@dataclass
+class SoFar:
+    """What a run has done so far: enough for its report at any point."""
+
+    spec: Spec
+    out_dir: Path
+    started: float
+    kb: kbuild.KernelBuild | None = None
+    vm: qemu.Vm[CrashReport] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    results: list[TestResult] = field(default_factory=list)
+    pending: list[GroupEntry] = field(default_factory=list)  # the groups not finished, the running one first
+
+    def report(self, why: str) -> RunResult:
+        """The run's result, with the groups left as errors saying `why`; written to out_dir."""
+        assert self.kb is not None and self.vm is not None
+        results = self.results + [groups.not_run(group_name(g), why) for g in self.pending]
+        self.timings["total"] = time.monotonic() - self.started
+        result = RunResult(metadata(self.spec, self.kb, self.vm, self.timings), tuple(results),
+                           tuple(self.vm.console.crashes()))
+        report.write_all(result, self.out_dir)
+        return result
+
+
+def _run(spec: Spec, out_dir: Path, scratch: Path, so_far: SoFar) -> RunResult:
+    started = so_far.started
     kb, assets = prepare(spec, out_dir, scratch)
-    timings = {"build": time.monotonic() - started, "boot": 0.0, "tests": 0.0}
-    pending = list(spec.tests)
-    results: list[TestResult] = []
+    so_far.kb = kb
+    timings = so_far.timings = {"build": time.monotonic() - started, "boot": 0.0, "tests": 0.0}
+    pending, results = so_far.pending, so_far.results
     while True:
         with booted(spec, kb, out_dir, scratch) as vm, guest(spec, vm, out_dir) as handed:
+            so_far.vm = vm
             timings["boot"] += vm.boot_seconds
             timings.setdefault("boot_to_first_result", vm.first_result_seconds or 0.0)
             clean = vm.ready and not vm.console.crashes(since=vm.console.start_line)
@@ -165,7 +196,8 @@ def _run(spec: Spec, out_dir: Path, scratch: Path) -> RunResult:
                 if not (clean or kind.after_failed_boot):
                     break
                 handed.timeout = kind.time_limit(spec)
-                ran = kind.run(handed, assets[group_name(pending.pop(0))])
+                ran = kind.run(handed, assets[group_name(pending[0])])
+                pending.pop(0)  # only now: a group interrupted while it runs is reported as such
                 results.append(ran.result)
                 ended = ran.ended
             timings["tests"] += time.monotonic() - tests_started
@@ -177,8 +209,4 @@ def _run(spec: Spec, out_dir: Path, scratch: Path) -> RunResult:
         log.info("the kernel %s: booting again for %d group(s) left", ended.value, len(pending))
     why = (groups.stop_reason(results[-1], ended) if ended is not Ended.DONE
            else "not run: the boot did not finish cleanly")
-    results += [groups.not_run(group_name(g), why) for g in pending]
-    timings["total"] = time.monotonic() - started
-    result = RunResult(metadata(spec, kb, vm, timings), tuple(results), tuple(vm.console.crashes()))
-    report.write_all(result, out_dir)
-    return result
+    return so_far.report(why)

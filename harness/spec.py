@@ -110,12 +110,13 @@ _SCALE_MIB = {"": 1 / (1024 * 1024), "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024
 
 def parse_size_mib(value: object, where: str) -> int:
     """'1G', '512M', '512MiB' or a number of MiB -> MiB."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
     m = _SIZE.match(str(value))
-    if not m:
+    if isinstance(value, int) and not isinstance(value, bool):
+        mib: float = value
+    elif m:
+        mib = int(m.group(1)) * _SCALE_MIB[m.group(2).upper()]
+    else:
         raise SpecError(f"{where}: '{value}' is not a size (write e.g. 512M or 1G)")
-    mib = int(m.group(1)) * _SCALE_MIB[m.group(2).upper()]
     if mib != int(mib) or mib <= 0:
         raise SpecError(f"{where}: '{value}' is not a positive whole number of MiB")
     return int(mib)
@@ -316,9 +317,14 @@ def from_dict(data: object, base: Path, where: str = "spec") -> Spec:
 def read(path: Path) -> object:
     """A spec file rendered with Jinja2 and parsed, not yet validated."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
+        text = raw.decode()
     except OSError as e:
         raise SpecError(f"cannot read spec {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise SpecError(f"{path}, line {line}: byte 0x{raw[e.start]:02x} is not UTF-8 "
+                        "(save the spec as UTF-8)") from None
     try:
         text = jinja2.Template(text, undefined=jinja2.StrictUndefined).render(env=os.environ)
     except jinja2.TemplateSyntaxError as e:
@@ -329,11 +335,11 @@ def read(path: Path) -> object:
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        line = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         context = ""
         if e.context and e.context_mark and e.context_mark is not mark:
             context = f" ({e.context} that starts at line {e.context_mark.line + 1})"
-        raise SpecError(f"{path}{line}: YAML syntax error: {e.problem or e.context}{context}") from None
+        raise SpecError(f"{path}{where}: YAML syntax error: {e.problem or e.context}{context}") from None
     except yaml.YAMLError as e:
         raise SpecError(f"{path}: YAML error: {e}") from None
     return data

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -90,3 +91,51 @@ def default_kernel(tmp_path_factory) -> Path:
     result = harness("build", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     return Path(result.stdout.strip())
+
+
+def qemu_pid(out: Path) -> int | None:
+    pid_file = out / "qemu.pid"
+    return int(pid_file.read_text()) if pid_file.exists() and pid_file.read_text().strip() else None
+
+
+class Started:
+    """A harness process started by a test; `stop` ends it and its QEMU whatever happened."""
+
+    def __init__(self, out: Path, *args: str, ignore_sigint: bool = False):
+        self.out = out
+        preexec = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+        self.proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args, "--out", str(out)], cwd=REPO,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=preexec)
+
+    def wait_for(self, path: Path, text: str, timeout: float = 600) -> None:
+        """Until `path` holds `text` (the harness may still be building)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.exists() and text in path.read_text(errors="replace"):
+                return
+            assert self.proc.poll() is None, self.proc.communicate()
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} not in {path} within {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+        pid = qemu_pid(self.out)
+        if pid is not None and not process_gone(pid, wait=5):
+            os.kill(pid, signal.SIGKILL)  # the QEMU this test started; then fail
+            raise AssertionError(f"QEMU {pid} outlived its harness")
+
+
+@pytest.fixture
+def start_harness():
+    """Start harness processes; each is ended, and its QEMU checked gone, when the test ends."""
+    started: list[Started] = []
+
+    def start(out: Path, *args: str, ignore_sigint: bool = False) -> Started:
+        started.append(Started(out, *args, ignore_sigint=ignore_sigint))
+        return started[-1]
+    yield start
+    for each in started:
+        each.stop()

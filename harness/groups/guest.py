@@ -113,7 +113,11 @@ def run_watched(guest: Guest, command: str, timeout: float,
     dump = None
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(guest.shell.run, command, timeout, on_stdout)
-        waited = console.wait_for(None, timeout + COMMAND_SLACK_S, until=future.done).how
+        try:
+            waited = console.wait_for(None, timeout + COMMAND_SLACK_S, until=future.done).how
+        except BaseException:  # Ctrl-C, SIGTERM: end the command's connection, never wait for it
+            guest.shell.abandon()
+            raise
         console.drain(0.2)  # what the kernel printed as the command ended
         crashes = tuple(console.crashes(since=since))
         if crashes and console.alive and all(oops.is_hung_task(c) for c in crashes):

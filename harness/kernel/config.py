@@ -80,7 +80,12 @@ def check(config: Path, requests: list[Request], tree: Path) -> None:
         if got == r.value:
             continue
         where = f"{r.symbol}={r.value} ({r.fragment.name}, line {r.line})"
-        if not _kconfig_defines(tree, r.symbol):
+        overriding = [o for o in requests if o.symbol == r.symbol and o.value == got and o.fragment != r.fragment]
+        if overriding:  # a later fragment (the user's) asked for the opposite, and merge_config.sh let it win
+            o = overriding[-1]
+            problems.append(f"{o.fragment}, line {o.line}: {o.symbol}={o.value} undoes {where}, "
+                            "which the harness needs")
+        elif not _kconfig_defines(tree, r.symbol):
             problems.append(f"{where}: this kernel has no such option (dropped or misspelled)")
         else:
             problems.append(f"{where}: the final .config has {r.symbol}={got} "

@@ -111,9 +111,11 @@ def _patch_error(patch: Path, output: str) -> PatchDoesNotApply:
     for line in output.splitlines():
         if m := re.match(r"checking file (.+)", line):
             current = m.group(1)
+        elif m := re.match(r"\|\+\+\+ (?:b/)?(\S+)", line):  # the header of a file patch cannot find
+            current = m.group(1)
         elif m := re.match(r"Hunk #(\d+) FAILED at (\d+)", line):
             problems.append(f"{current}: hunk #{m.group(1)} failed (at line {m.group(2)})")
-        elif "can't find file to patch" in line or "No file to patch" in line:
+        elif "No file to patch" in line:
             problems.append(f"{current or 'a file it names'}: the file does not exist in the tree")
         elif "Reversed (or previously applied) patch detected" in line:
             problems.append(f"{current}: the change is already in the tree (reversed or applied before)")
@@ -130,9 +132,11 @@ def _apply(tree: Path, patch: Path) -> list[str]:
     argv = ["patch", "-p1", "--batch", "--forward", "--fuzz=0", "--no-backup-if-mismatch",
             "-d", str(tree), "-i", str(patch)]
     try:
-        run(argv + ["--dry-run"], error=SourceError, what=f"patch {patch}")
+        checked = run(argv + ["--dry-run"], error=SourceError, what=f"patch {patch}")
     except SourceError as e:
         raise _patch_error(patch, str(e)) from None
+    if "checking file " not in checked:
+        raise SourceError(f"patch {patch} changes no file: it is empty or holds no diff")
     output = run(argv, error=SourceError, what=f"patch {patch}")
     return re.findall(r"^patching file (.+)$", output, re.MULTILINE)
 

@@ -267,6 +267,15 @@ def _groups_line(result: RunResult) -> list[str]:
 # ---- files -----------------------------------------------------------------
 
 
+REPORTS = ("results.json", "junit.xml", "summary.txt", "kcidb.json")  # what write_all writes
+
+
+def forget(out_dir: Path) -> None:
+    """Remove an earlier run's reports from out_dir: a run must never leave another's verdict as its own."""
+    for name in REPORTS:
+        (out_dir / name).unlink(missing_ok=True)
+
+
 def write_all(result: RunResult, out_dir: Path) -> None:
     """Write results.json, junit.xml, summary.txt and kcidb.json into out_dir (created if needed)."""
     out_dir.mkdir(parents=True, exist_ok=True)

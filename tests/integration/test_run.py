@@ -8,12 +8,10 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import BOOT_CHECKS, DATA, EXPECTED_SKIPS, REPO, harness, process_gone, skips
+from conftest import BOOT_CHECKS, DATA, EXPECTED_SKIPS, REPO, harness, process_gone, qemu_pid, skips
 
 from harness import cli
 from harness.vm import qemu
@@ -112,17 +110,14 @@ def test_guest_that_never_gets_ready_is_stopped(default_kernel, tmp_path):
     assert process_gone(int((out / "qemu.pid").read_text()))
 
 
-def test_sigint_stops_qemu(default_kernel, tmp_path):
+def test_sigint_stops_qemu(default_kernel, tmp_path, start_harness):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "boot", "--out", str(out)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 600
-    while not (out / "qemu.pid").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    pid = int((out / "qemu.pid").read_text())
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    started = start_harness(out, "boot", ignore_sigint=True)  # as a background job of a script starts it
+    started.wait_for(out / "qemu.pid", "\n")
+    pid = qemu_pid(out)
+    started.proc.send_signal(signal.SIGINT)
+    _, stderr = started.proc.communicate(timeout=60)
+    assert started.proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert process_gone(pid)
     assert (out / "console.log").stat().st_size > 0

@@ -97,8 +97,15 @@ def test_patch_that_does_not_apply_names_file_and_hunk(tree, tmp_path):
 def test_patch_for_a_missing_file(tree, tmp_path):
     bad = tmp_path / "missing.patch"
     bad.write_text(MARKER_PATCH.replace("mm/migrate.c", "mm/nothere.c"))
-    with pytest.raises(SourceError, match="does not exist in the tree"):
+    with pytest.raises(SourceError, match="missing.patch does not apply: mm/nothere.c: the file does not exist"):
         source.prepare(str(tree), None, (bad,))
+
+
+def test_an_empty_patch_is_refused(tree, tmp_path):
+    empty = tmp_path / "empty.patch"
+    empty.write_text("")
+    with pytest.raises(SourceError, match="empty.patch changes no file: it is empty or holds no diff"):
+        source.prepare(str(tree), None, (empty,))
 
 
 @pytest.mark.parametrize("path, message", [("/does/not/exist", "does not exist"), ("/tmp", "not a Linux kernel tree")])
@@ -146,6 +153,17 @@ def test_check_names_dropped_and_unsatisfied_symbols(tree, tmp_path):
     assert "GONE" not in text  # asked off, is off
     final.write_text("CONFIG_MIGRATION=y\nCONFIG_DOES_NOT_EXIST=y\n")
     config.check(final, config.read_fragment(frag), tree)
+
+
+def test_a_users_fragment_that_undoes_a_needed_option_is_named(tree, tmp_path):
+    ours, user = tmp_path / "numa.config", tmp_path / "mine.config"
+    ours.write_text("CONFIG_MIGRATION=y\n")
+    user.write_text("CONFIG_A=y\n# CONFIG_MIGRATION is not set\n")
+    final = tmp_path / ".config"
+    final.write_text("CONFIG_A=y\n# CONFIG_MIGRATION is not set\n")  # merge_config.sh: the last fragment wins
+    with pytest.raises(ConfigError) as err:
+        config.check(final, config.read_fragment(ours) + config.read_fragment(user), tree)
+    assert f"{user}, line 2: CONFIG_MIGRATION=n undoes CONFIG_MIGRATION=y (numa.config, line 1)" in str(err.value)
 
 
 def test_a_failed_series_still_restamps_what_the_last_one_touched(tree, tmp_path):
