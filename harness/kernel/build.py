@@ -17,10 +17,15 @@ from harness.commands import need_tool, run
 from harness.errors import BuildError, CommandTimeout, ConfigError
 from harness.kernel import config as kconfig
 from harness.kernel.source import KernelSource
+from harness.progress import Progress
 
 # Fixed build identity: identical inputs give identical objects (and ccache hits).
 BUILD_ENV = {"KBUILD_BUILD_USER": "harness", "KBUILD_BUILD_HOST": "migrate-harness",
              "KBUILD_BUILD_TIMESTAMP": "1970-01-01"}
+
+
+STEPS_FILE = ".harness-steps"  # kbuild steps of the last build from an empty directory
+FIRST_ESTIMATE = 1650  # kbuild steps of our minimal 6.1 config, when no build has counted them yet
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,17 @@ def first_errors(log_text: str, limit: int = 12) -> str:
     return "\n".join(picked[:limit]) or "\n".join(lines[-limit:])
 
 
+def expected_steps(build_dir: Path) -> int | None:
+    """The steps a build of `build_dir` will print: those of its last full build
+    (or a first estimate) when it starts from scratch; unknown when incremental."""
+    if (build_dir / "vmlinux").exists():
+        return None
+    try:
+        return int((build_dir / STEPS_FILE).read_text())
+    except (OSError, ValueError):
+        return FIRST_ESTIMATE
+
+
 def build(source: KernelSource, extra_fragments: tuple[Path, ...], out_dir: Path, timeout: float,
           build_dir: Path | None = None, use_ccache: bool = True) -> KernelBuild:
     """Configure and build; build.log and .config land in out_dir.
@@ -83,8 +99,13 @@ def build(source: KernelSource, extra_fragments: tuple[Path, ...], out_dir: Path
             log.write("harness: no source file changed since the last build: make skipped\n")
         else:
             argv = ["make", "-C", str(source.tree), f"O={build_dir}", *make_vars(), f"-j{os.cpu_count() or 2}", "all"]
+            total = expected_steps(build_dir)
             try:
-                run(argv, error=BuildError, what="kernel build", log=log, timeout=timeout, env=env)
+                with Progress("build", total, "steps") as progress:
+                    run(argv, error=BuildError, what="kernel build", log=log, timeout=timeout, env=env,
+                        on_line=progress.line)
+                if total is not None:
+                    (build_dir / STEPS_FILE).write_text(f"{progress.done}\n")
             except CommandTimeout:
                 raise
             except BuildError:
