@@ -19,7 +19,7 @@ from harness.commands import run
 from harness.errors import PatchDoesNotApply, SourceError
 from harness.progress import Progress
 
-TAR_CHECKPOINT = 1000  # tar reports every 1000 records of 10 KiB
+TAR_CHECKPOINT = 100  # tar reports every 100 records of 10 KiB (1 MB)
 
 
 @dataclass(frozen=True)
