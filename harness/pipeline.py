@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -25,6 +26,7 @@ from harness.groups import Ended, Guest
 from harness.guest import initramfs, keys
 from harness.kernel import build as kbuild
 from harness.kernel import source as ksource
+from harness.kernel import symbols
 from harness.results import kcidb, oops, report
 from harness.results.model import CrashReport, RunResult, TestResult
 from harness.spec import Spec, group_name
@@ -50,7 +52,7 @@ def _build(spec: Spec, out_dir: Path) -> kbuild.KernelBuild:
     src = ksource.prepare(spec.kernel.source, spec.kernel.rev, spec.kernel.patches)
     log.info("source: %s (%s)%s", src.tree, src.version,
              f", {len(src.patches)} patch(es) applied" if src.patches else "")
-    kb = kbuild.build(src, spec.kernel.configs, out_dir, spec.timeouts.build)
+    kb = kbuild.build(src, spec.kernel.fragments, out_dir, spec.timeouts.build)
     log.info("build: %s in %.1f s (%s)", kb.release, time.monotonic() - start, kb.build_dir)
     return kb
 
@@ -72,7 +74,9 @@ def prepare(spec: Spec, out_dir: Path, scratch: Path,
             with (out_dir / "build.log").open("a") as build_log:
                 assets = {group_name(g): groups.kind_of(g).prepare(g, kb, build_log, scratch) for g in spec.tests}
         kernel = Path(shutil.copy2(kb.bzimage, scratch / "bzImage"))
-    return replace(kb, bzimage=kernel), assets
+        vmlinux = scratch / "vmlinux"  # for decoding crash stacks: a link, as make replaces (never rewrites) it
+        os.link(kb.vmlinux, vmlinux)
+    return replace(kb, bzimage=kernel, vmlinux=vmlinux), assets
 
 
 @contextlib.contextmanager
@@ -127,7 +131,8 @@ def metadata(spec: Spec, kb: kbuild.KernelBuild, vm: qemu.Vm[CrashReport], timin
         "kernel": {"version": kb.source.version, "release": kb.release, "origin": kb.source.origin,
                    "commit": kb.source.commit, "patches": [str(p) for p in kb.source.patches],
                    "patchset_hash": kcidb.patchset_hash(list(kb.source.patches)),
-                   "configs": [str(c) for c in spec.kernel.configs], "compiler": kcidb.compiler(kb.config_path),
+                   "configs": [str(c) for c in spec.kernel.configs], "profiles": list(spec.kernel.profiles),
+                   "compiler": kcidb.compiler(kb.config_path),
                    "config_hash": cache.digest(kb.config_path.read_bytes())},
         "vm": {"accel": vm.accel, "cpus": spec.vm.cpus, "swap_mib": spec.vm.swap_mib,
                "numa": [asdict(n) for n in spec.vm.numa], "distances": spec.vm.distances},
@@ -179,5 +184,6 @@ def _run(spec: Spec, out_dir: Path, scratch: Path) -> RunResult:
     results += [groups.not_run(group_name(g), why) for g in pending]
     timings["total"] = time.monotonic() - started
     result = RunResult(metadata(spec, kb, vm, timings), tuple(results), tuple(vm.console.crashes()))
+    result = symbols.decoded(result, kb)
     report.write_all(result, out_dir)
     return result

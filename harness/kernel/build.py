@@ -35,6 +35,7 @@ class KernelBuild:
     config_path: Path
     release: str  # `uname -r` of the built kernel
     source: KernelSource
+    vmlinux: Path  # with its symbols (and debug info, with the debug-info profile)
 
 
 def make_vars() -> list[str]:
@@ -114,4 +115,5 @@ def build(source: KernelSource, extra_fragments: tuple[Path, ...], out_dir: Path
             built.write()
     bzimage = build_dir / "arch/x86/boot/bzImage"
     release = (build_dir / "include/config/kernel.release").read_text().strip()
-    return KernelBuild(bzimage=bzimage, build_dir=build_dir, config_path=config, release=release, source=source)
+    return KernelBuild(bzimage=bzimage, build_dir=build_dir, config_path=config, release=release, source=source,
+                       vmlinux=build_dir / "vmlinux")
