@@ -17,6 +17,7 @@ from harness.commands import run
 from harness.errors import BuildError, GuestError
 from harness.guest import GUEST_TOOLS
 from harness.kernel.build import KernelBuild, first_errors, make_vars
+from harness.progress import Progress
 
 WORKLOAD_DIR = GUEST_TOOLS / "workload"
 MODULE_DIR = GUEST_TOOLS / "module"
@@ -58,8 +59,9 @@ def module(kb: KernelBuild, log: IO[str]) -> Path:
         if not target.exists() or target.read_bytes() != source.read_bytes():
             shutil.copy2(source, target)
     try:
-        run(["make", "-C", str(kb.build_dir), *make_vars(), f"M={work}", "modules"],
-            error=BuildError, what=f"building {MODULE_NAME}.ko", log=log)
+        with Progress(f"building {MODULE_NAME}.ko", None, "steps") as progress:
+            run(["make", "-C", str(kb.build_dir), *make_vars(), f"M={work}", "modules"],
+                error=BuildError, what=f"building {MODULE_NAME}.ko", log=log, on_line=progress.line)
     except BuildError as e:
         raise BuildError(f"{MODULE_NAME}.ko does not build against {kb.release}:\n{first_errors(str(e))}") from None
     stamp.write()
