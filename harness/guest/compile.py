@@ -40,6 +40,11 @@ def workload(log: IO[str]) -> Path:
         error=GuestError, what="compiling the guest workload", log=log))
 
 
+def module_dir(kb: KernelBuild) -> Path:
+    """Where migrate_test.ko is built for `kb` (kept per kernel build directory)."""
+    return cache.subdir("modules") / f"{MODULE_NAME}-{cache.digest(str(kb.build_dir))}"
+
+
 def module(kb: KernelBuild, log: IO[str]) -> Path:
     """migrate_test.ko built against `kb`; a BuildError carries the compiler's first errors.
 
@@ -47,7 +52,7 @@ def module(kb: KernelBuild, log: IO[str]) -> Path:
     what to recompile; make is skipped while neither the module's sources nor
     the kernel tree (its generation) changed."""
     sources = _sources(MODULE_DIR, ("*.c", "*.h", "Kbuild", "Makefile"))
-    work = cache.subdir("modules") / f"{MODULE_NAME}-{cache.digest(str(kb.build_dir))}"
+    work = module_dir(kb)
     ko = work / f"{MODULE_NAME}.ko"
     stamp = cache.Stamp(work / ".harness-built", cache.digest(
         str(kb.source.generation), kb.release, *(p.name for p in sources), *(p.read_bytes() for p in sources)))

@@ -7,9 +7,9 @@ import logging
 import re
 from dataclasses import replace
 
-from harness import cache
 from harness.commands import run
 from harness.errors import BuildError, HarnessError
+from harness.guest import compile as compiler
 from harness.kernel import config as kconfig
 from harness.kernel.build import KernelBuild
 from harness.results.model import RunResult, TestResult
@@ -28,7 +28,7 @@ def decode(excerpt: str, kb: KernelBuild) -> str | None:
     frames = [line.strip() for line in excerpt.splitlines() if FRAME.search(line)]
     if not frames:
         return None
-    modules = cache.subdir("modules")  # where migrate_test.ko was built, for its frames
+    modules = compiler.module_dir(kb)  # for the test module's frames
     argv = ["bash", str(kb.source.tree / "scripts/decode_stacktrace.sh"), str(kb.vmlinux), "auto", str(modules)]
     try:
         output = run(argv, error=BuildError, what="decode_stacktrace.sh", input="\n".join(frames) + "\n",
