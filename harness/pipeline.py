@@ -75,7 +75,10 @@ def prepare(spec: Spec, out_dir: Path, scratch: Path,
                 assets = {group_name(g): groups.kind_of(g).prepare(g, kb, build_log, scratch) for g in spec.tests}
         kernel = Path(shutil.copy2(kb.bzimage, scratch / "bzImage"))
         vmlinux = scratch / "vmlinux"  # for decoding crash stacks: a link, as make replaces (never rewrites) it
-        os.link(kb.vmlinux, vmlinux)
+        try:
+            os.link(kb.vmlinux, vmlinux)
+        except OSError:  # another file system: decode against the build's own
+            vmlinux = kb.vmlinux
     return replace(kb, bzimage=kernel, vmlinux=vmlinux), assets
 
 
