@@ -25,6 +25,7 @@ from harness.errors import BootError, disk_full_is_an_error
 from harness.groups import Ended, Guest
 from harness.guest import initramfs, keys
 from harness.kernel import build as kbuild
+from harness.kernel import config as kconfig
 from harness.kernel import source as ksource
 from harness.kernel import symbols
 from harness.results import kcidb, oops, report
@@ -97,7 +98,9 @@ def scratch_dir() -> Iterator[Path]:
 @contextlib.contextmanager
 def booted(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path, scratch: Path) -> Iterator[qemu.Vm[CrashReport]]:
     """Assemble the guest and boot it; QEMU is stopped when the block ends."""
-    image = initramfs.assemble(spec.vm, keys.make(scratch / "keys"), scratch)
+    kasan = kconfig.read_config(kb.config_path).get("CONFIG_KASAN") == "y"
+    shadow = spec.vm.memory_mib // 8 if kasan else 0  # KASAN's shadow: 1/8 of memory, from the first node
+    image = initramfs.assemble(spec.vm, keys.make(scratch / "keys"), scratch, reserved_mib=shadow)
     console_log = out_dir / "console.log"
     vm = qemu.boot(spec.vm, kb.bzimage, image, console_log, spec.timeouts.boot, CRASHES)
     with vm:
