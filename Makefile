@@ -6,6 +6,7 @@ SOURCE   ?=
 REV      ?=
 PATCHES  ?=
 CONFIGS  ?=
+PROFILES ?=
 OUT      ?= out/latest
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
@@ -15,7 +16,8 @@ APT_PACKAGES = qemu-system-x86 qemu-utils busybox-static dropbear-bin openssh-sf
 	cpio xz-utils ccache rsync patch git kmod e2fsprogs python3-pip libnuma-dev
 
 HARNESS_ARGS = $(if $(SPEC),--spec $(SPEC)) $(if $(SOURCE),--source $(SOURCE)) $(if $(REV),--rev $(REV)) \
-	$(foreach p,$(PATCHES),--patch $(p)) $(foreach c,$(CONFIGS),--config $(c)) --out $(OUT)
+	$(foreach p,$(PATCHES),--patch $(p)) $(foreach c,$(CONFIGS),--config $(c)) \
+	$(foreach p,$(PROFILES),--profile $(p)) --out $(OUT)
 
 .PHONY: setup test-kernel test unit test-mutants bench lint
 

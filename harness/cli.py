@@ -29,6 +29,8 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rev", help="git revision of --source to build")
     p.add_argument("--patch", action="append", default=[], type=Path, help="patch to apply (repeatable, in order)")
     p.add_argument("--config", action="append", default=[], type=Path, help="extra config fragment (repeatable)")
+    p.add_argument("--profile", action="append", default=[], metavar="NAME",
+                   help="config profile: debug-info, kasan, ... (kernel-configs/profiles; repeatable)")
     p.add_argument("--out", type=Path, help="artifacts directory (default: out/run-TIMESTAMP)")
 
 
@@ -75,7 +77,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _load_spec(args: argparse.Namespace) -> specs.Spec:
     spec = specs.load(args.spec)
-    return specs.with_overrides(spec, source=args.source, rev=args.rev, patches=args.patch, configs=args.config)
+    return specs.with_overrides(spec, source=args.source, rev=args.rev, patches=args.patch, configs=args.config,
+                                profiles=args.profile)
 
 
 def _out_dir(args: argparse.Namespace) -> Path:

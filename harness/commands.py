@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -73,12 +74,14 @@ def run(
     timeout: float | None = 3600,
     env: dict[str, str] | None = None,
     input: str | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> str:
     """Run argv to completion and return its combined output.
 
     On a non-zero exit or a timeout raise `error` naming `what` failed and
     showing the output's last lines. With `log`, the command line and all
-    output are appended to that file as they are produced.
+    output are appended to that file as they are produced; `on_line` sees
+    each line as it comes (for progress).
     """
     need_tool(argv[0])
     full_env = {**os.environ, **(env or {})}
@@ -111,6 +114,8 @@ def run(
             if log is not None:
                 log.write(line)
                 log.flush()  # a log someone tails, or reads after a crash, is complete
+            if on_line is not None:
+                on_line(line)
         proc.wait()
     finally:
         if killer:

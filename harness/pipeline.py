@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -24,7 +25,9 @@ from harness.errors import BootError, disk_full_is_an_error
 from harness.groups import Ended, Guest
 from harness.guest import initramfs, keys
 from harness.kernel import build as kbuild
+from harness.kernel import config as kconfig
 from harness.kernel import source as ksource
+from harness.kernel import symbols
 from harness.results import kcidb, oops, report
 from harness.results.model import CrashReport, RunResult, TestResult
 from harness.spec import GroupEntry, Spec, group_name
@@ -50,7 +53,7 @@ def _build(spec: Spec, out_dir: Path) -> kbuild.KernelBuild:
     src = ksource.prepare(spec.kernel.source, spec.kernel.rev, spec.kernel.patches)
     log.info("source: %s (%s)%s", src.tree, src.version,
              f", {len(src.patches)} patch(es) applied" if src.patches else "")
-    kb = kbuild.build(src, spec.kernel.configs, out_dir, spec.timeouts.build)
+    kb = kbuild.build(src, spec.kernel.fragments, out_dir, spec.timeouts.build)
     log.info("build: %s in %.1f s (%s)", kb.release, time.monotonic() - start, kb.build_dir)
     return kb
 
@@ -72,7 +75,12 @@ def prepare(spec: Spec, out_dir: Path, scratch: Path,
             with (out_dir / "build.log").open("a") as build_log:
                 assets = {group_name(g): groups.kind_of(g).prepare(g, kb, build_log, scratch) for g in spec.tests}
         kernel = Path(shutil.copy2(kb.bzimage, scratch / "bzImage"))
-    return replace(kb, bzimage=kernel), assets
+        vmlinux = scratch / "vmlinux"  # for decoding crash stacks: a link, as make replaces (never rewrites) it
+        try:
+            os.link(kb.vmlinux, vmlinux)
+        except OSError:  # another file system: decode against the build's own
+            vmlinux = kb.vmlinux
+    return replace(kb, bzimage=kernel, vmlinux=vmlinux), assets
 
 
 @contextlib.contextmanager
@@ -90,7 +98,9 @@ def scratch_dir() -> Iterator[Path]:
 @contextlib.contextmanager
 def booted(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path, scratch: Path) -> Iterator[qemu.Vm[CrashReport]]:
     """Assemble the guest and boot it; QEMU is stopped when the block ends."""
-    image = initramfs.assemble(spec.vm, keys.make(scratch / "keys"), scratch)
+    kasan = kconfig.read_config(kb.config_path).get("CONFIG_KASAN") == "y"
+    shadow = spec.vm.memory_mib // 8 if kasan else 0  # KASAN's shadow: 1/8 of memory, from the first node
+    image = initramfs.assemble(spec.vm, keys.make(scratch / "keys"), scratch, reserved_mib=shadow)
     console_log = out_dir / "console.log"
     vm = qemu.boot(spec.vm, kb.bzimage, image, console_log, spec.timeouts.boot, CRASHES)
     with vm:
@@ -127,7 +137,8 @@ def metadata(spec: Spec, kb: kbuild.KernelBuild, vm: qemu.Vm[CrashReport], timin
         "kernel": {"version": kb.source.version, "release": kb.release, "origin": kb.source.origin,
                    "commit": kb.source.commit, "patches": [str(p) for p in kb.source.patches],
                    "patchset_hash": kcidb.patchset_hash(list(kb.source.patches)),
-                   "configs": [str(c) for c in spec.kernel.configs], "compiler": kcidb.compiler(kb.config_path),
+                   "configs": [str(c) for c in spec.kernel.configs], "profiles": list(spec.kernel.profiles),
+                   "compiler": kcidb.compiler(kb.config_path),
                    "config_hash": cache.digest(kb.config_path.read_bytes())},
         "vm": {"accel": vm.accel, "cpus": spec.vm.cpus, "swap_mib": spec.vm.swap_mib,
                "numa": [asdict(n) for n in spec.vm.numa], "distances": spec.vm.distances},
@@ -173,6 +184,7 @@ class SoFar:
         self.timings["total"] = time.monotonic() - self.started
         result = RunResult(metadata(self.spec, self.kb, self.vm, self.timings), tuple(results),
                            tuple(self.vm.console.crashes()))
+        result = symbols.decoded(result, self.kb)
         report.write_all(result, self.out_dir)
         return result
 

@@ -18,6 +18,7 @@ import jinja2
 import yaml
 
 from harness.errors import SpecError
+from harness.kernel import config as kconfig
 
 DEFAULT_SOURCE = "debian:linux-source-6.1"
 
@@ -34,6 +35,12 @@ class KernelSpec:
     rev: str | None = None  # a git revision of `source`
     patches: tuple[Path, ...] = ()
     configs: tuple[Path, ...] = ()  # extra config fragments, merged after ours
+    profiles: tuple[str, ...] = ()  # kernel-configs/profiles/NAME.config, merged before `configs`
+
+    @property
+    def fragments(self) -> tuple[Path, ...]:
+        """The fragments merged after kernel-configs/*.config: the profiles', then the user's."""
+        return kconfig.profile_fragments(self.profiles) + self.configs
 
 
 @dataclass(frozen=True)
@@ -169,8 +176,18 @@ def _paths(values: object, base: Path, where: str) -> tuple[Path, ...]:
     return tuple((base / str(v)).resolve() for v in values)
 
 
+def _profiles(values: object, where: str) -> tuple[str, ...]:
+    known = kconfig.profiles()
+    names = values if isinstance(values, list) else [values] if values else []
+    for name in names:
+        if name not in known:
+            raise SpecError(f"{where}: '{name}' is not a profile; known: {', '.join(known)} "
+                            f"(kernel-configs/profiles/NAME.config)")
+    return tuple(dict.fromkeys(map(str, names)))
+
+
 def _kernel(data: object, base: Path, where: str) -> KernelSpec:
-    d = _check_keys(data, {"source", "rev", "patches", "configs"}, where)
+    d = _check_keys(data, {"source", "rev", "patches", "configs", "profiles"}, where)
     source = str(d.get("source", DEFAULT_SOURCE))
     if not source.startswith("debian:"):
         source = str((base / source).resolve())
@@ -179,6 +196,7 @@ def _kernel(data: object, base: Path, where: str) -> KernelSpec:
         rev=None if d.get("rev") is None else str(d["rev"]),
         patches=_paths(d.get("patches"), base, f"{where}.patches"),
         configs=_paths(d.get("configs"), base, f"{where}.configs"),
+        profiles=_profiles(d.get("profiles"), f"{where}.profiles"),
     )
 
 
@@ -356,7 +374,8 @@ def load(path: Path | None) -> Spec:
 
 
 def with_overrides(spec: Spec, *, source: str | None = None, rev: str | None = None,
-                   patches: Sequence[Path] = (), configs: Sequence[Path] = ()) -> Spec:
+                   patches: Sequence[Path] = (), configs: Sequence[Path] = (),
+                   profiles: Sequence[str] = ()) -> Spec:
     """Command-line flags win over the spec; paths are taken from the cwd."""
     kernel = spec.kernel
     if source:
@@ -367,4 +386,6 @@ def with_overrides(spec: Spec, *, source: str | None = None, rev: str | None = N
         kernel = replace(kernel, patches=kernel.patches + tuple(Path(p).resolve() for p in patches))
     if configs:
         kernel = replace(kernel, configs=kernel.configs + tuple(Path(c).resolve() for c in configs))
+    if profiles:
+        kernel = replace(kernel, profiles=_profiles(list(kernel.profiles) + list(profiles), "--profile"))
     return replace(spec, kernel=kernel)

@@ -23,9 +23,10 @@ i=0
 while [ $i -lt "$NODES" ]; do
     eval want=\$NODE${i}_MEM_MIB
     eval want_cpus=\$NODE${i}_CPUS
+    eval reserved=\$NODE${i}_RESERVED_MIB
     kb=$(awk '/MemTotal/ {print $4}' /sys/devices/system/node/node$i/meminfo 2>/dev/null)
     got=$(( ${kb:-0} / 1024 ))
-    low=$(( want - want * MEM_TOLERANCE_PCT / 100 ))
+    low=$(( want - want * MEM_TOLERANCE_PCT / 100 - ${reserved:-0} ))
     if [ "$got" -ge "$low" ] && [ "$got" -le "$want" ]; then s=OK; else s=FAIL; fi
     result $s node${i}_memory "node $i: expected ${low}..${want} MiB, found $got MiB"
     cpus=$(cat /sys/devices/system/node/node$i/cpulist 2>/dev/null)

@@ -92,8 +92,10 @@ def base_image() -> Path:
     return cache.publish(cache.subdir("guest") / f"base-{cache.digest(data)}.cpio", lambda tmp: tmp.write_bytes(data))
 
 
-def run_entries(vm: VmSpec, keys: RunKeys) -> list[cpio.Entry]:
-    nodes = [{"mem_mib": n.mem_mib, "cpulist": ",".join(cpu_ranges(n.cpus))} for n in vm.numa]
+def run_entries(vm: VmSpec, keys: RunKeys, reserved_mib: int = 0) -> list[cpio.Entry]:
+    """`reserved_mib`: memory the kernel takes from the first node beyond the usual (KASAN's shadow)."""
+    nodes = [{"mem_mib": n.mem_mib, "cpulist": ",".join(cpu_ranges(n.cpus)), "reserved_mib": reserved_mib * (i == 0)}
+             for i, n in enumerate(vm.numa)]
     expect = _templates.get_template("expect.j2").render(
         nodes=nodes, swap_mib=vm.swap_mib, mem_tolerance_pct=MEM_TOLERANCE_PCT,
         swap_dev=disks.SWAP_DEV, scratch_dev=disks.SCRATCH_DEV, scratch_mount=disks.SCRATCH_MOUNT)
@@ -114,11 +116,11 @@ class GuestImage:
     keys: RunKeys
 
 
-def assemble(vm: VmSpec, keys: RunKeys, scratch: Path) -> GuestImage:
+def assemble(vm: VmSpec, keys: RunKeys, scratch: Path, reserved_mib: int = 0) -> GuestImage:
     """Write the run's initramfs and disks into `scratch`."""
     initramfs = scratch / "initramfs.cpio"
     with initramfs.open("wb") as out, base_image().open("rb") as base:
         shutil.copyfileobj(base, out)
-        out.write(cpio.archive(run_entries(vm, keys)))
+        out.write(cpio.archive(run_entries(vm, keys, reserved_mib)))
     swap = disks.sparse(scratch / "swap.img", vm.swap_mib or 1)
     return GuestImage(initramfs, swap, disks.scratch_disk(scratch / "scratch.img"), keys)

@@ -19,6 +19,7 @@ from harness.commands import run
 from harness.errors import ConfigError
 
 FRAGMENT_DIR = Path(__file__).resolve().parents[2] / "kernel-configs"
+PROFILE_DIR = FRAGMENT_DIR / "profiles"  # fragments a spec turns on by name: `kernel: {profiles: [kasan]}`
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,14 @@ _UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 
 def default_fragments() -> list[Path]:
     return sorted(FRAGMENT_DIR.glob("*.config"))
+
+
+def profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.config"))
+
+
+def profile_fragments(names: tuple[str, ...]) -> tuple[Path, ...]:
+    return tuple(PROFILE_DIR / f"{name}.config" for name in names)
 
 
 def read_fragment(path: Path) -> list[Request]:

@@ -17,6 +17,9 @@ from pathlib import Path
 from harness import cache
 from harness.commands import run
 from harness.errors import PatchDoesNotApply, SourceError
+from harness.progress import Progress
+
+TAR_CHECKPOINT = 100  # tar reports every 100 records of 10 KiB (1 MB)
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,26 @@ def debian_tree(package: str) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(target, ignore_errors=True)
     partial.mkdir(parents=True)
-    run(["tar", "-xf", str(tarball), "-C", str(partial)], error=SourceError, what=f"extracting {tarball}")
+    _extract(tarball, partial)
     (partial / package).rename(target)
     partial.rmdir()
     extracted.write()
     return target
+
+
+def _extract(tarball: Path, into: Path) -> None:
+    """`tar -x`, with progress in MiB of the size xz's index gives."""
+    listing = run(["xz", "--robot", "--list", str(tarball)], error=SourceError, what=f"reading {tarball}")
+    totals = next((line.split("\t") for line in listing.splitlines() if line.startswith("totals")), None)
+    total = int(totals[4]) >> 20 if totals else None
+
+    def checkpoint(line: str) -> None:
+        if m := re.fullmatch(r"tar: (\d+)\s*", line):
+            progress.update(int(m.group(1)) * 10240 >> 20)
+
+    with Progress(f"extracting {tarball.name}", total, "MiB") as progress:
+        run(["tar", "-xf", str(tarball), "-C", str(into), f"--checkpoint={TAR_CHECKPOINT}",
+             "--checkpoint-action=echo=%u"], error=SourceError, what=f"extracting {tarball}", on_line=checkpoint)
 
 
 def _check_tree(path: Path) -> None:

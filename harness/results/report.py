@@ -31,6 +31,7 @@ from harness.results.model import Counts, CrashReport, RunResult, Status, TestRe
 SCHEMA = 1
 WIDTH = 100
 CRASH_SUITE = "crashes"
+STACK_LINES = 8  # decoded frames of a crash in the summary (all of them in results.json and junit.xml)
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _XML_FORBIDDEN_RE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -87,8 +88,9 @@ def failure(test: TestResult) -> str | None:
 
 
 def _crash_json(crash: CrashReport) -> dict[str, Any]:
+    decoded = {"stack": crash.stack} if crash.stack else {}  # only a debug-info kernel's crashes have one
     return {"title": crash.title, "excerpt": crash.excerpt,
-            "first_line": crash.first_line, "last_line": crash.last_line}
+            "first_line": crash.first_line, "last_line": crash.last_line, **decoded}
 
 
 def _test_json(test: TestResult) -> dict[str, Any]:
@@ -111,7 +113,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
 
 def _crash_from(data: dict[str, Any]) -> CrashReport:
     return CrashReport(str(data["title"]), str(data["excerpt"]),
-                       int(data["first_line"]), int(data["last_line"]))
+                       int(data["first_line"]), int(data["last_line"]), data.get("stack"))
 
 
 def _test_from(data: dict[str, Any]) -> TestResult:
@@ -148,7 +150,8 @@ def _leaves(group: TestResult) -> list[tuple[str, TestResult]]:
 
 
 def _crash_text(crash: CrashReport) -> str:
-    return f"{crash.title} (console.log lines {crash.first_line}-{crash.last_line})\n{crash.excerpt}"
+    decoded = f"\n\nDecoded stack (scripts/decode_stacktrace.sh):\n{crash.stack}" if crash.stack else ""
+    return f"{crash.title} (console.log lines {crash.first_line}-{crash.last_line})\n{crash.excerpt}{decoded}"
 
 
 def _totals(counts: Counts, crashes: int, time: float) -> dict[str, str]:
@@ -239,6 +242,7 @@ def summary(result: RunResult) -> str:
     for crash in crashes:
         where = f" (console.log lines {crash.first_line}-{crash.last_line})"
         lines.append(_fit(crash.title, WIDTH - len(where)) + where)
+        lines += ["    " + _fit(frame, WIDTH - 4) for frame in (crash.stack or "").splitlines()[:STACK_LINES]]
     lines += ["", *_groups_line(result), *migrate_reasons.coverage_lines(result, WIDTH), result.counts.line()]
     return "\n".join(lines) + "\n"
 

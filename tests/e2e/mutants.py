@@ -4,7 +4,9 @@ injects one realistic bug into mm/ of the default 6.1 source; the full suite
 
 Writes the table to tests/e2e/MUTANTS.md and exits 1 if a mutant survived.
 Each mutant costs an incremental rebuild (one file) and a run. `make test`
-runs a few of them (tests/e2e/test_mutants.py), one on 6.12.
+runs a few of them (tests/e2e/test_mutants.py), one on 6.12. A mutant whose
+header has `Profiles: kasan ...` is a bug only a sanitizer sees: it runs under
+those config profiles (after a baseline under them) and once without them.
 """
 from __future__ import annotations
 
@@ -44,6 +46,16 @@ def failing(results: dict) -> list[str]:
     return names + [f"crash: {c['title']}" for c in results["crashes"]]
 
 
+def profiles(patch: Path) -> list[str]:
+    """The config profiles a mutant needs, from its `Profiles:` header line."""
+    header = patch.read_text().split("\n---\n", 1)[0]
+    return next((line.split(":", 1)[1].split() for line in header.splitlines() if line.startswith("Profiles:")), [])
+
+
+def with_profiles(names: list[str]) -> list[str]:
+    return [arg for name in names for arg in ("--profile", name)]
+
+
 def why(patch: Path) -> str:
     lines = patch.read_text().splitlines()
     return lines[2] if len(lines) > 2 else ""
@@ -57,13 +69,24 @@ def main() -> int:
         print(f"test-mutants: the unmodified kernel does not pass (exit {status}); see {out / 'baseline'}")
         return 2
     rows, survivors = [], 0
+    baselines = {(): status}
     for patch in MUTANTS:
         start = time.monotonic()
-        status, results = harness_run(out / patch.stem, "--patch", str(patch))
+        needs = profiles(patch)
+        if tuple(needs) not in baselines:
+            baselines[tuple(needs)], _ = harness_run(out / f"baseline-{'-'.join(needs)}", *with_profiles(needs))
+        if baselines[tuple(needs)] != 0:
+            rows.append((patch.stem, why(patch), f"baseline under {', '.join(needs)} fails", []))
+            survivors += 1
+            continue
+        status, results = harness_run(out / patch.stem, "--patch", str(patch), *with_profiles(needs))
         caught_by = failing(results) if results else []
         caught = status == 1 and bool(caught_by)
         survivors += not caught
         verdict = "caught" if caught else "NOT CAUGHT" if status == 0 else f"harness exit {status}"
+        if needs:
+            plain, _ = harness_run(out / f"{patch.stem}-without", "--patch", str(patch))
+            verdict += f" under {', '.join(needs)}; without: " + ("not caught" if plain == 0 else f"exit {plain}")
         rows.append((patch.stem, why(patch), verdict, caught_by))
         print(f"{patch.stem}: {verdict} in {time.monotonic() - start:.0f} s: {', '.join(caught_by[:4])}", flush=True)
     lines = ["# Mutants", "",

@@ -80,6 +80,10 @@ def test_expectations_follow_the_topology(tmp_path):
     expect = entries["etc/harness/expect"].data.decode()
     assert "NODES=2" in expect and "NODE0_MEM_MIB=768" in expect and "NODE0_CPUS=0,2" in expect
     assert "SWAP_MIB=0" in expect
+    assert "NODE0_RESERVED_MIB=0" in expect and "NODE1_RESERVED_MIB=0" in expect
+    kasan = {e.path: e for e in initramfs.run_entries(vm, keys.make(tmp_path / "k"), reserved_mib=128)}
+    expect = kasan["etc/harness/expect"].data.decode()
+    assert "NODE0_RESERVED_MIB=128" in expect and "NODE1_RESERVED_MIB=0" in expect  # the shadow is on node 0
 
 
 def test_host_key_public_half_matches_dropbear(tmp_path):

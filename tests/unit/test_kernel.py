@@ -223,3 +223,21 @@ def test_a_restored_file_stays_newer_than_objects_built_from_the_patch(tree, tmp
     assert again.read_text() == MIGRATE_C
     assert again.stat().st_mtime_ns > built_at, "the restored file went back to the source's time"
     assert source.prepare(str(tree), None, ()).generation == source.prepare(str(tree), None, ()).generation
+
+
+def test_extracting_a_tarball_logs_its_progress(tmp_path, caplog):
+    """Real tar and xz: progress in MiB of the size xz's index gives."""
+    data = tmp_path / "pkg"
+    data.mkdir()
+    (data / "blob").write_bytes(bytes(range(256)) * (25 << 12))
+    tarball = tmp_path / "pkg.tar.xz"
+    subprocess.run(["tar", "-cJf", str(tarball), "-C", str(tmp_path), "pkg"], check=True,
+                   env={**os.environ, "XZ_OPT": "-0"})
+    into = tmp_path / "into"
+    into.mkdir()
+    with caplog.at_level("INFO", logger="harness"):
+        source._extract(tarball, into)
+    assert (into / "pkg" / "blob").read_bytes() == (data / "blob").read_bytes()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines and all(line.startswith("extracting pkg.tar.xz: ") for line in lines)
+    assert "/25 MiB (" in lines[0]

@@ -17,8 +17,10 @@ def test_nightly_matrix_expands_to_every_combination():
     entries = matrix.expand(NIGHTLY)
     assert [e.name for e in entries] == [
         "source=linux-source-6.1,numa=0", "source=linux-source-6.1,numa=1",
-        "source=linux-source-6.12,numa=0", "source=linux-source-6.12,numa=1"]
+        "source=linux-source-6.12,numa=0", "source=linux-source-6.12,numa=1",
+        "profiles=debug-info-kasan-mm-debug"]
     assert entries[3].spec.kernel.source == "debian:linux-source-6.12"
+    assert [e.spec.kernel.profiles for e in entries[3:]] == [("debug-info",), ("debug-info", "kasan", "mm-debug")]
     assert len(entries[3].spec.vm.numa) == 3 and entries[0].spec.tests == ("boot", "workload", "module", "kselftest-mm")
 
 
@@ -37,6 +39,9 @@ def test_bad_shard_and_matrix_specs(tmp_path):
     spec = tmp_path / "m.yaml"
     spec.write_text("matrix: {vm.swap: []}\n")
     with pytest.raises(SpecError, match="non-empty list"):
+        matrix.expand(spec)
+    spec.write_text("matrix: {vm.swap: [64M], include: [kernel.profiles]}\n")
+    with pytest.raises(SpecError, match="include needs a list of mappings"):
         matrix.expand(spec)
     spec.write_text("matrix: {vm.swap: [64M, lots]}\n")
     with pytest.raises(SpecError, match=r"\[swap=lots\].*'lots' is not a size"):
