@@ -19,7 +19,7 @@ HARNESS_ARGS = $(if $(SPEC),--spec $(SPEC)) $(if $(SOURCE),--source $(SOURCE)) $
 	$(foreach p,$(PATCHES),--patch $(p)) $(foreach c,$(CONFIGS),--config $(c)) \
 	$(foreach p,$(PROFILES),--profile $(p)) --out $(OUT)
 
-.PHONY: setup test-kernel test unit test-mutants bench lint
+.PHONY: setup test-kernel test test-slow unit test-mutants bench lint
 
 setup: .setup-stamp
 
@@ -35,7 +35,11 @@ test-kernel: setup
 	$(PYTHON) -m harness.cli run $(HARNESS_ARGS)
 
 test: setup
-	$(PYTHON) -m pytest -ra $(PYTEST_ARGS) tests
+	$(PYTHON) -m pytest -ra -m "not slow" $(PYTEST_ARGS) tests
+
+# Tests that need a full build of another config (debug info): about 10 minutes more.
+test-slow: setup
+	$(PYTHON) -m pytest -ra -m slow $(PYTEST_ARGS) tests
 
 unit: setup
 	$(PYTHON) -m pytest -ra -m unit tests

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, harness
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a full debug-info build: `make test-slow`
 
 MUTANT = REPO / "tests/e2e/mutants/11-bug-on-in-migration.patch"
 
