@@ -50,6 +50,7 @@ test-mutants: setup
 bench: setup
 	$(PYTHON) bench/bench.py $(BENCH_ARGS)
 	$(PYTHON) bench/hangs.py
+	$(PYTHON) bench/group_memory.py
 
 lint: setup
 	$(PYTHON) -m ruff check harness tests

@@ -14,7 +14,7 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,10 +141,11 @@ def not_run(name: str, why: str) -> TestResult:
     return TestResult(name=name, status=Status.ERROR, diagnostics=(why,))
 
 
-def parse(lines: list[tuple[int, str]], name: str, where: str) -> TestResult:
-    """A group's KTAP; no KTAP at all is an ERROR group that says where it looked."""
+def parse(lines: Iterable[tuple[int, str]], name: str, where: str) -> TestResult:
+    """A group's KTAP; no KTAP at all is an ERROR group that says where it looked
+    (and where to read the diagnostics a test had too many of)."""
     try:
-        return ktap.parse_ktap(lines, name)
+        return ktap.parse_ktap(lines, name, where)
     except ktap.KtapError:
         return TestResult(name, Status.ERROR, (f"no KTAP output in {where}",))
 

@@ -30,10 +30,12 @@ from harness.groups.guest import (
     timed,
 )
 from harness.kernel.build import KernelBuild
+from harness.results import ktap
 from harness.results.model import Status, TestResult
 from harness.spec import GroupEntry, ScriptGroup
 
 log = logging.getLogger("harness")
+LINE_START = 4096  # of a line still arriving, what Progress keeps: enough to know a result or a header
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,9 @@ def prepare(entry: GroupEntry, kernel: KernelBuild, log: IO[str], keep: Path) ->
 
 
 class Progress:
-    """Collects a group's stdout: to its .ktap file, to the terminal, with arrival times."""
+    """Takes a group's stdout as it arrives: to its .ktap file, with live progress
+    on the terminal and the arrival time of each result line. Nothing else of
+    the output stays in memory (a line's start at most, while it is incomplete)."""
 
     def __init__(self, group: str, path: Path, console_lines: Callable[[], int]):
         self.group, self.file, self.start = group, path.open("wb", buffering=0), time.monotonic()
@@ -61,18 +65,18 @@ class Progress:
 
     def __call__(self, chunk: bytes) -> None:
         self.file.write(chunk)
-        *lines, self.pending = (self.pending + chunk).split(b"\n")
+        *lines, pending = (self.pending + chunk).split(b"\n")
+        self.pending = pending[:LINE_START]
         for raw in lines:
             self.line_no += 1
-            now = time.monotonic() - self.start
-            self.arrivals[self.line_no] = now
-            text = raw.decode(errors="replace").rstrip()
-            if text.lstrip().startswith(("ok ", "not ok ")):
-                log.info("%s [%6.1f s] %s", self.group, now, text.strip())
-            elif text.lstrip().startswith("# Subtest: "):  # which test runs now
-                name = text.split(": ", 1)[1].strip()
+            head = raw.lstrip()
+            if head.startswith((b"ok ", b"not ok ")):
+                now = self.arrivals[self.line_no] = time.monotonic() - self.start
+                log.info("%s [%6.1f s] %s", self.group, now, head.decode(errors="replace").rstrip())
+            elif head.startswith(b"# Subtest: "):  # which test runs now
+                name = head.split(b": ", 1)[1].decode(errors="replace").strip()
                 self.started.append((self.console_lines(), name))
-                log.info("%s [%6.1f s] running %s", self.group, now, name)
+                log.info("%s [%6.1f s] running %s", self.group, time.monotonic() - self.start, name)
 
     def close(self) -> None:
         self.file.close()
@@ -103,8 +107,8 @@ def run(guest: Guest, program: Program) -> GroupRun:
         watched = run_watched(guest, f"cd {GUEST_DIR} && {remote}", timeout, progress, dump_as=program.name)
     finally:
         progress.close()
-    lines = list(enumerate(ktap_file.read_text(errors="replace").splitlines(), 1))
-    result = with_durations(parse(lines, program.name, "its stdout"), progress.arrivals)
+    result = with_durations(parse(ktap.numbered_lines(ktap_file), program.name, ktap_file.name),
+                            progress.arrivals)
     if watched.ended is not Ended.DONE:
         return GroupRun(ended_badly(result, watched, timeout, progress.started), watched.ended)
     if stuck_in_kernel(result):  # the program saw a test stuck in the kernel and stopped

@@ -32,6 +32,7 @@ import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.results.model import Status, TestResult, rollup
 
@@ -268,6 +269,14 @@ def parse_ktap(lines: Iterable[Line], name: str, log: str = "the full log") -> T
         texts.append("no test results")
     return TestResult(name=name, status=status, diagnostics=tuple(texts),
                       subtests=tuple(doc.results), line=doc.line)
+
+
+def numbered_lines(path: Path) -> Iterator[Line]:
+    """A file's lines numbered from 1, read as they are needed (never the whole
+    file at once). A line ends at "\n" only, as a program's stdout is counted."""
+    with path.open(encoding="utf-8", errors="replace", newline="\n") as f:
+        for number, text in enumerate(f, 1):
+            yield number, text.rstrip("\n")
 
 
 def split_documents(lines: Iterable[Line]) -> list[list[Line]]:

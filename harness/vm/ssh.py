@@ -19,13 +19,14 @@ from harness.errors import GuestError
 from harness.guest.keys import RunKeys, host_key_object
 
 HOST = "127.0.0.1"
+STDERR_KEEP = 64 * 1024  # a command's stderr as kept: its last 64 KiB (a guest may print without end)
 
 
 @dataclass(frozen=True)
 class CommandResult:
     status: int | None  # None when the command timed out
-    stdout: str
-    stderr: str
+    stdout: str  # "" when the caller took it as it arrived (`on_stdout`)
+    stderr: str  # its last STDERR_KEEP bytes
 
     @property
     def timed_out(self) -> bool:
@@ -84,18 +85,27 @@ class GuestShell:
             on_stdout: Callable[[bytes], None] | None = None) -> CommandResult:
         """Run `command` in the guest's shell; stdout and stderr are kept apart.
 
-        `on_stdout` sees stdout as it arrives (for live progress and logs)."""
+        `on_stdout` takes stdout as it arrives (to a file, for live progress):
+        it is then not kept here, so memory stays bounded however much the guest prints."""
         channel = self._exec(command)
         out, err = bytearray(), bytearray()
+
+        def took(chunk: bytes, stderr: bool = False) -> None:
+            if not chunk:
+                return
+            if stderr:
+                err.extend(chunk)
+                del err[:-STDERR_KEEP]
+            elif on_stdout:
+                on_stdout(chunk)
+            else:
+                out.extend(chunk)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if channel.recv_ready():
-                chunk = channel.recv(65536)
-                out += chunk
-                if on_stdout:
-                    on_stdout(chunk)
+                took(channel.recv(65536))
             elif channel.recv_stderr_ready():
-                err += channel.recv_stderr(65536)
+                took(channel.recv_stderr(65536), stderr=True)
             elif channel.exit_status_ready():
                 break
             else:
@@ -104,11 +114,8 @@ class GuestShell:
             channel.close()
             return CommandResult(None, out.decode(errors="replace"), err.decode(errors="replace"))
         while channel.recv_ready() or channel.recv_stderr_ready():  # what arrived with the exit status
-            chunk = channel.recv(65536) if channel.recv_ready() else b""
-            out += chunk
-            if on_stdout and chunk:
-                on_stdout(chunk)
-            err += channel.recv_stderr(65536) if channel.recv_stderr_ready() else b""
+            took(channel.recv(65536) if channel.recv_ready() else b"")
+            took(channel.recv_stderr(65536) if channel.recv_stderr_ready() else b"", stderr=True)
         status = channel.recv_exit_status()
         channel.close()
         return CommandResult(status, out.decode(errors="replace"), err.decode(errors="replace"))

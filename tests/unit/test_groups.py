@@ -104,3 +104,29 @@ def test_blame_reaches_the_leaves_of_a_nested_suite():
     assert [(t.name, t.status) for t in suite.subtests] == [
         ("first", Status.PASS), ("second", Status.FAIL), ("test 3 (missing)", Status.ERROR)]
     assert suite.status is Status.FAIL and suite.subtests[2].diagnostics == ("not run: second hung the kernel",)
+
+
+def test_a_groups_stdout_goes_to_its_file_and_only_result_lines_are_kept(tmp_path):
+    """50 MB of output must not stay in memory: every byte goes to the file, the
+    arrival times are kept for result lines only, and a line without end keeps
+    only its start (Progress's own buffer stays bounded)."""
+    path = tmp_path / "g.ktap"
+    progress = script.Progress("g", path, lambda: 7)
+    chunks = [b"KTAP version 1\n1..2\n# Subtest: one\n", b"# chatter\n" * 1000, b"ok 1 one\n# Sub",
+              b"test: two\n", b"x" * 100_000, b"y" * 100_000, b"\n  not ok 2 two\n"]
+    for chunk in chunks:
+        progress(chunk)
+        assert len(progress.pending) <= script.LINE_START
+    progress.close()
+    assert path.read_bytes() == b"".join(chunks)
+    assert list(progress.arrivals) == [1004, 1007] and progress.started == [(7, "one"), (7, "two")]
+    lines = list(ktap.numbered_lines(path))
+    assert len(lines) == 1007 and lines[1003] == (1004, "ok 1 one")
+    assert [t.line for t in ktap.parse_ktap(ktap.numbered_lines(path), "g").subtests] == [1004, 1007]
+
+
+def test_a_file_is_numbered_by_newlines_only(tmp_path):
+    """As Progress counts them: a CR or form feed inside a line does not start a new one."""
+    path = tmp_path / "out.ktap"
+    path.write_bytes(b"a\rb\n\x0cc\r\n\xffd")
+    assert list(ktap.numbered_lines(path)) == [(1, "a\rb"), (2, "\x0cc\r"), (3, "\ufffdd")]
