@@ -240,7 +240,7 @@ def boot(spec: specs.Spec, out: Path, command: str | None, push: list[Path]) -> 
 
 
 def _in_guest(guest: Guest, command: str | None, push: list[Path]) -> int:
-    from harness.groups.guest import Ended, run_watched
+    from harness.groups.guest import Ended, qemu_killed, run_watched
 
     for path in push:
         guest.push(path, mode=path.stat().st_mode & 0o777)
@@ -249,6 +249,8 @@ def _in_guest(guest: Guest, command: str | None, push: list[Path]) -> int:
         watched = run_watched(guest, command, timeout)
         sys.stdout.write(watched.command.stdout)
         sys.stderr.write(watched.command.stderr)
+        if (killed := vm.console.killed_by()) is not None:
+            raise qemu_killed(killed, repr(command))
         if watched.ended is Ended.CRASHED:
             titles = [c.title for c in watched.crashes]
             print(f"harness: the kernel crashed: {'; '.join(titles) or 'QEMU exited'} "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 from collections.abc import Iterator
+from pathlib import Path
 from typing import cast
 
 
@@ -36,6 +37,7 @@ class GuestError(HarnessError, stage="guest"): ...
 class ToolMissing(HarnessError, stage="setup"): ...
 class DiskFull(HarnessError, stage="disk"): ...  # a fault of the machine, never of the kernel under test
 class HostError(HarnessError, stage="host"): ...  # a file or directory of the host the harness cannot use
+class VmKilled(HarnessError, stage="vm"): ...  # QEMU killed from outside: the machine's fault, never the kernel's
 
 
 class CommandTimeout(HarnessError):
@@ -61,6 +63,17 @@ def host_error(e: OSError) -> HarnessError:
                         "free some space (the cache is in ~/.cache/migrate-harness)")
     where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else "a file"
     return HostError(f"cannot use {where}: {e.strerror or e}")
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An OSError raised inside names `path` (a write to an open file names none by itself)."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import cache, groups
-from harness.errors import BootError, disk_full_is_an_error
+from harness.errors import BootError, VmKilled, disk_full_is_an_error
 from harness.groups import Ended, Guest
 from harness.guest import initramfs, keys
 from harness.kernel import build as kbuild
@@ -189,6 +189,13 @@ class SoFar:
         return result
 
 
+def _qemu_killed(so_far: SoFar, signum: int, group: str) -> VmKilled:
+    """QEMU was killed from outside during `group`: the report says what finished, the run exits 2."""
+    so_far.report(f"not run: {groups.killed(signum, f'group {group}')}")
+    return groups.qemu_killed(signum, f"group {group}", f"; the tests that finished are in "
+                              f"{so_far.out_dir / 'results.json'}, the others are errors")
+
+
 def _run(spec: Spec, out_dir: Path, scratch: Path, so_far: SoFar) -> RunResult:
     started = so_far.started
     kb, assets = prepare(spec, out_dir, scratch)
@@ -212,13 +219,16 @@ def _run(spec: Spec, out_dir: Path, scratch: Path, so_far: SoFar) -> RunResult:
                 pending.pop(0)  # only now: a group interrupted while it runs is reported as such
                 results.append(ran.result)
                 ended = ran.ended
+            killed = vm.console.killed_by() if ended is Ended.KILLED else None
             timings["tests"] += time.monotonic() - tests_started
             if ended is not Ended.DONE:
                 vm.stop()  # the group has taken what it needs (a hang's dump) from the guest
             vm.console.drain(0.3)
-        if not clean or ended is Ended.DONE or not pending or spec.after_crash != "reboot":
+        if not clean or ended in (Ended.DONE, Ended.KILLED) or not pending or spec.after_crash != "reboot":
             break
         log.info("the kernel %s: booting again for %d group(s) left", ended.value, len(pending))
+    if killed is not None:
+        raise _qemu_killed(so_far, killed, results[-1].name)
     why = (groups.stop_reason(results[-1], ended) if ended is not Ended.DONE
            else "not run: the boot did not finish cleanly")
     return so_far.report(why)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from harness.errors import BuildError
+from harness.errors import BuildError, VmKilled
 from harness.results import ktap, oops
-from harness.results.model import CrashReport, Status, TestResult
+from harness.results.model import CrashReport, Status, TestResult, rollup
 from harness.results.report import failure, is_hang
 from harness.spec import Spec
 from harness.vm import qemu
@@ -43,6 +44,7 @@ class Ended(enum.Enum):
     DONE = "done"  # it returned (passing or not); the guest is still usable
     CRASHED = "crashed"  # the kernel crashed, or QEMU exited
     HUNG = "hung"  # no end within the timeout
+    KILLED = "killed"  # QEMU was killed from outside: no verdict on the kernel
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Watched:
     crashes: tuple[CrashReport, ...]  # crash reports that started while it ran
     dump: Path | None  # the blocked-task dump of a hang
     since: int  # the console's line count when the command started
+    killed_by: int | None = None  # the signal that killed QEMU from outside (Ended.KILLED)
 
 
 def dump_blocked_tasks(guest: Guest, name: str, since_line: int) -> Path:
@@ -120,7 +123,9 @@ def run_watched(guest: Guest, command: str, timeout: float,
             raise
         console.drain(0.2)  # what the kernel printed as the command ended
         crashes = tuple(console.crashes(since=since))
-        if crashes and console.alive and all(oops.is_hung_task(c) for c in crashes):
+        if (killed_by := console.killed_by()) is not None:
+            ended = Ended.KILLED
+        elif crashes and console.alive and all(oops.is_hung_task(c) for c in crashes):
             ended = Ended.HUNG  # the hung-task detector saw a task blocked in the kernel
         # A command can end because the kernel died under it before the console showed it.
         elif waited in (Waited.CRASH, Waited.QEMU_EXITED) or crashes or not console.alive:
@@ -134,7 +139,7 @@ def run_watched(guest: Guest, command: str, timeout: float,
         if not future.done():
             guest.shell.abandon()  # the command's connection: the VM's owner stops the VM
         result = future.result()
-    return Watched(ended, result, tuple(console.crashes(since=since)), dump, since)
+    return Watched(ended, result, tuple(console.crashes(since=since)), dump, since, killed_by)
 
 
 def not_run(name: str, why: str) -> TestResult:
@@ -200,7 +205,10 @@ def ended_badly(result: TestResult, watched: Watched, timeout: float,
                 started: Sequence[tuple[int, str]] = ()) -> TestResult:
     """Blame the test that was running for the hang or crash that ended its
     group: each crash goes to the test running when it began (from `started`),
-    else to the first test that never reported."""
+    else to the first test that never reported. When QEMU was killed from
+    outside, no test is blamed: those that never reported are errors."""
+    if watched.killed_by is not None:
+        return unfinished(result, f"not run: {killed(watched.killed_by, f'group {result.name}')}")
     if watched.ended is Ended.HUNG:
         where = f"; blocked tasks in {watched.dump.name}" if watched.dump else ""
         said = (f"{watched.crashes[0].title} (console.log:{watched.crashes[0].first_line})" if watched.crashes
@@ -213,6 +221,43 @@ def ended_badly(result: TestResult, watched: Watched, timeout: float,
         blamed.setdefault(running_at(started, crash.first_line),
                           (f"kernel crash: {crash.title} (console.log:{crash.first_line})", crash))
     return blame(result, blamed, None)
+
+
+def killed(signum: int, during: str) -> str:
+    """'QEMU was killed (signal 9, SIGKILL) during `during`'."""
+    try:
+        name = f"signal {signum}, {signal.Signals(signum).name}"
+    except ValueError:
+        name = f"signal {signum}"
+    return f"QEMU was killed ({name}) during {during}"
+
+
+def qemu_killed(signum: int, during: str, more: str = "") -> VmKilled:
+    """The error of a QEMU killed from outside by `signum` while `during` ran (exit 2)."""
+    return VmKilled(f"{killed(signum, during)}, from outside the harness (a user, the host's OOM killer, "
+                    f"a CI job's time limit): an infrastructure failure, not a verdict on the kernel{more}")
+
+
+def unfinished(group: TestResult, why: str) -> TestResult:
+    """The tests of `group` that never reported are errors saying `why`; the group rolls up again."""
+    def mark(test: TestResult) -> TestResult:
+        if test.subtests:
+            subtests = tuple(mark(sub) for sub in test.subtests)
+            return dataclasses.replace(test, subtests=subtests, status=rollup(subtests) or test.status)
+        return dataclasses.replace(test, diagnostics=(why,)) if _never_reported(test) else test
+    marked = mark(group)
+    return dataclasses.replace(marked, diagnostics=(*group.diagnostics, why)) if marked.subtests else \
+        dataclasses.replace(marked, status=Status.ERROR, diagnostics=(why,))
+
+
+def oom_killed(result: TestResult, kills: Sequence[oops.OomKill]) -> TestResult:
+    """The OOM killer ended processes while a group ran: the first test that
+    never reported was running then (the rest were not run); if every test
+    reported, the group says so all the same."""
+    why = f"killed by the OOM killer: {'; '.join(map(str, kills))}"
+    if not any(_never_reported(leaf) for leaf in result.leaves()):
+        return dataclasses.replace(result, diagnostics=(*result.diagnostics, why))
+    return blame(result, {None: (why, None)}, None, "was running when the OOM killer ended the program")
 
 
 def stuck_in_kernel(result: TestResult) -> TestResult | None:

@@ -5,7 +5,8 @@ Stdout is written to OUT/<group>.ktap as it arrives and echoed as live
 progress; each leaf's duration is the time between its result line and the
 one before. A crash or hang fails the test that was running (a crash: the
 test whose `# Subtest:` header came last before the crash's first console line); so does a test
-the program itself reports stuck in the kernel (`# TIMEOUT`): a hang too.
+the program itself reports stuck in the kernel (`# TIMEOUT`): a hang too,
+and an OOM kill on the console (the first test that never reported is named with it).
 """
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from harness.errors import naming
 from harness.groups.guest import (
     GUEST_DIR,
     Ended,
     GroupRun,
     Guest,
     ended_badly,
+    oom_killed,
     parse,
     reported_hang,
     run_watched,
@@ -30,7 +33,7 @@ from harness.groups.guest import (
     timed,
 )
 from harness.kernel.build import KernelBuild
-from harness.results import ktap
+from harness.results import ktap, oops
 from harness.results.model import Status, TestResult
 from harness.spec import GroupEntry, ScriptGroup
 
@@ -58,13 +61,15 @@ class Progress:
     the output stays in memory (a line's start at most, while it is incomplete)."""
 
     def __init__(self, group: str, path: Path, console_lines: Callable[[], int]):
-        self.group, self.file, self.start = group, path.open("wb", buffering=0), time.monotonic()
+        self.group, self.path, self.start = group, path, time.monotonic()
+        self.file = path.open("wb", buffering=0)
         self.pending, self.arrivals, self.line_no = b"", dict[int, float](), 0
         self.console_lines = console_lines
         self.started: list[tuple[int, str]] = []  # (console line count, test) as each test began
 
     def __call__(self, chunk: bytes) -> None:
-        self.file.write(chunk)
+        with naming(self.path):  # a full disk names the file
+            self.file.write(chunk)
         *lines, pending = (self.pending + chunk).split(b"\n")
         self.pending = pending[:LINE_START]
         for raw in lines:
@@ -111,6 +116,8 @@ def run(guest: Guest, program: Program) -> GroupRun:
                             progress.arrivals)
     if watched.ended is not Ended.DONE:
         return GroupRun(ended_badly(result, watched, timeout, progress.started), watched.ended)
+    if kills := oops.oom_kills(guest.vm.console.lines(since=watched.since)):
+        result = oom_killed(result, kills)
     if stuck_in_kernel(result):  # the program saw a test stuck in the kernel and stopped
         return GroupRun(reported_hang(guest, result, watched, program.name), Ended.HUNG)
     command = watched.command

@@ -213,3 +213,26 @@ def find_crashes(lines: Sequence[tuple[int, str]]) -> list[CrashReport]:
         crashes.append(CrashReport(title, "\n".join(body), lines[i][0], lines[end][0]))
         i = end + 1
     return crashes
+
+
+# Not a crash: the kernel lives on, minus a process. 6.1: "Out of memory: Killed process 312 (hog)
+# total-vm:...", a memory cgroup's: "Memory cgroup out of memory: Killed process ...".
+_OOM_KILL = re.compile(r"(?:Out of memory|Memory cgroup out of memory)(?: \(oom_kill_allocating_task\))?: "
+                       r"Killed process (\d+) \((.*?)\)(?: total-vm|$)")
+
+
+@dataclass(frozen=True)
+class OomKill:
+    """A process the OOM killer ended, as the console says."""
+
+    pid: int
+    comm: str
+    line: int  # in console.log
+
+    def __str__(self) -> str:
+        return f"process {self.pid} ({self.comm}) (console.log:{self.line})"
+
+
+def oom_kills(lines: Sequence[tuple[int, str]]) -> list[OomKill]:
+    """Every OOM kill in console lines, in order."""
+    return [OomKill(int(m[1]), m[2], number) for number, raw in lines if (m := _OOM_KILL.search(_strip(raw)))]

@@ -19,12 +19,15 @@ from typing import Generic, TypeVar
 
 import pexpect
 
+from harness.errors import naming
+
 Line = tuple[int, str]  # (1-based line number in console.log, text)
 C = TypeVar("C")  # what a crash report is: the results stage decides (harness/results/oops.py)
 
 _Pattern = re.Pattern[str] | re.Pattern[bytes] | str | bytes | type[pexpect.EOF] | type[pexpect.TIMEOUT]
 PR_SET_PDEATHSIG = 1
 CRASH_GRACE_S = 5  # after a crash starts, how long its report may keep printing
+_CAUGHT_RE = re.compile(r"terminating on signal (\d+)")  # QEMU's own word on a SIGTERM/SIGINT/SIGHUP it caught
 
 
 def _die_with_parent() -> None:
@@ -57,12 +60,29 @@ class CrashWatch(Generic[C]):
     find: Callable[[list[Line]], list[C]]  # every crash report in numbered lines
 
 
+class _Log:
+    """console.log, appended to unbuffered; a failed write (a full disk) names the file."""
+
+    def __init__(self, path: Path):
+        self.path, self.file = path, path.open("ab", buffering=0)
+
+    def write(self, data: bytes) -> None:
+        with naming(self.path):
+            self.file.write(data)
+
+    def flush(self) -> None:
+        """Nothing to flush: pexpect calls it."""
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class Console(Generic[C]):
     def __init__(self, argv: list[str], log_path: Path, crashes: CrashWatch[C]):
         self.log_path = log_path
         # console.log may hold an earlier boot of the same run: this one starts after it
         self.start_line = self.line_count()
-        self._log = log_path.open("ab", buffering=0)
+        self._log = _Log(log_path)
         self.child = pexpect.spawn(argv[0], argv[1:], timeout=None, maxread=65536,
                                    logfile=None, preexec_fn=_die_with_parent, echo=False)
         self.child.logfile_read = self._log
@@ -135,6 +155,16 @@ class Console(Generic[C]):
     @property
     def alive(self) -> bool:
         return self.child.isalive()
+
+    def killed_by(self) -> int | None:
+        """The signal that ended QEMU from outside: one it died of, or one it
+        caught and said so; None while it runs, or after an exit of its own."""
+        if self.child.isalive():
+            return None
+        if self.child.signalstatus is not None:
+            return int(self.child.signalstatus)
+        said = _CAUGHT_RE.search(self.tail(3))
+        return int(said[1]) if said else None
 
     def close(self) -> None:
         """Stop QEMU (SIGTERM, then SIGKILL) and close console.log."""

@@ -20,7 +20,7 @@ from harness.results.ktap import MAX_DIAGNOSTICS
 from harness.results.report import REPORTS
 
 sys.path.insert(0, str(REPO / "bench"))
-from group_memory import peak_rss  # noqa: E402
+from group_memory import chatty_script, peak_rss  # noqa: E402
 
 pytestmark = pytest.mark.integration
 DATA = REPO / "tests" / "unit" / "data"
@@ -162,3 +162,81 @@ def test_a_chatty_group_streams_to_disk_with_bounded_memory_and_diagnostics(defa
         f"... {dropped} more diagnostic lines dropped (see chatty.ktap)")
     assert f"{dropped} more diagnostic lines dropped" in (out / "junit.xml").read_text()
     assert peak_mib < 128, f"the harness peaked at {peak_mib:.0f} MiB for 50 MB of output"
+
+
+def test_qemu_killed_from_outside_is_an_infrastructure_failure(default_kernel, tmp_path, start_harness):
+    """kill -9 of QEMU during a group: exit 2 saying so, not a failure of the
+    test that was running; the reports hold what finished, the rest as errors."""
+    (tmp_path / "slow.sh").write_text(SLOW_SCRIPT)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("tests: [boot, {name: slow, script: slow.sh, timeout: 120}, module]\n")
+    out = tmp_path / "out"
+    started = start_harness(out, "run", "--spec", str(spec))
+    started.wait_for(out / "console.log", "harness-slow-script-started")
+    pid = qemu_pid(out)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    _, stderr = started.proc.communicate(timeout=60)
+    assert started.proc.returncode == 2, stderr
+    assert "Traceback" not in stderr and stderr.count("harness: error") == 1, stderr
+    assert "QEMU was killed (signal 9, SIGKILL) during group slow" in stderr, stderr
+    groups = {g["name"]: g for g in json.loads((out / "results.json").read_text())["groups"]}
+    assert groups["boot"]["status"] == "pass"
+    first, second = groups["slow"]["subtests"]
+    assert first["status"] == "pass" and second["status"] == "error"
+    assert second["diagnostics"] == ["not run: QEMU was killed (signal 9, SIGKILL) during group slow"]
+    assert groups["module"]["status"] == "error" and "QEMU was killed" in groups["module"]["diagnostics"][0]
+    assert "QEMU was killed" in (out / "summary.txt").read_text()
+    assert "QEMU was killed" in (out / "junit.xml").read_text()
+
+
+OOM_HOG = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+/* Locked memory cannot be swapped out: the guest's OOM killer has to act, and picks this. */
+int main(void)
+{
+	FILE *adj = fopen("/proc/self/oom_score_adj", "w");
+	if (adj) { fputs("1000", adj); fclose(adj); }
+	printf("KTAP version 1\n1..2\n# Subtest: hog\n");
+	fflush(stdout);
+	if (mlockall(MCL_CURRENT | MCL_FUTURE)) { printf("not ok 1 hog # ERROR mlockall failed\n"); return 1; }
+	for (;;) {
+		char *p = malloc(1 << 20);
+		if (!p) break;
+		memset(p, 1, 1 << 20);
+	}
+	printf("not ok 1 hog # ERROR the allocations failed before any OOM kill\nok 2 after\n");
+	return 0;
+}
+"""
+
+
+def test_a_program_killed_by_the_oom_killer_says_so(default_kernel, tmp_path):
+    source = tmp_path / "hog.c"
+    source.write_text(OOM_HOG)
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(tmp_path / "oom-hog"), str(source)], check=True)
+    (tmp_path / "spec.yaml").write_text("tests: [{name: hog, script: oom-hog, timeout: 300}, module]\n")
+    out = tmp_path / "out"
+    done = harness("run", "--spec", str(tmp_path / "spec.yaml"), "--out", str(out))
+    assert done.returncode == 1, done.stderr[-3000:]
+    hog, after = json.loads((out / "results.json").read_text())["groups"][0]["subtests"]
+    assert hog["name"] == "hog" and hog["status"] == "fail", hog
+    assert hog["diagnostics"][0].startswith("killed by the OOM killer: process "), hog
+    assert "(oom-hog)" in hog["diagnostics"][0] and "console.log:" in hog["diagnostics"][0]
+    assert after["status"] == "error" and "OOM killer" in after["diagnostics"][0], after
+    assert "killed by the OOM killer" in (out / "summary.txt").read_text()
+
+
+def test_disk_full_while_writing_a_groups_ktap_exits_2_naming_it(default_kernel, tmp_path):
+    (tmp_path / "chatty.sh").write_text(chatty_script(20))
+    (tmp_path / "spec.yaml").write_text("tests: [{name: chatty, script: chatty.sh, timeout: 300}]\n")
+    with tmpfs(tmp_path / "small", size="4m") as small:
+        out = small / "out"
+        done = harness("run", "--spec", str(tmp_path / "spec.yaml"), "--out", str(out))
+        exits_2(done, f"no space left on the device while writing {out / 'chatty.ktap'}")
+        assert process_gone(qemu_pid(out))
+        bisect = harness("run", "--bisect-exit-codes", "--spec", str(tmp_path / "spec.yaml"), "--out", str(out))
+        assert bisect.returncode == 255 and "Traceback" not in bisect.stderr, bisect.stderr

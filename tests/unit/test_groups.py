@@ -2,7 +2,7 @@
 import pytest
 
 from harness.groups import guest, module, script
-from harness.results import ktap
+from harness.results import ktap, oops
 from harness.results.model import CrashReport, Status, TestResult
 
 pytestmark = pytest.mark.unit
@@ -130,3 +130,25 @@ def test_a_file_is_numbered_by_newlines_only(tmp_path):
     path = tmp_path / "out.ktap"
     path.write_bytes(b"a\rb\n\x0cc\r\n\xffd")
     assert list(ktap.numbered_lines(path)) == [(1, "a\rb"), (2, "\x0cc\r"), (3, "\ufffdd")]
+
+
+def test_an_oom_kill_names_the_test_that_was_running_and_the_rest_were_not_run():
+    group = ktap.parse_ktap(list(enumerate(TRUNCATED, 1)), "suite")
+    kill = oops.OomKill(94, "hog", 346)
+    marked = guest.oom_killed(group, [kill])
+    assert [(t.name, t.status, t.diagnostics[:1]) for t in marked.subtests[2:]] == [
+        ("third", Status.FAIL, ("killed by the OOM killer: process 94 (hog) (console.log:346)",)),
+        ("test 4 (missing)", Status.ERROR, ("not run: third was running when the OOM killer ended the program",))]
+    finished = ktap.parse_ktap(list(enumerate(TRUNCATED[:2] + ["ok 1 a", "ok 2 b", "ok 3 c", "ok 4 d"], 1)), "suite")
+    said = guest.oom_killed(finished, [kill])
+    assert said.status is Status.PASS and said.diagnostics[-1].startswith("killed by the OOM killer: process 94")
+
+
+def test_when_qemu_is_killed_the_tests_never_reported_are_errors_and_none_is_blamed():
+    group = ktap.parse_ktap(list(enumerate(TRUNCATED, 1)), "suite")
+    why = "not run: " + guest.killed(9, "group suite")
+    marked = guest.unfinished(group, why)
+    assert why == "not run: QEMU was killed (signal 9, SIGKILL) during group suite"
+    assert [(t.status, t.diagnostics) for t in marked.subtests[2:]] == [(Status.ERROR, (why,))] * 2
+    assert marked.status is Status.ERROR and marked.subtests[0].status is Status.PASS
+    assert guest.unfinished(TestResult("m", Status.ERROR, ("no KTAP output",)), why).diagnostics == (why,)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.results.oops import CRASH_START, KINDS, MAX_LINES, find_crashes
+from harness.results.oops import CRASH_START, KINDS, MAX_LINES, find_crashes, oom_kills
 
 pytestmark = pytest.mark.unit
 
@@ -350,3 +350,14 @@ def test_real_crash_logs(log, title, first_text, last_text):
     assert crash.excerpt.splitlines()[0].startswith(first_text.split(":")[0])
     assert CRASH_START.search(lines[crash.first_line - 1][1])
     assert not any(CRASH_START.search(text) for n, text in lines if n < crash.first_line)
+
+
+def test_oom_kills_are_read_from_the_console_and_are_not_crashes():
+    """The line as 6.1 printed it in tests/integration/test_faults.py's OOM run, and a memory cgroup's."""
+    lines = [(345, "[   19.290000] oom-hog invoked oom-killer: gfp_mask=0x140dca(GFP_HIGHUSER_MOVABLE|__GFP_COMP|__GFP_ZERO)"),
+             (346, "[   19.294307] Out of memory: Killed process 94 (oom-hog) total-vm:1981936kB, anon-rss:1980992kB, "
+                   "file-rss:4kB, shmem-rss:652kB, UID:0 pgtables:3924kB oom_score_adj:1000"),
+             (400, "Memory cgroup out of memory: Killed process 7 (a (b)) total-vm:10kB")]
+    assert [str(k) for k in oom_kills(lines)] == ["process 94 (oom-hog) (console.log:346)",
+                                                  "process 7 (a (b)) (console.log:400)"]
+    assert find_crashes(lines) == []

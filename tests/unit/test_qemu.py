@@ -2,7 +2,9 @@
 golden files of the example specs' command lines (data/golden/qemu/*.txt;
 UPDATE_GOLDEN=1 rewrites them)."""
 import os
+import re
 import shlex
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from harness import matrix
 from harness.spec import NumaNode, Spec, VmSpec
 from harness.vm import qemu
+from harness.vm.console import Console, CrashWatch
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_QEMU = Path(__file__).parent / "data" / "golden" / "qemu"
@@ -84,3 +87,21 @@ def test_qemu_command_line_of_each_example_spec_is_golden(name, accel):
         golden.write_text(one_option_per_line(argv))
     assert one_option_per_line(argv) == golden.read_text(), \
         f"{golden} differs; if the change is intended, rerun with UPDATE_GOLDEN=1 and review the diff"
+
+
+@pytest.mark.parametrize("argv, kill, signum", [
+    (["sleep", "60"], True, 9),  # kill -9 from outside
+    (["sh", "-c", "echo 'qemu-system-x86_64: terminating on signal 15 from pid 42 (kill)'"], False, 15),
+    (["sh", "-c", "echo 'Kernel panic - not syncing: x'"], False, None),  # -no-reboot: QEMU ends by itself
+])
+def test_a_qemu_killed_from_outside_says_by_which_signal(tmp_path, argv, kill, signum):
+    """A real process as QEMU: the signal that ended it, or the one it caught and named."""
+    console = Console(argv, tmp_path / "console.log", CrashWatch(re.compile("(?!)"), lambda lines: []))
+    try:
+        assert console.killed_by() is None or not kill
+        if kill:
+            os.kill(console.pid, signal.SIGKILL)
+        console.wait_for(None, timeout=10)
+        assert console.killed_by() == signum
+    finally:
+        console.close()
