@@ -10,12 +10,13 @@ itself, see `peak_rss`), never QEMU's.
 """
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from budgets import report
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "group_memory.json"
@@ -56,14 +57,7 @@ def main() -> int:
             if done.returncode != 1:
                 raise SystemExit(f"bench: the {name} run failed ({done.returncode}):\n{done.stderr[-2000:]}")
     figures["growth_mib"] = figures["peak_rss_chatty_mib"] - figures["peak_rss_quiet_mib"]
-    figures = {k: round(v, 1) for k, v in figures.items()}
-    RESULTS.write_text(json.dumps({**figures, "chatty_mb": CHATTY_MB}, indent=2) + "\n")
-    for name, value in figures.items():
-        limit = BUDGETS.get(name)
-        verdict = f"  budget <= {limit} MiB: {'ok' if value <= limit else 'OVER'}" if limit else ""
-        print(f"{name:<20} {value:>7.1f} MiB{verdict}")
-    return 0 if all(figures[k] <= b for k, b in BUDGETS.items()) else 1
-
+    return report(figures, BUDGETS, "MiB", RESULTS, {"chatty_mb": CHATTY_MB})
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,13 +12,14 @@ console.log with the host's clock, and writes bench/hangs.json:
 """
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from budgets import report
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "hangs.json"
@@ -63,14 +64,7 @@ def main() -> int:
         panic = watched_run(Path(tmp) / "panic", PANIC_PATCH,
                             {"panic": ("console", "Kernel panic - not syncing")})
         figures["panic_to_exit_s"] = panic["exit"] - panic["panic"]
-    figures = {k: round(v, 1) for k, v in figures.items()}
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
-    for name, value in figures.items():
-        limit = BUDGETS.get(name)
-        verdict = f"  budget <= {limit} s: {'ok' if value <= limit else 'OVER'}" if limit else ""
-        print(f"{name:<22} {value:>6.1f} s{verdict}")
-    return 0 if all(figures[k] <= b for k, b in BUDGETS.items()) else 1
-
+    return report(figures, BUDGETS, "s", RESULTS)
 
 if __name__ == "__main__":
     sys.exit(main())

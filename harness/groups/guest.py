@@ -146,11 +146,12 @@ def not_run(name: str, why: str) -> TestResult:
     return TestResult(name=name, status=Status.ERROR, diagnostics=(why,))
 
 
-def parse(lines: Iterable[tuple[int, str]], name: str, where: str) -> TestResult:
+def parse(lines: Iterable[tuple[int, str]], name: str, where: str, names: Sequence[str] = ()) -> TestResult:
     """A group's KTAP; no KTAP at all is an ERROR group that says where it looked
-    (and where to read the diagnostics a test had too many of)."""
+    (and where to read the diagnostics a test had too many of). `names`: its
+    tests' names in order, for those that never reported."""
     try:
-        return ktap.parse_ktap(lines, name, where)
+        return ktap.parse_ktap(lines, name, where, names)
     except ktap.KtapError:
         return TestResult(name, Status.ERROR, (f"no KTAP output in {where}",))
 

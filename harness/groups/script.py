@@ -48,6 +48,7 @@ class Program:
     name: str  # the group's
     path: Path  # on the host
     timeout: float | None = None  # default: the group kind's time limit (the spec's timeouts.test)
+    cases: tuple[str, ...] = ()  # its tests' names in order, if it lists them: for those never reported
 
 
 def prepare(entry: GroupEntry, kernel: KernelBuild, log: IO[str], keep: Path) -> Program:
@@ -112,7 +113,7 @@ def run(guest: Guest, program: Program) -> GroupRun:
         watched = run_watched(guest, f"cd {GUEST_DIR} && {remote}", timeout, progress, dump_as=program.name)
     finally:
         progress.close()
-    result = with_durations(parse(ktap.numbered_lines(ktap_file), program.name, ktap_file.name),
+    result = with_durations(parse(ktap.numbered_lines(ktap_file), program.name, ktap_file.name, program.cases),
                             progress.arrivals)
     if watched.ended is not Ended.DONE:
         return GroupRun(ended_badly(result, watched, timeout, progress.started), watched.ended)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import IO
 
+from harness.commands import run
+from harness.errors import GuestError
 from harness.groups.script import Program
 from harness.guest import compile as compiler
 from harness.kernel.build import KernelBuild
@@ -14,5 +16,9 @@ NAME = "workload"
 
 
 def prepare(entry: GroupEntry, kernel: KernelBuild, log: IO[str], keep: Path) -> Program:
-    """The binary's path is keyed by its sources' content: no parallel run rewrites it."""
-    return Program(NAME, compiler.workload(log))
+    """The binary's path is keyed by its sources' content: no parallel run rewrites it.
+    It lists its cases (static, it runs on the host too): a case a hang or crash
+    kept from reporting is named, not 'test N (missing)'."""
+    binary = compiler.workload(log)
+    listed = run([str(binary), "--list"], error=GuestError, what="listing the workload's cases", log=log, timeout=30)
+    return Program(NAME, binary, cases=tuple(listed.split()))

@@ -16,7 +16,8 @@ lines regarding a test are directly before the test result line"):
   document; after a plan or result it names the next result at its level (the
   workload prints it before each case) and opens that test's diagnostics, so
   lines between the plan and the first such header are the document's preamble.
-  Names of results that never came are taken from it.
+  Names of results that never came are taken from it, else (top level only)
+  from the names the producer lists for its tests (`migrate_suite --list`).
 - A test keeps at most MAX_DIAGNOSTICS diagnostics, the first and last half,
   with one line in between saying how many were dropped and where to read them.
 - A test number printed twice at one level is an ERROR on the second result:
@@ -30,7 +31,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,8 +161,9 @@ class _Parser:
         self.toks, self.log = toks, log
         self.tok = next(toks, None)
 
-    def level(self, indent: int) -> _Doc:
-        """Parse the document at `indent` until a shallower line or a new document."""
+    def level(self, indent: int, names: Sequence[str] = ()) -> _Doc:
+        """Parse the document at `indent` until a shallower line or a new document;
+        `names`: its tests' names in order, for results that never came."""
         assert self.tok is not None, "a level starts at a token"
         doc = _Doc(line=self.tok.line)
         pending = _Notes()
@@ -210,7 +212,7 @@ class _Parser:
         doc.trailing = pending
         for k in range(1, (doc.plan or 0) + 1):
             if k not in seen:
-                doc.results.append(_missing(hint or f"test {k} (missing)"))
+                doc.results.append(_missing(hint or (names[k - 1] if k <= len(names) else f"test {k} (missing)")))
                 hint = None
         return doc
 
@@ -251,18 +253,19 @@ def _overall(results: list[TestResult], plan: int | None) -> Status:
     return rollup(results) or (Status.SKIP if plan == 0 else Status.ERROR)
 
 
-def parse_ktap(lines: Iterable[Line], name: str, log: str = "the full log") -> TestResult:
+def parse_ktap(lines: Iterable[Line], name: str, log: str = "the full log", names: Sequence[str] = ()) -> TestResult:
     """Parse the first KTAP document in `lines` into one group result called `name`.
 
     `lines` is read lazily and only up to the end of that document; `log` names
     where the input can be read in full (e.g. "workload.ktap"), for diagnostics
-    that had to be dropped.
+    that had to be dropped; `names` are the top level's test names in order, as
+    the producer lists them, for tests that never reported.
     """
     toks = (tok for number, raw in lines if (tok := _tokenize(number, raw)))
     parser = _Parser(itertools.dropwhile(lambda tok: tok.kind != "version", toks), log)
     if parser.tok is None:
         raise KtapError("no 'KTAP version 1' or 'TAP version 13/14' line found")
-    doc = parser.level(parser.tok.indent)
+    doc = parser.level(parser.tok.indent, names)
     status = _overall(doc.results, doc.plan)
     texts = doc.header.merged(doc.trailing).texts(log)
     if not doc.results and status is Status.ERROR:

@@ -542,3 +542,16 @@ def test_real_workload_output():
     result = parse_ktap(lines, "workload")
     assert len(result.subtests) == 14 and result.status is Status.PASS
     assert result.subtests[-1].name == "query_mode"
+
+
+def test_tests_that_never_reported_take_the_names_the_producer_lists():
+    """After a hang the workload prints nothing more: its `--list` names the cases left."""
+    lines = ["KTAP version 1", "1..4", "# Subtest: a", "ok 1 a", "# Subtest: b", "not ok 2 b # TIMEOUT stuck"]
+    group = parse_ktap(list(enumerate(lines, 1)), "workload", names=["a", "b", "c", "d"])
+    assert [(t.name, t.status) for t in group.subtests] == [
+        ("a", Status.PASS), ("b", Status.FAIL), ("c", Status.ERROR), ("d", Status.ERROR)]
+    short = parse_ktap(list(enumerate(lines, 1)), "workload", names=["a", "b", "c"])
+    assert [t.name for t in short.subtests] == ["a", "b", "c", "test 4 (missing)"]
+    nested = ["KTAP version 1", "1..1", "    KTAP version 1", "    1..2", "    ok 1 x", "ok 1 outer"]
+    assert [t.name for t in parse_ktap(list(enumerate(nested, 1)), "g", names=["outer"]).leaves()] == \
+        ["x", "test 2 (missing)"]
