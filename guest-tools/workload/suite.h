@@ -231,7 +231,9 @@ struct facts {
 	long smaps[NSMAPS], status[NSTATUS];
 	long long node[2][9]; /* nodes A and B: the per-node counters */
 };
-int facts_take(struct facts *f, void *base, size_t npages); /* as root; 0 ok */
+void facts_settle(void); /* first: our own pages faulted, so only a migration changes the counters */
+int facts_take(struct facts *f, void *base, size_t npages); /* as root; 0 ok; not ->status */
+void facts_status(long status[NSTATUS]);                    /* right before and after the call */
 void facts_free(struct facts *f);
 uint64_t facts_pfn(const struct facts *f, size_t i);
 int facts_soft_dirty(const struct facts *f, size_t i);
