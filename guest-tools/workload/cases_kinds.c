@@ -634,6 +634,7 @@ int case_kinds_short_target(void)
 	if (hugepages_node(B, "nr_hugepages") < 0)
 		return skip("no 2 MiB hugetlb pages to fill the target node with (CONFIG_HUGETLBFS)");
 	size_t len, small;
+	few_pcp_pages(); /* else node B drains thousands of free pages from them when "full" */
 	void *filler = fill_node(B, 1, &len);
 	if (!filler)
 		return FAIL;

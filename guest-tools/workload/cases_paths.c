@@ -88,21 +88,6 @@ static void low_watermarks(void)
 		failf("writing 8192 to /proc/sys/vm/min_free_kbytes: %s, expected success", errname(errno));
 }
 
-/* A page freed goes to its CPU's per-CPU list first; compaction's free scanner only takes
- * pages from the buddy allocator (isolate_freepages_block(): PageBuddy), and a node's
- * compaction never drains those lists. From 6.7 their size is tuned automatically up to
- * an eighth of the zone per node's CPUs (6.12 zone_set_pageset_high_and_batch(): high_max
- * from MIN_PERCPU_PAGELIST_HIGH_FRACTION; seen: 8354 pages on one CPU's list, 16118 its
- * high): the pages a case frees to fragment a node stay hidden there. A manual
- * percpu_pagelist_high_fraction turns the tuning off; this large one keeps each list at its
- * floor (4 batches, about 250 pages), on 6.1 too. */
-static void few_pcp_pages(void)
-{
-	if (setting_write("/proc/sys/vm/percpu_pagelist_high_fraction", "1000000"))
-		failf("writing 1000000 to /proc/sys/vm/percpu_pagelist_high_fraction: %s, expected success",
-		      errname(errno));
-}
-
 /* Free pages of node outside CMA areas above each zone's high watermark (kswapd's
  * measure: it does not count free CMA pages). */
 static long node_room(int node)

@@ -218,6 +218,7 @@ int sysfs_read(const char *path, char *buf, size_t n); /* trailing newlines cut;
 long sysfs_long(const char *path);                     /* -1 if unreadable */
 int sysfs_write(const char *path, const char *val);    /* 0 ok, errno kept */
 int setting_write(const char *path, const char *val); /* remembers the old value first */
+void few_pcp_pages(void); /* per-CPU free lists at their floor for the case (util.c) */
 int setting_write_long(const char *path, long val);
 int setting_mkdir(const char *path); /* a directory removed after the case (cgroups) */
 

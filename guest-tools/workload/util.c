@@ -869,3 +869,23 @@ int page_out_all(char *r, size_t n)
 	return ok;
 }
 
+/* A page freed goes to its CPU's per-CPU list first; compaction's free scanner only takes
+ * pages from the buddy allocator (isolate_freepages_block(): PageBuddy), and a node's
+ * compaction never drains those lists. From 6.7 their size is tuned automatically up to
+ * an eighth of the zone per node's CPUs (6.12 zone_set_pageset_high_and_batch(): high_max
+ * from MIN_PERCPU_PAGELIST_HIGH_FRACTION; seen: 8354 pages on one CPU's list, 16118 its
+ * high): the pages a case frees to fragment a node stay hidden there (compaction), and a
+ * node that looks full drains them into room when an allocation fails (kinds_short_target,
+ * __alloc_pages_direct_reclaim(): drain_all_pages()). A manual
+ * percpu_pagelist_high_fraction turns the tuning off; this large one keeps each list at its
+ * floor (4 batches, about 250 pages), on 6.1 too. Lists already longer shrink by each
+ * stat_refresh (decay_pcp_high() on every CPU: high down by an eighth, the pages above it
+ * freed): 32 of them bring 16118 down to the floor (6.1 has no decay: nothing to undo). */
+void few_pcp_pages(void)
+{
+	if (setting_write("/proc/sys/vm/percpu_pagelist_high_fraction", "1000000"))
+		failf("writing 1000000 to /proc/sys/vm/percpu_pagelist_high_fraction: %s, expected success",
+		      errname(errno));
+	for (int i = 0; i < 32; i++)
+		sysfs_write("/proc/sys/vm/stat_refresh", "1");
+}

@@ -23,27 +23,20 @@ def kernel_612(tmp_path_factory):
     return out
 
 
-# Cases written this session on 6.1 that fail on 6.12 (first 6.12 run): the kernel's
-# behaviour there is not yet worked out (issue 12 stays open for them). They must be
-# the only failures; when one passes, take it out of this list.
-NOT_YET_ON_612 = {"workload.compaction", "workload.hugetlb_move", "workload.kinds_x_apis"}
-
-
 def test_612_passes_the_whole_suite(kernel_612, tmp_path):
     out = tmp_path / "out"
     result = harness("run", "--source", SOURCE_612, "--out", str(out))
     data = json.loads((out / "results.json").read_text())
-    failed = set(leaves(data, "fail") + leaves(data, "error"))
-    assert failed <= NOT_YET_ON_612, result.stdout + result.stderr[-2000:]
-    assert result.returncode == (1 if failed else 0), result.stderr[-2000:]
+    assert leaves(data, "fail") + leaves(data, "error") == [], result.stdout + result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[-2000:]
     assert data["metadata"]["kernel"]["version"].startswith("6.12.")
     assert [g["name"] for g in data["groups"]] == ["boot", "workload", "module"]
     expected = ([f"boot.{c}" for c in BOOT_CHECKS] + [f"workload.{c}" for c in workload_cases()]
                 + [f"module.{c}" for c in MODULE_LEAVES])
     assert leaves(data) == expected
     assert skips(out) == EXPECTED_SKIPS, (out / "summary.txt").read_text()  # a skip is no pass
-    assert data["counts"] == {"passed": len(expected) - len(failed), "failed": len(failed), "skipped": 0,
-                              "errors": 0, "xfailed": 0, "total": len(expected)}
+    assert data["counts"] == {"passed": len(expected), "failed": 0, "skipped": 0, "errors": 0, "xfailed": 0,
+                              "total": len(expected)}
 
 
 def test_module_for_the_wrong_kernel_is_an_error_and_the_rest_runs(kernel_612, tmp_path, monkeypatch, capsys):
