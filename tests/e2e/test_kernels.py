@@ -60,7 +60,11 @@ def test_module_for_the_wrong_kernel_is_an_error_and_the_rest_runs(kernel_612, t
 # readers fault on the migration entries and hold their VMA's hugetlb lock, which
 # try_to_migrate_one() may only trylock; under TCG most move_pages() calls fail that way
 # and 100 in a row (the selftest's limit) happen now and then.
-MAY_FAIL_612 = {"migration.shared_anon_htlb"}
+# And ksm_tests' NUMA merge (README, kselftest-mm): it waits for two full ksmd scans, but
+# the first may be one already under way, and KSM merges a page only after two scans saw
+# the same checksum (mm/ksm.c): 1 run in 3-4 fails with pages_shared 0.
+KSM_NUMA_612 = "ksm_numa.merge_across_nodes.KSM NUMA merging"  # 6.12's ksm_tests prints TAP
+MAY_FAIL_612 = {"migration.shared_anon_htlb", KSM_NUMA_612}
 
 
 def test_612_runs_its_own_mm_selftests(kernel_612, tmp_path):
@@ -81,7 +85,7 @@ def test_612_runs_its_own_mm_selftests(kernel_612, tmp_path):
             leaves[path] = test["status"]
     walk(kselftest, "")
     assert leaves["migration.private_anon_htlb"] == "pass" and leaves["migration.shared_anon"] == "pass"
-    assert [s for p, s in leaves.items() if p.startswith("ksm_numa.merge_across_nodes")] == ["pass"]  # 6.12: TAP
+    assert leaves[KSM_NUMA_612] in ("pass", "fail")  # it ran
     assert leaves["hmm.hmm_device_private.migrate"] == "pass"
     failed = {p for p, s in leaves.items() if s not in ("pass", "skip")}
     assert failed <= MAY_FAIL_612, failed
