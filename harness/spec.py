@@ -24,8 +24,8 @@ DEFAULT_SOURCE = "debian:linux-source-6.1"
 
 @dataclass(frozen=True)
 class NumaNode:
-    mem_mib: int
-    cpus: tuple[int, ...]
+    mem_mib: int  # 0: a memoryless node (CPUs only)
+    cpus: tuple[int, ...]  # (): a CPU-less node (memory only)
 
 
 @dataclass(frozen=True)
@@ -183,11 +183,7 @@ def _vm(data: object, where: str) -> VmSpec:
             raise SpecError(f"{where}.numa: expected a non-empty list of nodes")
         nodes = []
         for i, node in enumerate(d["numa"]):
-            n = _check_keys(node, {"mem", "cpus"}, f"{where}.numa[{i}]")
-            if "mem" not in n or "cpus" not in n:
-                raise SpecError(f"{where}.numa[{i}]: each node needs 'mem' and 'cpus'")
-            nodes.append(NumaNode(parse_size_mib(n["mem"], f"{where}.numa[{i}].mem"),
-                                  parse_cpus(n["cpus"], f"{where}.numa[{i}].cpus")))
+            nodes.append(_node(node, f"{where}.numa[{i}]"))
         numa = tuple(nodes)
     vm = VmSpec(
         cpus=cpus,
@@ -199,6 +195,18 @@ def _vm(data: object, where: str) -> VmSpec:
     )
     _check_topology(vm, d.get("memory"), where)
     return vm
+
+
+def _node(data: object, where: str) -> NumaNode:
+    """A node: `mem` (0 for a memoryless node) and `cpus` ([] or omitted for a CPU-less node)."""
+    n = _check_keys(data, {"mem", "cpus"}, where)
+    if "mem" not in n:
+        raise SpecError(f"{where}: each node needs 'mem' (write mem: 0 for a memoryless node)")
+    mem = 0 if n["mem"] in (0, "0") else parse_size_mib(n["mem"], f"{where}.mem")
+    cpus = parse_cpus([] if n.get("cpus") is None else n["cpus"], f"{where}.cpus")
+    if not mem and not cpus:
+        raise SpecError(f"{where}: a node needs memory or CPUs; this one has neither (mem: 0, no cpus)")
+    return NumaNode(mem, cpus)
 
 
 def _distances(value: object, nodes: int, where: str) -> tuple[tuple[int, ...], ...] | None:
@@ -214,6 +222,8 @@ def _distances(value: object, nodes: int, where: str) -> tuple[tuple[int, ...], 
 
 
 def _check_topology(vm: VmSpec, memory: object, where: str) -> None:
+    if not vm.memory_mib:
+        raise SpecError(f"{where}.numa: every node has mem: 0; at least one node needs memory")
     if memory is not None:
         total = parse_size_mib(memory, f"{where}.memory")
         if total != vm.memory_mib:

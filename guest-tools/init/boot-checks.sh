@@ -10,9 +10,28 @@ result() {  # result OK|FAIL name [diagnostic]
 }
 skip() { n=$((n + 1)); echo "ok $n $1 # SKIP $2"; }
 
+# in_list N LIST: is N in a kernel node list such as "0-1,3"?
+in_list() {
+    for r in $(echo "$2" | tr ',' ' '); do
+        [ "$1" -ge "${r%-*}" ] && [ "$1" -le "${r#*-}" ] && return 0
+    done
+    return 1
+}
+# The topology's own promises (a memoryless node, a CPU-less node, a distance row):
+# one result each, only for the nodes and specs that make them.
+topology=0
+i=0
+while [ $i -lt "$NODES" ]; do
+    eval mem=\$NODE${i}_MEM_MIB cpus=\$NODE${i}_CPUS distance=\$NODE${i}_DISTANCE
+    [ "$mem" -eq 0 ] && topology=$((topology + 1))
+    [ -z "$cpus" ] && topology=$((topology + 1))
+    [ -n "$distance" ] && topology=$((topology + 1))
+    i=$((i + 1))
+done
+
 echo "KTAP version 1"
 echo "# Subtest: boot"
-echo "1..$((2 * NODES + 2))"
+echo "1..$((2 * NODES + 2 + topology))"
 
 online=$(cat /sys/devices/system/node/online 2>/dev/null)
 found=$(ls -d /sys/devices/system/node/node[0-9]* 2>/dev/null | wc -l)
@@ -31,6 +50,21 @@ while [ $i -lt "$NODES" ]; do
     cpus=$(cat /sys/devices/system/node/node$i/cpulist 2>/dev/null)
     if [ "$cpus" = "$want_cpus" ]; then s=OK; else s=FAIL; fi
     result $s node${i}_cpus "node $i: expected cpus $want_cpus, found ${cpus:-none}"
+    node_lists="online $online, has_memory $(cat /sys/devices/system/node/has_memory), has_cpu $(cat /sys/devices/system/node/has_cpu)"
+    if [ "$want" -eq 0 ]; then
+        if in_list $i "$online" && ! in_list $i "$(cat /sys/devices/system/node/has_memory)"; then s=OK; else s=FAIL; fi
+        result $s node${i}_memoryless "node $i: expected online without memory ($node_lists)"
+    fi
+    if [ -z "$want_cpus" ]; then
+        if in_list $i "$online" && ! in_list $i "$(cat /sys/devices/system/node/has_cpu)"; then s=OK; else s=FAIL; fi
+        result $s node${i}_cpuless "node $i: expected online without CPUs ($node_lists)"
+    fi
+    eval want_distance=\$NODE${i}_DISTANCE
+    if [ -n "$want_distance" ]; then
+        distance=$(cat /sys/devices/system/node/node$i/distance 2>/dev/null)
+        if [ "$distance" = "$want_distance" ]; then s=OK; else s=FAIL; fi
+        result $s node${i}_distances "node $i: expected distances $want_distance, found ${distance:-none}"
+    fi
     i=$((i + 1))
 done
 

@@ -49,6 +49,16 @@ extern char *g_skip_reason; /* shared with the runner (MAP_SHARED) */
 
 int kernel_at_least(int major, int minor);
 void detect_machine(void);
+int read_list(const char *path, int *out, int max); /* a kernel list file ("0-1,4"): how many, -1 */
+
+/* What a case of the topology suite needs of the machine (cases_topology.c). */
+enum {
+	TOPO_3_MEM_NODES = 1 << 0, /* three nodes with memory */
+	TOPO_MEMORYLESS = 1 << 1,  /* a node online with CPUs but no memory */
+	TOPO_CPULESS = 1 << 2,     /* a node with memory but no CPUs */
+};
+/* 0 when the machine offers every need, else 1 and "needs: ... (found ...)" in why. */
+int topology_unmet(unsigned needs, char *why, size_t n);
 
 /* ---- output ---- */
 void diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -269,6 +279,10 @@ int group_tasks(pid_t pgrp, struct task_info *out, int max);
 void kernel_stack(struct task_info *t); /* fills stack and top */
 
 /* ---- cases ---- */
+int case_three_node_migrate_pages(void); /* the topology suite (migrate_suite --topology) */
+int case_memoryless_target(void);
+int case_memoryless_local_alloc(void);
+int case_cpuless_place_move(void);
 int case_anon_move_pages(void);
 int case_migrate_pages_other_process(void);
 int case_mbind_move(void);

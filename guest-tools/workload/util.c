@@ -132,7 +132,7 @@ static int read_file(const char *path, char *buf, size_t n)
 }
 
 /* A kernel list file such as "0-1,4" into up to `max` numbers; how many, or -1. */
-static int read_list(const char *path, int *out, int max)
+int read_list(const char *path, int *out, int max)
 {
 	char buf[256];
 	if (read_file(path, buf, sizeof(buf)) <= 0)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from harness.groups import boot, module, script, workload
+from harness.groups import boot, module, script, topology, workload
 from harness.groups.guest import Ended, GroupRun, Guest, not_run
 from harness.kernel.build import KernelBuild
 from harness.spec import GroupEntry
@@ -37,6 +37,7 @@ KINDS: tuple[GroupKind, ...] = (
     GroupKind("boot", boot.prepare, boot.run, default=True, after_failed_boot=True),
     GroupKind("workload", workload.prepare, script.run, default=True),
     GroupKind("module", module.prepare, module.run, default=True),
+    GroupKind("topology", topology.prepare, script.run, default=False),
     GroupKind("script", script.prepare, script.run, default=False, by_name=False),
 )
 

@@ -29,6 +29,7 @@ class Program:
     name: str  # the group's
     path: Path  # on the host
     timeout: float | None = None  # default: the spec's timeouts.test
+    args: tuple[str, ...] = ()  # its command-line arguments
 
 
 def prepare(entry: GroupEntry, kernel: KernelBuild, log: IO[str], keep: Path) -> Program:
@@ -82,7 +83,8 @@ def run(guest: Guest, program: Program) -> GroupRun:
     progress = _Progress(program.name, ktap_file)
     log.info("%s: running %s (timeout %.0f s)", program.name, program.path.name, timeout)
     try:
-        watched = run_watched(guest, f"cd {GUEST_DIR} && {remote}", timeout, progress, dump_as=program.name)
+        command = " ".join((f"cd {GUEST_DIR} && {remote}", *program.args))
+        watched = run_watched(guest, command, timeout, progress, dump_as=program.name)
     finally:
         progress.close()
     lines = list(enumerate(ktap_file.read_text(errors="replace").splitlines(), 1))

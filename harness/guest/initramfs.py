@@ -93,7 +93,9 @@ def base_image() -> Path:
 
 
 def run_entries(vm: VmSpec, keys: RunKeys) -> list[cpio.Entry]:
-    nodes = [{"mem_mib": n.mem_mib, "cpulist": ",".join(cpu_ranges(n.cpus))} for n in vm.numa]
+    nodes = [{"mem_mib": n.mem_mib, "cpulist": ",".join(cpu_ranges(n.cpus)),
+              "distance": " ".join(map(str, vm.distances[i])) if vm.distances else ""}
+             for i, n in enumerate(vm.numa)]
     expect = _templates.get_template("expect.j2").render(
         nodes=nodes, swap_mib=vm.swap_mib, mem_tolerance_pct=MEM_TOLERANCE_PCT,
         swap_dev=disks.SWAP_DEV, scratch_dev=disks.SCRATCH_DEV, scratch_mount=disks.SCRATCH_MOUNT)

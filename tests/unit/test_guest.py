@@ -54,7 +54,16 @@ def test_expectations_follow_the_topology(tmp_path):
     entries = {e.path: e for e in initramfs.run_entries(vm, keys.make(tmp_path))}
     expect = entries["etc/harness/expect"].data.decode()
     assert "NODES=2" in expect and "NODE0_MEM_MIB=768" in expect and "NODE0_CPUS=0,2" in expect
-    assert "SWAP_MIB=0" in expect
+    assert "SWAP_MIB=0" in expect and 'NODE1_DISTANCE=""' in expect
+
+
+def test_expectations_of_cpuless_and_memoryless_nodes(tmp_path):
+    vm = VmSpec(cpus=2, numa=(NumaNode(512, (0,)), NumaNode(0, (1,)), NumaNode(256, ())),
+                distances=((10, 20, 30), (20, 10, 30), (30, 30, 10)))
+    entries = {e.path: e for e in initramfs.run_entries(vm, keys.make(tmp_path))}
+    expect = entries["etc/harness/expect"].data.decode()
+    assert "NODE1_MEM_MIB=0" in expect and "NODE2_CPUS=\n" in expect
+    assert 'NODE2_DISTANCE="30 30 10"' in expect
 
 
 def test_host_key_public_half_matches_dropbear(tmp_path):

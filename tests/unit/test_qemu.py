@@ -30,3 +30,14 @@ def test_qemu_noncontiguous_cpus_and_no_ssh():
                                         accel="kvm", ssh_port=None))
     assert "nodeid=0,memdev=mem0,cpus=0,cpus=2" in joined
     assert "hostfwd" not in joined and "-cpu host" in joined
+
+
+def test_qemu_memoryless_and_cpuless_nodes():
+    vm = VmSpec(cpus=3, numa=(NumaNode(512, (0, 1)), NumaNode(0, (2,)), NumaNode(256, ())),
+                distances=((10, 20, 30), (20, 10, 30), (30, 30, 10)))
+    argv = qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s"), scratch_disk=Path("/x"),
+                             accel="tcg", ssh_port=None)
+    numa = [argv[i + 1] for i, a in enumerate(argv) if a == "-numa"]
+    assert numa[:3] == ["node,nodeid=0,memdev=mem0,cpus=0-1", "node,nodeid=1,cpus=2", "node,nodeid=2,memdev=mem2"]
+    assert "dist,src=2,dst=1,val=30" in numa and len(numa) == 3 + 6
+    assert "id=mem1" not in " ".join(argv) and argv[argv.index("-m") + 1] == "768M"

@@ -40,6 +40,18 @@ def test_full_spec(tmp_path):
     assert s.timeouts.boot == 30 and s.timeouts.build == spec.Timeouts().build
 
 
+def test_three_nodes_cpuless_and_memoryless(tmp_path):
+    s = spec.load(write(tmp_path, """
+        vm:
+          cpus: 3
+          numa: [{mem: 1G, cpus: 0-1}, {mem: 0, cpus: 2}, {mem: 512M}, {mem: 256M, cpus: []}]
+          distances: [[10, 20, 30, 30], [20, 10, 30, 30], [30, 30, 10, 40], [30, 30, 40, 10]]
+    """))
+    assert s.vm.numa == (spec.NumaNode(1024, (0, 1)), spec.NumaNode(0, (2,)), spec.NumaNode(512, ()),
+                         spec.NumaNode(256, ()))
+    assert s.vm.memory_mib == 1792 and s.vm.distances[2] == (30, 30, 10, 40)
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path):
     path = write(tmp_path, "vm:\n  cpus: 4\n  numa: [unclosed\n")
     with pytest.raises(SpecError, match=r"spec.yaml, line \d+.*YAML syntax error"):
@@ -57,7 +69,12 @@ def test_memory_that_does_not_add_up(tmp_path):
     ("vm: {swap: lots}", "'lots' is not a size"),
     ("vm: {accel: xen}", "'xen' is not one of"),
     ("vm: {distances: [[10, 20]]}", "2x2 matrix"),
-    ("vm: {numa: [{mem: 1G}]}", "needs 'mem' and 'cpus'"),
+    ("vm: {cpus: 2, numa: [{cpus: 0-1}]}", "needs 'mem' \\(write mem: 0"),
+    ("vm: {cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 0}]}", "numa\\[1\\]: a node needs memory or CPUs"),
+    ("vm: {cpus: 2, numa: [{mem: 0, cpus: 0}, {mem: 0, cpus: 1}]}", "at least one node needs memory"),
+    ("vm: {numa: [{mem: -1G, cpus: 0-3}]}", "numa\\[0\\].mem: '-1G' is not a size"),
+    ("vm: {cpus: 3, numa: [{mem: 1G, cpus: 0-2}, {mem: 1G}, {mem: 1G}], distances: [[10, 20], [20, 10]]}",
+     "3x3 matrix"),
     ("kernel: {sauce: x}", "unknown key\\(s\\) sauce"),
     ("tests: [nope]", "is not a test group"),
     ("timeouts: {boot: -1}", "positive number"),
