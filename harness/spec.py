@@ -29,6 +29,17 @@ class NumaNode:
 
 
 @dataclass(frozen=True)
+class Dimm:
+    """A pc-dimm plugged in at boot; the guest onlines it as ZONE_MOVABLE (removable)."""
+
+    mem_mib: int
+    node: int
+
+
+BLOCK_MIB = 128  # x86_64's memory block: the unit memory goes on- and offline in
+
+
+@dataclass(frozen=True)
 class KernelSpec:
     source: str = DEFAULT_SOURCE  # "debian:<package>", a kernel tree, or a git checkout
     rev: str | None = None  # a git revision of `source`
@@ -44,10 +55,24 @@ class VmSpec:
     swap_mib: int = 512
     accel: str = "auto"  # auto | kvm | tcg
     append: str = ""  # extra kernel command line
+    hotplug: tuple[Dimm, ...] = ()  # DIMMs onlined movable (memhp_default_state=online_movable)
+    movable_mib: int = 0  # boot memory reserved for ZONE_MOVABLE (movablecore=)
 
     @property
     def memory_mib(self) -> int:
+        """Boot memory (QEMU's -m): the nodes' memory, without the DIMMs."""
         return sum(node.mem_mib for node in self.numa)
+
+    def node_mib(self, node: int) -> int:
+        """What node `node` holds once the guest is up: its memory and its DIMMs."""
+        return self.numa[node].mem_mib + sum(d.mem_mib for d in self.hotplug if d.node == node)
+
+    @property
+    def kernel_args(self) -> str:
+        """The kernel command line the topology needs."""
+        args = ["memhp_default_state=online_movable"] if self.hotplug else []
+        args += [f"movablecore={self.movable_mib}M"] if self.movable_mib else []
+        return " ".join(args)
 
 
 @dataclass(frozen=True)
@@ -172,7 +197,8 @@ def _kernel(data: object, base: Path, where: str) -> KernelSpec:
 
 
 def _vm(data: object, where: str) -> VmSpec:
-    d = _check_keys(data, {"memory", "cpus", "numa", "distances", "swap", "accel", "append"}, where)
+    d = _check_keys(data, {"memory", "cpus", "numa", "distances", "swap", "accel", "append", "hotplug", "movable"},
+                    where)
     default = VmSpec()
     cpus = d.get("cpus", default.cpus)
     if not isinstance(cpus, int) or cpus < 1:
@@ -192,6 +218,8 @@ def _vm(data: object, where: str) -> VmSpec:
         swap_mib=0 if d.get("swap") in (0, False) else parse_size_mib(d.get("swap", "512M"), f"{where}.swap"),
         accel=str(d.get("accel", "auto")),
         append=str(d.get("append", "")),
+        hotplug=_hotplug(d.get("hotplug"), len(numa), f"{where}.hotplug"),
+        movable_mib=_blocks(d["movable"], f"{where}.movable") if d.get("movable") not in (None, 0) else 0,
     )
     _check_topology(vm, d.get("memory"), where)
     return vm
@@ -203,10 +231,33 @@ def _node(data: object, where: str) -> NumaNode:
     if "mem" not in n:
         raise SpecError(f"{where}: each node needs 'mem' (write mem: 0 for a memoryless node)")
     mem = 0 if n["mem"] in (0, "0") else parse_size_mib(n["mem"], f"{where}.mem")
-    cpus = parse_cpus([] if n.get("cpus") is None else n["cpus"], f"{where}.cpus")
-    if not mem and not cpus:
-        raise SpecError(f"{where}: a node needs memory or CPUs; this one has neither (mem: 0, no cpus)")
-    return NumaNode(mem, cpus)
+    return NumaNode(mem, parse_cpus([] if n.get("cpus") is None else n["cpus"], f"{where}.cpus"))
+
+
+def _blocks(value: object, where: str) -> int:
+    """A size in whole memory blocks (what the kernel can offline), in MiB."""
+    mib = parse_size_mib(value, where)
+    if mib % BLOCK_MIB:
+        raise SpecError(f"{where}: {mib}M is not a whole number of {BLOCK_MIB}M memory blocks")
+    return mib
+
+
+def _hotplug(value: object, nodes: int, where: str) -> tuple[Dimm, ...]:
+    """`hotplug: [{mem: 256M, node: 1}, ...]`: DIMMs plugged in at boot."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SpecError(f"{where}: expected a list of DIMMs such as [{{mem: 256M, node: 1}}]")
+    dimms = []
+    for i, item in enumerate(value):
+        d = _check_keys(item, {"mem", "node"}, f"{where}[{i}]")
+        if "mem" not in d or "node" not in d:
+            raise SpecError(f"{where}[{i}]: each DIMM needs 'mem' and 'node'")
+        node = d["node"]
+        if not isinstance(node, int) or isinstance(node, bool) or not 0 <= node < nodes:
+            raise SpecError(f"{where}[{i}].node: {node!r} is not a node of vm.numa (0..{nodes - 1})")
+        dimms.append(Dimm(_blocks(d["mem"], f"{where}[{i}].mem"), node))
+    return tuple(dimms)
 
 
 def _distances(value: object, nodes: int, where: str) -> tuple[tuple[int, ...], ...] | None:
@@ -224,6 +275,10 @@ def _distances(value: object, nodes: int, where: str) -> tuple[tuple[int, ...], 
 def _check_topology(vm: VmSpec, memory: object, where: str) -> None:
     if not vm.memory_mib:
         raise SpecError(f"{where}.numa: every node has mem: 0; at least one node needs memory")
+    for i, node in enumerate(vm.numa):
+        if not vm.node_mib(i) and not node.cpus:
+            raise SpecError(f"{where}.numa[{i}]: a node needs memory, CPUs or a DIMM (vm.hotplug); "
+                            "this one has none")
     if memory is not None:
         total = parse_size_mib(memory, f"{where}.memory")
         if total != vm.memory_mib:
@@ -238,6 +293,9 @@ def _check_topology(vm: VmSpec, memory: object, where: str) -> None:
             f"{where}: the NUMA nodes' cpus must cover 0-{vm.cpus - 1} exactly once each; "
             f"they list {assigned}"
         )
+    if vm.movable_mib >= vm.memory_mib:
+        raise SpecError(f"{where}.movable: {vm.movable_mib}M leaves no memory for the kernel "
+                        f"(the nodes have {vm.memory_mib}M)")
     if vm.accel not in ("auto", "kvm", "tcg"):
         raise SpecError(f"{where}.accel: '{vm.accel}' is not one of auto, kvm, tcg")
 

@@ -26,8 +26,11 @@ while [ $i -lt "$NODES" ]; do
     [ "$mem" -eq 0 ] && topology=$((topology + 1))
     [ -z "$cpus" ] && topology=$((topology + 1))
     [ -n "$distance" ] && topology=$((topology + 1))
+    eval hotplug=\$NODE${i}_HOTPLUG_MIB
+    [ "$hotplug" -gt 0 ] && topology=$((topology + 1))
     i=$((i + 1))
 done
+[ "$MOVABLE_MIB" -gt 0 ] && topology=$((topology + 1))
 
 echo "KTAP version 1"
 echo "# Subtest: boot"
@@ -65,8 +68,28 @@ while [ $i -lt "$NODES" ]; do
         if [ "$distance" = "$want_distance" ]; then s=OK; else s=FAIL; fi
         result $s node${i}_distances "node $i: expected distances $want_distance, found ${distance:-none}"
     fi
+    eval want_hotplug=\$NODE${i}_HOTPLUG_MIB
+    if [ "$want_hotplug" -gt 0 ]; then
+        # its DIMMs: online memory blocks that can only be Movable (removable)
+        bs=$(( $(printf '%d' 0x$(cat /sys/devices/system/memory/block_size_bytes)) / 1048576 ))
+        movable=0
+        for b in /sys/devices/system/node/node$i/memory[0-9]*; do
+            [ "$(cat $b/state 2>/dev/null)" = online ] && [ "$(cat $b/valid_zones 2>/dev/null)" = Movable ] &&
+                movable=$((movable + bs))
+        done
+        if [ "$movable" -ge "$want_hotplug" ]; then s=OK; else s=FAIL; fi
+        result $s node${i}_removable "node $i: expected >= $want_hotplug MiB in online Movable blocks, found $movable MiB"
+    fi
     i=$((i + 1))
 done
+
+if [ "$MOVABLE_MIB" -gt 0 ]; then
+    got=$(awk '/^Node/ {m = ($4 == "Movable")} m && $1 == "present" {p += $2} END {print int(p * 4 / 1024)}' \
+        /proc/zoneinfo)
+    low=$(( MOVABLE_MIB - MOVABLE_MIB * MEM_TOLERANCE_PCT / 100 ))
+    if [ "$got" -ge "$low" ] && [ "$got" -le $((MOVABLE_MIB + 128)) ]; then s=OK; else s=FAIL; fi
+    result $s movable_memory "ZONE_MOVABLE: expected ${low}..$((MOVABLE_MIB + 128)) MiB present, found $got MiB"
+fi
 
 if [ "$SWAP_MIB" -eq 0 ]; then
     skip swap_active "no swap disk in the spec"

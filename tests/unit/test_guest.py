@@ -7,7 +7,7 @@ import pytest
 from harness.errors import GuestError
 from harness.guest import compile as compiler
 from harness.guest import cpio, initramfs, keys
-from harness.spec import NumaNode, Spec, VmSpec
+from harness.spec import Dimm, NumaNode, Spec, VmSpec
 
 pytestmark = pytest.mark.unit
 
@@ -64,6 +64,13 @@ def test_expectations_of_cpuless_and_memoryless_nodes(tmp_path):
     expect = entries["etc/harness/expect"].data.decode()
     assert "NODE1_MEM_MIB=0" in expect and "NODE2_CPUS=\n" in expect
     assert 'NODE2_DISTANCE="30 30 10"' in expect
+
+
+def test_expectations_of_hotplugged_and_movable_memory(tmp_path):
+    vm = VmSpec(cpus=2, numa=(NumaNode(512, (0,)), NumaNode(0, (1,))), hotplug=(Dimm(256, 1),), movable_mib=128)
+    expect = {e.path: e for e in initramfs.run_entries(vm, keys.make(tmp_path))}["etc/harness/expect"].data.decode()
+    assert "NODE1_MEM_MIB=256" in expect and "NODE1_HOTPLUG_MIB=256" in expect and "NODE0_HOTPLUG_MIB=0" in expect
+    assert "MOVABLE_MIB=384" in expect
 
 
 def test_host_key_public_half_matches_dropbear(tmp_path):

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.spec import NumaNode, VmSpec
+from harness.spec import Dimm, NumaNode, VmSpec
 from harness.vm import qemu
 
 pytestmark = pytest.mark.unit
@@ -41,3 +41,13 @@ def test_qemu_memoryless_and_cpuless_nodes():
     assert numa[:3] == ["node,nodeid=0,memdev=mem0,cpus=0-1", "node,nodeid=1,cpus=2", "node,nodeid=2,memdev=mem2"]
     assert "dist,src=2,dst=1,val=30" in numa and len(numa) == 3 + 6
     assert "id=mem1" not in " ".join(argv) and argv[argv.index("-m") + 1] == "768M"
+
+
+def test_qemu_hotplugged_dimms_and_movable_memory():
+    vm = VmSpec(cpus=2, numa=(NumaNode(512, (0,)), NumaNode(512, (1,))), hotplug=(Dimm(256, 1), Dimm(128, 0)),
+                movable_mib=128)
+    argv = qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s"), scratch_disk=Path("/x"),
+                             accel="tcg", ssh_port=None)
+    assert argv[argv.index("-m") + 1] == "1024M,slots=2,maxmem=1408M"
+    assert "memory-backend-ram,id=dimm0,size=256M" in argv and "pc-dimm,id=dimm1,memdev=dimm1,node=0" in argv
+    assert argv[argv.index("-append") + 1].endswith(" memhp_default_state=online_movable movablecore=128M")

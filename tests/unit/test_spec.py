@@ -52,6 +52,19 @@ def test_three_nodes_cpuless_and_memoryless(tmp_path):
     assert s.vm.memory_mib == 1792 and s.vm.distances[2] == (30, 30, 10, 40)
 
 
+def test_hotplug_and_movable(tmp_path):
+    s = spec.load(write(tmp_path, """
+        vm:
+          numa: [{mem: 1G, cpus: 0-1}, {mem: 1G, cpus: 2-3}, {mem: 0}]
+          hotplug: [{mem: 256M, node: 1}, {mem: 512M, node: 2}]
+          movable: 256M
+    """))
+    assert s.vm.hotplug == (spec.Dimm(256, 1), spec.Dimm(512, 2)) and s.vm.movable_mib == 256
+    assert s.vm.memory_mib == 2048 and s.vm.node_mib(1) == 1280 and s.vm.node_mib(2) == 512
+    assert s.vm.kernel_args == "memhp_default_state=online_movable movablecore=256M"
+    assert spec.VmSpec().kernel_args == ""
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path):
     path = write(tmp_path, "vm:\n  cpus: 4\n  numa: [unclosed\n")
     with pytest.raises(SpecError, match=r"spec.yaml, line \d+.*YAML syntax error"):
@@ -70,7 +83,13 @@ def test_memory_that_does_not_add_up(tmp_path):
     ("vm: {accel: xen}", "'xen' is not one of"),
     ("vm: {distances: [[10, 20]]}", "2x2 matrix"),
     ("vm: {cpus: 2, numa: [{cpus: 0-1}]}", "needs 'mem' \\(write mem: 0"),
-    ("vm: {cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 0}]}", "numa\\[1\\]: a node needs memory or CPUs"),
+    ("vm: {cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 0}]}", "numa\\[1\\]: a node needs memory, CPUs or a DIMM"),
+    ("vm: {hotplug: [{mem: 256M, node: 2}]}", "hotplug\\[0\\].node: 2 is not a node of vm.numa \\(0..1\\)"),
+    ("vm: {hotplug: [{mem: 100M, node: 1}]}", "hotplug\\[0\\].mem: 100M is not a whole number of 128M"),
+    ("vm: {hotplug: [{mem: 128M}]}", "each DIMM needs 'mem' and 'node'"),
+    ("vm: {hotplug: {mem: 128M, node: 0}}", "expected a list of DIMMs"),
+    ("vm: {movable: 2G}", "movable: 2048M leaves no memory"),
+    ("vm: {movable: 200M}", "movable: 200M is not a whole number"),
     ("vm: {cpus: 2, numa: [{mem: 0, cpus: 0}, {mem: 0, cpus: 1}]}", "at least one node needs memory"),
     ("vm: {numa: [{mem: -1G, cpus: 0-3}]}", "numa\\[0\\].mem: '-1G' is not a size"),
     ("vm: {cpus: 3, numa: [{mem: 1G, cpus: 0-2}, {mem: 1G}, {mem: 1G}], distances: [[10, 20], [20, 10]]}",
