@@ -1,9 +1,11 @@
 /* The topology suite (migrate_suite --topology): cases that need a machine other than the
  * default two nodes. Each row of its table states what it needs (TOPO_* bits); the runner
  * reports an unmet need as "# SKIP needs: ..." (topology_unmet). Cases: three_node_migrate_pages,
- * memoryless_target, memoryless_local_alloc, cpuless_place_move. */
+ * memoryless_target, memoryless_local_alloc, cpuless_place_move, memory_offline. */
 #include "suite.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
 
@@ -44,6 +46,51 @@ static int topo_read(struct topo *t)
 	return 0;
 }
 
+#define MEM_DIR "/sys/devices/system/memory/"
+
+/* A memory block's sysfs attribute (state, valid_zones) into buf; 0 ok. */
+static int block_attr(long block, const char *attr, char *buf, size_t n)
+{
+	char path[128];
+	snprintf(path, sizeof(path), MEM_DIR "memory%ld/%s", block, attr);
+	return sysfs_read(path, buf, n);
+}
+
+/* Online and in ZONE_MOVABLE only: a block the kernel can offline by migrating its pages. */
+static int block_movable(long block)
+{
+	char state[32], zones[64];
+	return !block_attr(block, "state", state, sizeof(state)) && !strcmp(state, "online") &&
+	       !block_attr(block, "valid_zones", zones, sizeof(zones)) && !strcmp(zones, "Movable");
+}
+
+static long pages_per_block(void)
+{
+	char buf[32];
+	return sysfs_read(MEM_DIR "block_size_bytes", buf, sizeof(buf)) ? -1 : (long)(strtoull(buf, NULL, 16) / PAGE);
+}
+
+/* The first node with an online Movable block, -1 if none. */
+static int node_with_movable_block(void)
+{
+	DIR *d = opendir(MEM_DIR);
+	int node = -1;
+	for (struct dirent *e; d && node < 0 && (e = readdir(d));) {
+		long b;
+		if (sscanf(e->d_name, "memory%ld", &b) != 1 || !block_movable(b))
+			continue;
+		char path[160];
+		for (int n = 0; n < MASK_BITS && node < 0; n++) {
+			snprintf(path, sizeof(path), MEM_DIR "memory%ld/node%d", b, n);
+			if (!access(path, F_OK))
+				node = n;
+		}
+	}
+	if (d)
+		closedir(d);
+	return node;
+}
+
 int topology_unmet(unsigned needs, char *why, size_t n)
 {
 	struct topo t;
@@ -55,6 +102,8 @@ int topology_unmet(unsigned needs, char *why, size_t n)
 		return snprintf(why, n, "needs: a memoryless node with CPUs (found none)"), 1;
 	if ((needs & TOPO_CPULESS) && !t.nr_cpuless)
 		return snprintf(why, n, "needs: a CPU-less node with memory (found none)"), 1;
+	if ((needs & TOPO_REMOVABLE) && node_with_movable_block() < 0)
+		return snprintf(why, n, "needs: a removable memory block (online, Movable; found none)"), 1;
 	return 0;
 }
 
@@ -79,11 +128,23 @@ static int distance(int node, int to)
 
 /* ---------------------------------------------------------- three_node_migrate_pages */
 
+/* A node set as a mask and as text ("{0,1}"). */
+static void node_set(const int *nodes, int nr, unsigned long mask[2], char *text, size_t n)
+{
+	mask[0] = mask[1] = 0;
+	int len = snprintf(text, n, "{");
+	for (int i = 0; i < nr; i++) {
+		mask[nodes[i] / 64] |= 1UL << (nodes[i] % 64);
+		len += snprintf(text + len, n - len, "%s%d", i ? "," : "", nodes[i]);
+	}
+	snprintf(text + len, n - len, "}");
+}
+
 /* migrate_pages(child, from -> to) with the child's pages in three parts on n[0], n[1], n[2];
- * expect part i on want[i], the data intact, and `moves` page migrations per page of the
- * parts (counted by the trace events: a page moved twice counts twice). */
+ * expect part i on want[i], the data intact, and moves[i] migrations per page of part i
+ * (the trace events count each migration: a page moved twice counts twice). */
 static void migrate_three(struct helper *child, char *r, size_t part, const int n[3], const int *from, int nfrom,
-                          const int *to, const int want[3], const int moves[3])
+                          const int *to, int nto, const int want[3], const int moves[3])
 {
 	pid_t pid = child->pid;
 	int st[3 * 64], exp[3 * 64];
@@ -95,18 +156,12 @@ static void migrate_three(struct helper *child, char *r, size_t part, const int 
 		      n[2], ret, errname(errno));
 		return;
 	}
-	unsigned long old[2] = { 0, 0 }, new_[2] = { 0, 0 };
-	char what[128];
-	int len = snprintf(what, sizeof(what), "migrate_pages {");
-	for (int i = 0; i < nfrom; i++)
-		old[from[i] / 64] |= 1UL << (from[i] % 64), len += snprintf(what + len, sizeof(what) - len, "%s%d",
-									 i ? "," : "", from[i]);
-	len += snprintf(what + len, sizeof(what) - len, "} -> {");
-	for (int i = 0; i < nfrom; i++)
-		new_[to[i] / 64] |= 1UL << (to[i] % 64), len += snprintf(what + len, sizeof(what) - len, "%s%d",
-									 i ? "," : "", to[i]);
-	snprintf(what + len, sizeof(what) - len, "}");
-	/* The child's other pages (stack, data) on the source nodes move too: the upper bound. */
+	unsigned long old[2], new_[2];
+	char f[48], t[48], what[128];
+	node_set(from, nfrom, old, f, sizeof(f));
+	node_set(to, nto, new_, t, sizeof(t));
+	snprintf(what, sizeof(what), "migrate_pages %s -> %s", f, t);
+	/* The child's other pages (stack, data) on the moving nodes move too: the upper bound. */
 	long others = 0, expected = 0;
 	for (int i = 0; i < 3; i++) {
 		others += (long)moves[i] * (numa_maps_pages_on(pid, n[i], 0) - (long)part);
@@ -125,25 +180,31 @@ static void migrate_three(struct helper *child, char *r, size_t part, const int 
 	CHECK(v == '0', "after %s the child replied %d to 'verify your data', expected '0' (data intact)", what, v);
 }
 
+/* migrate_pages(2) maps the i-th node of old_nodes to the i-th of new_nodes (node_remap());
+ * do_migrate_pages() first moves a node whose destination is no source left, so no page
+ * moves twice; with sets of different sizes the nodes of new_nodes stay. */
 int case_three_node_migrate_pages(void)
 {
 	enum { PART = 32 };
 	struct topo t;
 	topo_read(&t);
-	const int *n = t.mem; /* the first three nodes with memory */
+	const int a = t.mem[0], b = t.mem[1], c = t.mem[2], n[3] = { a, b, c };
 	char *r = map_region(3 * PART, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	struct helper child;
-	if (!r || helper_start(&child, r, 3 * PART, n[0], 51))
+	if (!r || helper_start(&child, r, 3 * PART, a, 51))
 		return FAIL;
-	/* {a,b} -> {b,c}: a->b, b->c. The kernel moves b->c first (c is no source), then a->b:
-	 * no page moves twice, c's pages stay. */
-	migrate_three(&child, r, PART, n, (int[]){ n[0], n[1] }, 2, (int[]){ n[1], n[2] },
-		      (int[]){ n[1], n[2], n[2] }, (int[]){ 1, 1, 0 });
-	/* {a,b,c} -> {b,c,a}: every destination is a source, so do_migrate_pages() starts with the
-	 * last pair (c->a), then b->c, then a->b, which carries c's pages a second time: they end
-	 * on b (mm/mempolicy.c, do_migrate_pages(): a rotation is not a permutation). */
-	migrate_three(&child, r, PART, n, (int[]){ n[0], n[1], n[2] }, 3, (int[]){ n[1], n[2], n[0] },
-		      (int[]){ n[1], n[2], n[1] }, (int[]){ 1, 1, 2 });
+	/* {a,b} -> {b,c}: a->b, b->c (b->c first); c's pages stay. */
+	migrate_three(&child, r, PART, n, (int[]){ a, b }, 2, (int[]){ b, c }, 2, (int[]){ b, c, c },
+		      (int[]){ 1, 1, 0 });
+	/* {b,c} -> {a,b}: b->a, c->b (b->a first); a's pages stay. */
+	migrate_three(&child, r, PART, n, (int[]){ b, c }, 2, (int[]){ a, b }, 2, (int[]){ a, a, b },
+		      (int[]){ 0, 1, 1 });
+	/* {a,b,c} -> {b,c}: sizes differ, so b and c (in new_nodes) stay; a -> b. */
+	migrate_three(&child, r, PART, n, (int[]){ a, b, c }, 3, (int[]){ b, c }, 2, (int[]){ b, b, c },
+		      (int[]){ 1, 0, 0 });
+	/* "{a,b,c} -> {b,c,a}" is no rotation: node masks are sets, the same set; nothing moves. */
+	migrate_three(&child, r, PART, n, (int[]){ a, b, c }, 3, (int[]){ b, c, a }, 3, (int[]){ a, b, c },
+		      (int[]){ 0, 0, 0 });
 	helper_quit(&child, "three-node migrate_pages child");
 	return PASS;
 }
@@ -261,5 +322,142 @@ int case_cpuless_place_move(void)
 	expect_on_node("after migrate_pages off the CPU-less node", 0, r, N, A);
 	check_pattern("after migrate_pages", r, 0, N, 81);
 	unmap_region(r, N);
+	return PASS;
+}
+
+/* ---------------------------------------------------------- memory_offline */
+
+/* The block holding most of pfn[0..n) among those `ok` accepts (each block asked once, the
+ * busiest first); how many of the pages it holds in *count; -1 if none. */
+static long busiest_block(const uint64_t *pfn, size_t n, long ppb, int (*ok)(long), long *count)
+{
+	long block[n], hits[n];
+	size_t nb = 0;
+	for (size_t i = 0; i < n; i++) {
+		size_t j = 0;
+		while (j < nb && block[j] != (long)(pfn[i] / ppb))
+			j++;
+		if (j == nb)
+			block[nb] = (long)(pfn[i] / ppb), hits[nb++] = 0;
+		hits[j]++;
+	}
+	for (;;) {
+		size_t top = 0;
+		for (size_t j = 1; j < nb; j++)
+			top = hits[j] > hits[top] ? j : top;
+		if (!nb || !hits[top])
+			return *count = 0, -1;
+		if (ok(block[top]))
+			return *count = hits[top], block[top];
+		hits[top] = 0;
+	}
+}
+
+/* Online, in one kernel zone (Normal or DMA32), with a slab page in it: a block that cannot
+ * go offline (its slab page cannot move). */
+static int block_unmovable(long block)
+{
+	char state[32], zones[64];
+	if (block_attr(block, "state", state, sizeof(state)) || strcmp(state, "online") ||
+	    block_attr(block, "valid_zones", zones, sizeof(zones)) || (strcmp(zones, "Normal") && strcmp(zones, "DMA32")))
+		return 0;
+	long ppb = pages_per_block(), slab = 0;
+	uint64_t *flags = calloc(ppb, sizeof(uint64_t));
+	int fd = open("/proc/kpageflags", O_RDONLY);
+	if (fd >= 0 && flags && pread(fd, flags, ppb * sizeof(uint64_t), block * ppb * sizeof(uint64_t)) > 0)
+		for (long i = 0; i < ppb; i++)
+			slab += flags[i] >> KPF_SLAB_BIT & 1;
+	if (fd >= 0)
+		close(fd);
+	free(flags);
+	return slab > 0;
+}
+
+static long offline_block(long block)
+{
+	char path[128];
+	snprintf(path, sizeof(path), MEM_DIR "memory%ld/state", block);
+	return sysfs_write(path, "offline") ? -errno : 0;
+}
+
+int case_memory_offline(void)
+{
+	enum { N = 512 };
+	const int X = node_with_movable_block();
+	const long ppb = pages_per_block();
+	uint64_t pfn[N], after[N];
+	char *r = anon_pages_on(X, N, 91);
+	if (!r || ppb <= 0 || pfns_of(r, N, pfn))
+		return failf("could not place %d pages on node %d and read their PFNs (pages per block %ld)", N, X, ppb),
+		       FAIL;
+	long in_b, B = busiest_block(pfn, N, ppb, block_movable, &in_b);
+	if (B < 0)
+		return failf("none of %d pages bound to node %d is in an online Movable block, expected ZONE_MOVABLE "
+			     "first", N, X), FAIL;
+	diag("memory block %ld (node %d, %ld pages) holds %ld of our %d pages", B, X, ppb, in_b, N);
+
+	/* Offline: every page in it migrates (MR_MEMORY_HOTPLUG), data and mapping intact. */
+	struct trace_mark t0 = trace_mark(REASON_MEMORY_HOTPLUG);
+	long ret = offline_block(B);
+	char state[32] = "";
+	block_attr(B, "state", state, sizeof(state));
+	CHECK(ret == 0 && !strcmp(state, "offline"), "offlining block %ld: write returned %s, state '%s', expected "
+	      "success and 'offline'", B, errname((int)-ret), state);
+	if (pfns_of(r, N, after))
+		failf("cannot read the PFNs after the offline");
+	long left = 0;
+	for (int i = 0; i < N; i++)
+		left += (long)(after[i] / ppb) == B;
+	CHECK(left == 0, "after block %ld went offline %ld of our pages still have a PFN in it, expected 0", B, left);
+	/* do_migrate_range() allocates the new pages on another node with memory when there is
+	 * one (the block's own node only when it is the last), the nearest first. */
+	struct topo t;
+	topo_read(&t);
+	int where[N];
+	if (query_pages(0, r, N, where))
+		failf("move_pages query after the offline: %s", errname(errno));
+	for (int i = 0; i < N; i++)
+		if (!in(t.mem, t.nr_mem, where[i]) || (t.nr_mem > 1 && where[i] == X)) {
+			failf("after the offline page %d is on %s, expected a node with memory other than %d", i,
+			      statusname(where[i]), X);
+			break;
+		}
+	diag("after the offline the first page is on node %d", where[0]);
+	check_pattern("after the offline", r, 0, N, 91);
+	fill_pattern(r, 0, N, 92);
+	check_pattern("rewritten after the offline", r, 0, N, 92);
+	expect_trace("offlining a Movable block", REASON_MEMORY_HOTPLUG, t0, in_b, ppb, TRACE_ANY_FAILED);
+
+	/* Online again, movable as before. */
+	char path[128], zones[64] = "";
+	snprintf(path, sizeof(path), MEM_DIR "memory%ld/state", B);
+	ret = sysfs_write(path, "online_movable");
+	block_attr(B, "state", state, sizeof(state));
+	block_attr(B, "valid_zones", zones, sizeof(zones));
+	CHECK(ret == 0 && !strcmp(state, "online") && !strcmp(zones, "Movable"), "onlining block %ld again: write "
+	      "returned %ld (%s), state '%s', zones '%s', expected online Movable", B, ret, errname(errno), state, zones);
+
+	/* A block with an unmovable (slab) page in it: EBUSY, nothing moved, nothing lost. */
+	const int A = g_node_a;
+	char *u = anon_pages_on(A, N, 93);
+	if (!u || pfns_of(u, N, pfn))
+		return FAIL;
+	long in_u, U = busiest_block(pfn, N, ppb, block_unmovable, &in_u);
+	/* Our pages went Movable: any such block, the highest first (block 0 has holes: EINVAL). */
+	for (long b = 4095; U < 0 && b > 0; b--)
+		if (block_unmovable(b))
+			U = b;
+	if (U < 0)
+		return failf("no online Normal or DMA32 memory block with a slab page"), FAIL;
+	diag("memory block %ld (one kernel zone, a slab page in it) holds %ld of our pages on node %d", U, in_u, A);
+	struct trace_mark t1 = trace_mark(REASON_MEMORY_HOTPLUG);
+	ret = offline_block(U);
+	block_attr(U, "state", state, sizeof(state));
+	CHECK(ret == -EBUSY && !strcmp(state, "online"), "offlining block %ld with a slab page: write returned %s, "
+	      "state '%s', expected EBUSY and 'online'", U, errname((int)-ret), state);
+	if (!pfns_of(u, N, after))
+		CHECK(!memcmp(pfn, after, sizeof(pfn)), "the refused offline of block %ld moved some of our pages", U);
+	check_pattern("after the refused offline", u, 0, N, 93);
+	expect_trace("a refused offline", REASON_MEMORY_HOTPLUG, t1, 0, 0, 0);
 	return PASS;
 }

@@ -52,6 +52,7 @@ static const struct tcase topology_cases[] = {
 	{ "memoryless_target", case_memoryless_target, 30 },
 	{ "memoryless_local_alloc", case_memoryless_local_alloc, 30 },
 	{ "cpuless_place_move", case_cpuless_place_move, 30 },
+	{ "memory_offline", case_memory_offline, 60 },
 };
 /* What each topology case needs of the machine (TOPO_*), row by row. */
 static const unsigned topology_needs[] = {
@@ -59,6 +60,7 @@ static const unsigned topology_needs[] = {
 	TOPO_MEMORYLESS,
 	TOPO_MEMORYLESS,
 	TOPO_CPULESS,
+	TOPO_REMOVABLE,
 };
 
 #define LEN(a) ((int)(sizeof(a) / sizeof((a)[0])))

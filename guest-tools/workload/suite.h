@@ -56,6 +56,7 @@ enum {
 	TOPO_3_MEM_NODES = 1 << 0, /* three nodes with memory */
 	TOPO_MEMORYLESS = 1 << 1,  /* a node online with CPUs but no memory */
 	TOPO_CPULESS = 1 << 2,     /* a node with memory but no CPUs */
+	TOPO_REMOVABLE = 1 << 3,   /* an online memory block in ZONE_MOVABLE */
 };
 /* 0 when the machine offers every need, else 1 and "needs: ... (found ...)" in why. */
 int topology_unmet(unsigned needs, char *why, size_t n);
@@ -179,6 +180,7 @@ void helper_quit(struct helper *h, const char *what); /* and expect exit status 
 uint64_t pfn_of(const void *addr);                             /* /proc/self/pagemap (root); 0: not present */
 int pfns_of(const void *base, size_t npages, uint64_t *out); /* the same for npages; 0 ok */
 #define KPF_HWPOISON_BIT 19                                   /* include/uapi/linux/kernel-page-flags.h */
+#define KPF_SLAB_BIT 7
 int kpageflag(uint64_t pfn, int bit);                         /* /proc/kpageflags: 1, 0, or -1 */
 long long meminfo_kb(const char *field);                      /* /proc/meminfo, e.g. "HardwareCorrupted" */
 /* Free blocks of order >= min_order on node (/proc/buddyinfo), in units of 2^min_order pages. */
@@ -203,6 +205,7 @@ int thp_available(void);    /* THP "enabled" is not [never] */
 #define REASON_MEMORY_FAILURE "memory_failure" /* MR_MEMORY_FAILURE: soft offline */
 #define REASON_NUMA_MISPLACED "numa_misplaced" /* MR_NUMA_MISPLACED: NUMA balancing */
 #define REASON_CONTIG_RANGE "contig_range"     /* MR_CONTIG_RANGE: alloc_contig_range(), CMA */
+#define REASON_MEMORY_HOTPLUG "memory_hotplug" /* MR_MEMORY_HOTPLUG: a memory block going offline */
 void trace_setup(void);    /* at suite start; says once if tracing is unavailable */
 void trace_teardown(void); /* at the end: the event off again */
 int trace_available(void);
@@ -283,6 +286,7 @@ int case_three_node_migrate_pages(void); /* the topology suite (migrate_suite --
 int case_memoryless_target(void);
 int case_memoryless_local_alloc(void);
 int case_cpuless_place_move(void);
+int case_memory_offline(void);
 int case_anon_move_pages(void);
 int case_migrate_pages_other_process(void);
 int case_mbind_move(void);
