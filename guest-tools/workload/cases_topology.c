@@ -1,11 +1,14 @@
 /* The topology suite (migrate_suite --topology): cases that need a machine other than the
  * default two nodes. Each row of its table states what it needs (TOPO_* bits); the runner
  * reports an unmet need as "# SKIP needs: ..." (topology_unmet). Cases: three_node_migrate_pages,
- * memoryless_target, memoryless_local_alloc, cpuless_place_move, memory_offline. */
+ * memoryless_target, memoryless_local_alloc, cpuless_place_move, memory_offline, longterm_pin. */
 #include "suite.h"
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/io_uring.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sched.h>
 #include <sys/mman.h>
 
@@ -459,5 +462,128 @@ int case_memory_offline(void)
 		CHECK(!memcmp(pfn, after, sizeof(pfn)), "the refused offline of block %ld moved some of our pages", U);
 	check_pattern("after the refused offline", u, 0, N, 93);
 	expect_trace("a refused offline", REASON_MEMORY_HOTPLUG, t1, 0, 0, 0);
+	return PASS;
+}
+
+/* ---------------------------------------------------------- longterm_pin */
+
+/* One io_uring (raw syscalls, no liburing): its rings mapped, one SQE at a time. */
+struct ring {
+	int fd;
+	unsigned *sq_tail, *sq_mask, *sq_array, *cq_head, *cq_tail, *cq_mask;
+	struct io_uring_sqe *sqes;
+	struct io_uring_cqe *cqes;
+};
+
+static int ring_open(struct ring *q)
+{
+	struct io_uring_params p;
+	memset(&p, 0, sizeof(p));
+	q->fd = (int)syscall(__NR_io_uring_setup, 4, &p);
+	if (q->fd < 0)
+		return -1;
+	size_t sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+	size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+	size_t len = sq_len > cq_len ? sq_len : cq_len; /* IORING_FEAT_SINGLE_MMAP: one mapping for both */
+	char *sq = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, q->fd, IORING_OFF_SQ_RING);
+	q->sqes = mmap(NULL, p.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_POPULATE, q->fd, IORING_OFF_SQES);
+	if (sq == MAP_FAILED || q->sqes == MAP_FAILED)
+		return -1;
+	q->sq_tail = (unsigned *)(sq + p.sq_off.tail);
+	q->sq_mask = (unsigned *)(sq + p.sq_off.ring_mask);
+	q->sq_array = (unsigned *)(sq + p.sq_off.array);
+	q->cq_head = (unsigned *)(sq + p.cq_off.head);
+	q->cq_tail = (unsigned *)(sq + p.cq_off.tail);
+	q->cq_mask = (unsigned *)(sq + p.cq_off.ring_mask);
+	q->cqes = (struct io_uring_cqe *)(sq + p.cq_off.cqes);
+	return 0;
+}
+
+/* IORING_OP_WRITE_FIXED of registered buffer 0 (len bytes at buf) to fd at offset 0; its result. */
+static int ring_write_fixed(struct ring *q, int fd, void *buf, unsigned len)
+{
+	unsigned tail = *q->sq_tail, i = tail & *q->sq_mask;
+	struct io_uring_sqe *sqe = &q->sqes[i];
+	memset(sqe, 0, sizeof(*sqe));
+	sqe->opcode = IORING_OP_WRITE_FIXED;
+	sqe->fd = fd;
+	sqe->addr = (unsigned long)buf;
+	sqe->len = len;
+	sqe->buf_index = 0;
+	q->sq_array[i] = i;
+	__atomic_store_n(q->sq_tail, tail + 1, __ATOMIC_RELEASE);
+	if (syscall(__NR_io_uring_enter, q->fd, 1, 1, IORING_ENTER_GETEVENTS, NULL, 0) < 0)
+		return -errno;
+	unsigned head = *q->cq_head;
+	if (head == __atomic_load_n(q->cq_tail, __ATOMIC_ACQUIRE))
+		return -EAGAIN;
+	int res = q->cqes[head & *q->cq_mask].res;
+	__atomic_store_n(q->cq_head, head + 1, __ATOMIC_RELEASE);
+	return res;
+}
+
+/* Write the registered buffer to a tmpfs file through io_uring and compare the file with the
+ * pattern `seed`: the pinned pages are the ones the process sees. */
+static void expect_pin_writes(const char *what, struct ring *q, char *buf, size_t n, uint64_t seed)
+{
+	char path[] = "/tmp/longterm_pin.XXXXXX";
+	int fd = mkstemp(path);
+	if (fd < 0) {
+		failf("%s: mkstemp: %s", what, errname(errno));
+		return;
+	}
+	unlink(path);
+	int res = ring_write_fixed(q, fd, buf, (unsigned)(n * PAGE));
+	CHECK(res == (int)(n * PAGE), "%s: IORING_OP_WRITE_FIXED returned %d (%s), expected %lu", what, res,
+	      res < 0 ? errname(-res) : "short", n * PAGE);
+	char *copy = mmap(NULL, n * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	if (copy != MAP_FAILED) {
+		check_pattern(what, copy, 0, n, seed);
+		munmap(copy, n * PAGE);
+	}
+	close(fd);
+}
+
+int case_longterm_pin(void)
+{
+	enum { N = 64 };
+	const int X = node_with_movable_block();
+	const long ppb = pages_per_block();
+	uint64_t pfn[N];
+	struct ring q;
+	if (ring_open(&q))
+		return errno == ENOSYS ? skip("needs: io_uring (CONFIG_IO_URING; io_uring_setup: ENOSYS)")
+				       : (failf("io_uring_setup or its mmap: %s", errname(errno)), FAIL);
+	char *r = anon_pages_on(X, N, 101);
+	if (!r || pfns_of(r, N, pfn))
+		return failf("could not place %d pages on node %d and read their PFNs", N, X), FAIL;
+	long movable = 0;
+	for (int i = 0; i < N; i++)
+		movable += block_movable((long)(pfn[i] / ppb));
+	diag("%ld of %d pages bound to node %d are in ZONE_MOVABLE before the pin", movable, N, X);
+	if (!movable)
+		return failf("precondition: none of the pages on node %d is in ZONE_MOVABLE, expected it first", X), FAIL;
+
+	/* IORING_REGISTER_BUFFERS pins with FOLL_LONGTERM: first out of ZONE_MOVABLE (MR_LONGTERM_PIN). */
+	struct iovec iov = { .iov_base = r, .iov_len = N * PAGE };
+	struct trace_mark t0 = trace_mark(REASON_LONGTERM_PIN);
+	long ret = syscall(__NR_io_uring_register, q.fd, IORING_REGISTER_BUFFERS, &iov, 1);
+	CHECK(ret == 0, "io_uring_register(REGISTER_BUFFERS) returned %ld (%s), expected 0", ret, errname(errno));
+	if (pfns_of(r, N, pfn))
+		return failf("cannot read the PFNs after the pin"), FAIL;
+	long still = 0;
+	for (int i = 0; i < N; i++)
+		still += block_movable((long)(pfn[i] / ppb));
+	CHECK(still == 0, "after the long-term pin %ld pages are still in ZONE_MOVABLE, expected 0 (moved out first)",
+	      still);
+	check_pattern("after the long-term pin", r, 0, N, 101);
+	expect_trace("the long-term pin", REASON_LONGTERM_PIN, t0, movable, N, 0);
+
+	/* The pin works: io_uring writes what the process wrote, before and after new data. */
+	expect_pin_writes("the pinned buffer written by io_uring", &q, r, N, 101);
+	fill_pattern(r, 0, N, 102);
+	expect_pin_writes("the pinned buffer rewritten, written by io_uring", &q, r, N, 102);
+	close(q.fd);
 	return PASS;
 }

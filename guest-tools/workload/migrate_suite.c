@@ -53,6 +53,7 @@ static const struct tcase topology_cases[] = {
 	{ "memoryless_local_alloc", case_memoryless_local_alloc, 30 },
 	{ "cpuless_place_move", case_cpuless_place_move, 30 },
 	{ "memory_offline", case_memory_offline, 60 },
+	{ "longterm_pin", case_longterm_pin, 30 },
 };
 /* What each topology case needs of the machine (TOPO_*), row by row. */
 static const unsigned topology_needs[] = {
@@ -60,6 +61,7 @@ static const unsigned topology_needs[] = {
 	TOPO_MEMORYLESS,
 	TOPO_MEMORYLESS,
 	TOPO_CPULESS,
+	TOPO_REMOVABLE,
 	TOPO_REMOVABLE,
 };
 

@@ -206,6 +206,7 @@ int thp_available(void);    /* THP "enabled" is not [never] */
 #define REASON_NUMA_MISPLACED "numa_misplaced" /* MR_NUMA_MISPLACED: NUMA balancing */
 #define REASON_CONTIG_RANGE "contig_range"     /* MR_CONTIG_RANGE: alloc_contig_range(), CMA */
 #define REASON_MEMORY_HOTPLUG "memory_hotplug" /* MR_MEMORY_HOTPLUG: a memory block going offline */
+#define REASON_LONGTERM_PIN "longterm_pin"     /* MR_LONGTERM_PIN: FOLL_LONGTERM out of ZONE_MOVABLE */
 void trace_setup(void);    /* at suite start; says once if tracing is unavailable */
 void trace_teardown(void); /* at the end: the event off again */
 int trace_available(void);
@@ -287,6 +288,7 @@ int case_memoryless_target(void);
 int case_memoryless_local_alloc(void);
 int case_cpuless_place_move(void);
 int case_memory_offline(void);
+int case_longterm_pin(void);
 int case_anon_move_pages(void);
 int case_migrate_pages_other_process(void);
 int case_mbind_move(void);
