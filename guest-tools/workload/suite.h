@@ -83,6 +83,7 @@ void nodemask_of(unsigned long mask[2], int node); /* mask with one node (node <
 int bind_task_to(int node);
 /* Restrict the CPUs of this task to those of `node` (node < 0: all CPUs). */
 int run_on_node_cpus(int node);
+int node_has_cpus(int node); /* 0 for a CPU-less node */
 
 /* ---- memory regions ---- */
 /* n pages at a fresh address, in a VMA of their own (PROT_NONE guard pages around it

@@ -220,6 +220,14 @@ int bind_task_to(int node)
 	return (int)r;
 }
 
+int node_has_cpus(int node)
+{
+	char path[96];
+	int cpus[CPU_SETSIZE];
+	snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/cpulist", node);
+	return read_list(path, cpus, CPU_SETSIZE) > 0;
+}
+
 int run_on_node_cpus(int node)
 {
 	cpu_set_t set;

@@ -83,8 +83,8 @@ def run(guest: Guest, program: Program) -> GroupRun:
     progress = _Progress(program.name, ktap_file)
     log.info("%s: running %s (timeout %.0f s)", program.name, program.path.name, timeout)
     try:
-        command = " ".join((f"cd {GUEST_DIR} && {remote}", *program.args))
-        watched = run_watched(guest, command, timeout, progress, dump_as=program.name)
+        line = " ".join((f"cd {GUEST_DIR} && {remote}", *program.args))
+        watched = run_watched(guest, line, timeout, progress, dump_as=program.name)
     finally:
         progress.close()
     lines = list(enumerate(ktap_file.read_text(errors="replace").splitlines(), 1))

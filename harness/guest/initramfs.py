@@ -98,7 +98,8 @@ def run_entries(vm: VmSpec, keys: RunKeys) -> list[cpio.Entry]:
               "distance": " ".join(map(str, vm.distances[i])) if vm.distances else ""}
              for i, n in enumerate(vm.numa)]
     expect = _templates.get_template("expect.j2").render(
-        nodes=nodes, movable_mib=vm.movable_mib + sum(d.mem_mib for d in vm.hotplug), swap_mib=vm.swap_mib, mem_tolerance_pct=MEM_TOLERANCE_PCT,
+        nodes=nodes, movable_mib=vm.movable_mib + sum(d.mem_mib for d in vm.hotplug),
+        swap_mib=vm.swap_mib, mem_tolerance_pct=MEM_TOLERANCE_PCT,
         swap_dev=disks.SWAP_DEV, scratch_dev=disks.SCRATCH_DEV, scratch_mount=disks.SCRATCH_MOUNT)
     return [
         cpio.directory("etc"), cpio.directory("etc/harness"), cpio.regular("etc/harness/expect", expect.encode()),

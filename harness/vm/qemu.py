@@ -46,7 +46,8 @@ def command_line(vm: VmSpec, *, kernel: Path, initrd: Path, swap_disk: Path, scr
     text = template.render(
         accel=accel, cpus=vm.cpus, memory_mib=vm.memory_mib, distances=distances,
         numa=[{"mem_mib": n.mem_mib, "cpu_ranges": cpu_ranges(n.cpus)} for n in vm.numa],
-        dimms=vm.hotplug, kernel=kernel, initrd=initrd, cmdline=" ".join(filter(None, (CMDLINE, vm.kernel_args, vm.append))),
+        dimms=vm.hotplug, kernel=kernel, initrd=initrd,
+        cmdline=" ".join(filter(None, (CMDLINE, vm.kernel_args, vm.append))),
         swap_disk=swap_disk, scratch_disk=scratch_disk, ssh_port=ssh_port,
     )
     argv = [QEMU]
