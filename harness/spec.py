@@ -26,6 +26,10 @@ DEFAULT_SOURCE = "debian:linux-source-6.1"
 class NumaNode:
     mem_mib: int  # 0: a memoryless node (CPUs only)
     cpus: tuple[int, ...]  # (): a CPU-less node (memory only)
+    lower_tier: bool = False  # tier: lower: its memory is an nvdimm the guest onlines through dax/kmem
+
+
+TIERS = ("top", "lower")
 
 
 @dataclass(frozen=True)
@@ -60,12 +64,19 @@ class VmSpec:
 
     @property
     def memory_mib(self) -> int:
-        """Boot memory (QEMU's -m): the nodes' memory, without the DIMMs."""
-        return sum(node.mem_mib for node in self.numa)
+        """Boot memory (QEMU's -m): the nodes' memory, without the DIMMs and nvdimms."""
+        return sum(node.mem_mib for node in self.numa if not node.lower_tier)
+
+    @property
+    def nvdimms(self) -> tuple[Dimm, ...]:
+        """The lower-tier nodes' memory, as nvdimms."""
+        return tuple(Dimm(n.mem_mib, i) for i, n in enumerate(self.numa) if n.lower_tier)
 
     def node_mib(self, node: int) -> int:
-        """What node `node` holds once the guest is up: its memory and its DIMMs."""
-        return self.numa[node].mem_mib + sum(d.mem_mib for d in self.hotplug if d.node == node)
+        """What node `node` holds once the guest is up: its memory and its DIMMs (of an
+        nvdimm, dax/kmem onlines whole memory blocks after the device's info block: one less)."""
+        mem = self.numa[node].mem_mib - (BLOCK_MIB if self.numa[node].lower_tier else 0)
+        return mem + sum(d.mem_mib for d in self.hotplug if d.node == node)
 
     @property
     def kernel_args(self) -> str:
@@ -227,11 +238,18 @@ def _vm(data: object, where: str) -> VmSpec:
 
 def _node(data: object, where: str) -> NumaNode:
     """A node: `mem` (0 for a memoryless node) and `cpus` ([] or omitted for a CPU-less node)."""
-    n = _check_keys(data, {"mem", "cpus"}, where)
+    n = _check_keys(data, {"mem", "cpus", "tier"}, where)
     if "mem" not in n:
         raise SpecError(f"{where}: each node needs 'mem' (write mem: 0 for a memoryless node)")
     mem = 0 if n["mem"] in (0, "0") else parse_size_mib(n["mem"], f"{where}.mem")
-    return NumaNode(mem, parse_cpus([] if n.get("cpus") is None else n["cpus"], f"{where}.cpus"))
+    cpus = parse_cpus([] if n.get("cpus") is None else n["cpus"], f"{where}.cpus")
+    tier = str(n.get("tier", "top"))
+    if tier not in TIERS:
+        raise SpecError(f"{where}.tier: '{tier}' is not one of {', '.join(TIERS)}")
+    if tier == "lower" and (cpus or _blocks(n["mem"], f"{where}.mem") < 2 * BLOCK_MIB):
+        raise SpecError(f"{where}: a lower-tier node is far memory: no cpus, and mem of at least "
+                        f"{2 * BLOCK_MIB}M in whole {BLOCK_MIB}M blocks (dax/kmem loses the first block)")
+    return NumaNode(mem, cpus, tier == "lower")
 
 
 def _blocks(value: object, where: str) -> int:

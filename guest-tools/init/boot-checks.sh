@@ -31,6 +31,14 @@ while [ $i -lt "$NODES" ]; do
     i=$((i + 1))
 done
 [ "$MOVABLE_MIB" -gt 0 ] && topology=$((topology + 1))
+for i in $LOWER_TIER_NODES; do topology=$((topology + 1)); done
+# tier_of N: the memory tier holding node N (its number; a lower tier has a larger one), or -1
+tier_of() {
+    for t in /sys/devices/virtual/memory_tiering/memory_tier*; do
+        in_list "$1" "$(cat "$t/nodelist" 2>/dev/null)" && { echo "${t##*memory_tier}"; return; }
+    done
+    echo -1
+}
 
 echo "KTAP version 1"
 echo "# Subtest: boot"
@@ -81,6 +89,12 @@ while [ $i -lt "$NODES" ]; do
         result $s node${i}_removable "node $i: expected >= $want_hotplug MiB in online Movable blocks, found $movable MiB"
     fi
     i=$((i + 1))
+done
+
+for i in $LOWER_TIER_NODES; do
+    top=$(tier_of 0) tier=$(tier_of $i)
+    if [ "$tier" -gt "$top" ] && [ "$top" -ge 0 ]; then s=OK; else s=FAIL; fi
+    result $s node${i}_lower_tier "node $i: expected a lower memory tier than node 0's (memory_tier$top), found memory_tier$tier"
 done
 
 if [ "$MOVABLE_MIB" -gt 0 ]; then

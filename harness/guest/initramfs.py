@@ -74,8 +74,8 @@ def _base_entries() -> list[cpio.Entry]:
     _add_file(entries, seen, "bin/busybox", Path(busybox).read_bytes(), 0o755)
     init = _templates.get_template("init.j2").render(marker=MARKER, hostname="guest")
     _add_file(entries, seen, "init", init.encode(), 0o755)
-    _add_file(entries, seen, "usr/lib/harness/boot-checks.sh",
-              (GUEST_TOOLS / "init" / "boot-checks.sh").read_bytes(), 0o755)
+    for script in ("boot-checks.sh", "tiers.sh"):
+        _add_file(entries, seen, f"usr/lib/harness/{script}", (GUEST_TOOLS / "init" / script).read_bytes(), 0o755)
     for name, text in ETC_FILES.items():
         _add_file(entries, seen, name, text.encode(), 0o644)
     for inside, host in _ssh_binaries().items():
@@ -99,6 +99,7 @@ def run_entries(vm: VmSpec, keys: RunKeys) -> list[cpio.Entry]:
              for i, n in enumerate(vm.numa)]
     expect = _templates.get_template("expect.j2").render(
         nodes=nodes, movable_mib=vm.movable_mib + sum(d.mem_mib for d in vm.hotplug),
+        lower_tier_nodes=" ".join(str(d.node) for d in vm.nvdimms),
         swap_mib=vm.swap_mib, mem_tolerance_pct=MEM_TOLERANCE_PCT,
         swap_dev=disks.SWAP_DEV, scratch_dev=disks.SCRATCH_DEV, scratch_mount=disks.SCRATCH_MOUNT)
     return [

@@ -70,7 +70,14 @@ def test_expectations_of_hotplugged_and_movable_memory(tmp_path):
     vm = VmSpec(cpus=2, numa=(NumaNode(512, (0,)), NumaNode(0, (1,))), hotplug=(Dimm(256, 1),), movable_mib=128)
     expect = {e.path: e for e in initramfs.run_entries(vm, keys.make(tmp_path))}["etc/harness/expect"].data.decode()
     assert "NODE1_MEM_MIB=256" in expect and "NODE1_HOTPLUG_MIB=256" in expect and "NODE0_HOTPLUG_MIB=0" in expect
-    assert "MOVABLE_MIB=384" in expect
+    assert "MOVABLE_MIB=384" in expect and 'LOWER_TIER_NODES=""' in expect
+
+
+def test_expectations_of_a_lower_tier_node(tmp_path):
+    vm = VmSpec(cpus=2, numa=(NumaNode(512, (0, 1)), NumaNode(512, (), True)))
+    entries = {e.path: e for e in initramfs.run_entries(vm, keys.make(tmp_path))}
+    expect = entries["etc/harness/expect"].data.decode()
+    assert 'LOWER_TIER_NODES="1"' in expect and "NODE1_MEM_MIB=384" in expect and "NODE1_CPUS=\n" in expect
 
 
 def test_host_key_public_half_matches_dropbear(tmp_path):

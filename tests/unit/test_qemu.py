@@ -51,3 +51,13 @@ def test_qemu_hotplugged_dimms_and_movable_memory():
     assert argv[argv.index("-m") + 1] == "1024M,slots=2,maxmem=1408M"
     assert "memory-backend-ram,id=dimm0,size=256M" in argv and "pc-dimm,id=dimm1,memdev=dimm1,node=0" in argv
     assert argv[argv.index("-append") + 1].endswith(" memhp_default_state=online_movable movablecore=128M")
+
+
+def test_qemu_lower_tier_node_is_an_nvdimm():
+    vm = VmSpec(cpus=2, numa=(NumaNode(512, (0, 1)), NumaNode(512, (), True)), hotplug=(Dimm(128, 0),))
+    argv = qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s"), scratch_disk=Path("/x"),
+                             accel="tcg", ssh_port=None)
+    assert argv[argv.index("-machine") + 1] == "q35,accel=tcg,nvdimm=on"
+    assert argv[argv.index("-m") + 1] == "512M,slots=2,maxmem=1152M"
+    assert "node,nodeid=1" in argv and "nvdimm,id=nvdimm0,memdev=nv0,node=1" in argv
+    assert argv.index("nvdimm,id=nvdimm0,memdev=nv0,node=1") < argv.index("pc-dimm,id=dimm0,memdev=dimm0,node=0")

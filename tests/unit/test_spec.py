@@ -65,6 +65,12 @@ def test_hotplug_and_movable(tmp_path):
     assert spec.VmSpec().kernel_args == ""
 
 
+def test_lower_tier_node_is_an_nvdimm(tmp_path):
+    s = spec.load(write(tmp_path, "vm: {cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 512M, tier: lower}]}"))
+    assert s.vm.numa[1] == spec.NumaNode(512, (), True) and s.vm.nvdimms == (spec.Dimm(512, 1),)
+    assert s.vm.memory_mib == 1024 and s.vm.node_mib(1) == 384
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path):
     path = write(tmp_path, "vm:\n  cpus: 4\n  numa: [unclosed\n")
     with pytest.raises(SpecError, match=r"spec.yaml, line \d+.*YAML syntax error"):
@@ -89,6 +95,9 @@ def test_memory_that_does_not_add_up(tmp_path):
     ("vm: {hotplug: [{mem: 128M}]}", "each DIMM needs 'mem' and 'node'"),
     ("vm: {hotplug: {mem: 128M, node: 0}}", "expected a list of DIMMs"),
     ("vm: {movable: 2G}", "movable: 2048M leaves no memory"),
+    ("vm: {cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 512M, tier: far}]}", "tier: 'far' is not one of top, lower"),
+    ("vm: {cpus: 2, numa: [{mem: 1G, cpus: 0}, {mem: 512M, cpus: 1, tier: lower}]}", "lower-tier node is far memory"),
+    ("vm: {cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 128M, tier: lower}]}", "at least 256M"),
     ("vm: {movable: 200M}", "movable: 200M is not a whole number"),
     ("vm: {cpus: 2, numa: [{mem: 0, cpus: 0}, {mem: 0, cpus: 1}]}", "at least one node needs memory"),
     ("vm: {numa: [{mem: -1G, cpus: 0-3}]}", "numa\\[0\\].mem: '-1G' is not a size"),
