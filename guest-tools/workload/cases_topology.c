@@ -1,7 +1,8 @@
 /* The topology suite (migrate_suite --topology): cases that need a machine other than the
  * default two nodes. Each row of its table states what it needs (TOPO_* bits); the runner
  * reports an unmet need as "# SKIP needs: ..." (topology_unmet). Cases: three_node_migrate_pages,
- * memoryless_target, memoryless_local_alloc, cpuless_place_move, memory_offline, longterm_pin. */
+ * memoryless_target, memoryless_local_alloc, cpuless_place_move, memory_offline, longterm_pin,
+ * demotion. */
 #include "suite.h"
 
 #include <dirent.h>
@@ -11,6 +12,8 @@
 #include <sys/uio.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 
 #define NODE_DIR "/sys/devices/system/node/"
 
@@ -94,6 +97,41 @@ static int node_with_movable_block(void)
 	return node;
 }
 
+#define TIER_DIR "/sys/devices/virtual/memory_tiering/"
+
+/* The memory tier holding node (N of memory_tierN: a lower tier has a larger N), -1 if none. */
+static int tier_of(int node)
+{
+	DIR *d = opendir(TIER_DIR);
+	int tier = -1;
+	for (struct dirent *e; d && tier < 0 && (e = readdir(d));) {
+		int t, nodes[MASK_BITS], nr;
+		char path[128];
+		if (sscanf(e->d_name, "memory_tier%d", &t) != 1)
+			continue;
+		snprintf(path, sizeof(path), TIER_DIR "memory_tier%d/nodelist", t);
+		nr = read_list(path, nodes, MASK_BITS);
+		if (nr > 0 && in(nodes, nr, node))
+			tier = t;
+	}
+	if (d)
+		closedir(d);
+	return tier;
+}
+
+/* A top-tier node with CPUs and memory, and a node with memory in a lower tier; 0 if found. */
+static int tier_pair(const struct topo *t, int *top, int *far)
+{
+	*top = *far = -1;
+	for (int i = 0; i < t->nr_mem; i++)
+		if (node_has_cpus(t->mem[i]) && (*top < 0 || tier_of(t->mem[i]) < tier_of(*top)))
+			*top = t->mem[i];
+	for (int i = 0; i < t->nr_mem && *top >= 0; i++)
+		if (tier_of(t->mem[i]) > tier_of(*top) && tier_of(*top) >= 0)
+			*far = t->mem[i];
+	return *top < 0 || *far < 0 ? -1 : 0;
+}
+
 int topology_unmet(unsigned needs, char *why, size_t n)
 {
 	struct topo t;
@@ -105,6 +143,10 @@ int topology_unmet(unsigned needs, char *why, size_t n)
 		return snprintf(why, n, "needs: a memoryless node with CPUs (found none)"), 1;
 	if ((needs & TOPO_CPULESS) && !t.nr_cpuless)
 		return snprintf(why, n, "needs: a CPU-less node with memory (found none)"), 1;
+	int top, far;
+	if ((needs & TOPO_LOWER_TIER) && tier_pair(&t, &top, &far))
+		return snprintf(why, n, "needs: a node with memory in a lower memory tier (found none in " TIER_DIR
+				")"), 1;
 	if ((needs & TOPO_REMOVABLE) && node_with_movable_block() < 0)
 		return snprintf(why, n, "needs: a removable memory block (online, Movable; found none)"), 1;
 	return 0;
@@ -585,5 +627,98 @@ int case_longterm_pin(void)
 	fill_pattern(r, 0, N, 102);
 	expect_pin_writes("the pinned buffer rewritten, written by io_uring", &q, r, N, 102);
 	close(q.fd);
+	return PASS;
+}
+
+/* ---------------------------------------------------------- demotion */
+
+#define CGROOT "/sys/fs/cgroup"
+#define CG CGROOT "/demotion"
+
+/* This task in a cgroup of its own with the memory controller (removed after the case). */
+static int own_memcg(void)
+{
+	char buf[256], pid[16];
+	if (sysfs_read(CGROOT "/cgroup.controllers", buf, sizeof(buf))) {
+		mkdir(CGROOT, 0755);
+		if (mount("cgroup2", CGROOT, "cgroup2", 0, NULL) || sysfs_read(CGROOT "/cgroup.controllers", buf, sizeof(buf)))
+			return -1;
+	}
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	if (!strstr(buf, "memory") || sysfs_write(CGROOT "/cgroup.subtree_control", "+memory") ||
+	    setting_mkdir(CG) || sysfs_write(CG "/cgroup.procs", pid))
+		return -1;
+	return 0;
+}
+
+struct where {
+	long top, far, swapped, other;
+};
+
+/* n cold pages on node top, then memory.reclaim of their size; where they are afterwards. */
+static struct where reclaim_cold(int top, int far, size_t n, uint64_t seed, char **region)
+{
+	struct where w = { 0, 0, 0, 0 };
+	int st[1024];
+	char *r = *region = anon_pages_on(top, n, seed);
+	if (!r || expect_on_node("precondition: pages where MPOL_BIND put them", 0, r, n, top))
+		return w;
+	madvise(r, n * PAGE, 20 /* MADV_COLD: to the inactive list's tail */);
+	char size[32];
+	snprintf(size, sizeof(size), "%zu", n * PAGE);
+	if (sysfs_write(CG "/memory.reclaim", size) && errno != EAGAIN)
+		failf("writing %s to " CG "/memory.reclaim: %s", size, errname(errno));
+	query_pages(0, r, n, st);
+	for (size_t i = 0; i < n; i++)
+		st[i] == top ? w.top++ : st[i] == far ? w.far++ : st[i] == -ENOENT ? w.swapped++ : w.other++;
+	diag("after memory.reclaim of %zu pages on node %d: %ld still there, %ld on node %d, %ld swapped out, "
+	     "%ld elsewhere", n, top, w.top, w.far, far, w.swapped, w.other);
+	return w;
+}
+
+static long long demoted(void)
+{
+	return vmstat_get("pgdemote_kswapd") + vmstat_get("pgdemote_direct");
+}
+
+int case_demotion(void)
+{
+	enum { N = 256 };
+	struct topo t;
+	int top, far;
+	topo_read(&t);
+	tier_pair(&t, &top, &far);
+	if (!swap_active())
+		return skip("needs: an active swap device (to see reclaim choose demotion over swap)");
+	if (own_memcg())
+		return failf("cannot put this task in a cgroup v2 with the memory controller: %s", errname(errno)), FAIL;
+	diag("top-tier node %d (memory_tier%d), lower-tier node %d (memory_tier%d)", top, tier_of(top), far,
+	     tier_of(far));
+
+	/* Demotion on: reclaim on the top tier moves cold pages down instead of swapping them. */
+	if (setting_write("/sys/kernel/mm/numa/demotion_enabled", "true"))
+		return failf("cannot enable /sys/kernel/mm/numa/demotion_enabled: %s", errname(errno)), FAIL;
+	long long d0 = demoted(), s0 = vmstat_get("pswpout");
+	struct trace_mark t0 = trace_mark(REASON_DEMOTION);
+	char *r;
+	struct where w = reclaim_cold(top, far, N, 131, &r);
+	long long dd = demoted() - d0, ds = vmstat_get("pswpout") - s0;
+	CHECK(w.far > 0 && w.swapped == 0, "with demotion on, %ld of %d cold pages went to node %d and %ld to swap, "
+	      "expected some demoted and none swapped", w.far, N, far, w.swapped);
+	CHECK(dd >= w.far, "pgdemote_kswapd + pgdemote_direct grew by %lld, expected >= %ld (the pages on node %d)", dd,
+	      w.far, far);
+	diag("pgdemote +%lld, pswpout +%lld", dd, ds);
+	expect_trace("reclaim with demotion on", REASON_DEMOTION, t0, w.far, w.far + dd, TRACE_ANY_FAILED);
+	check_pattern("the demoted pages", r, 0, N, 131);
+
+	/* Demotion off: the same reclaim swaps them out. */
+	setting_write("/sys/kernel/mm/numa/demotion_enabled", "false");
+	d0 = demoted(), s0 = vmstat_get("pswpout");
+	w = reclaim_cold(top, far, N, 132, &r);
+	dd = demoted() - d0, ds = vmstat_get("pswpout") - s0;
+	CHECK(w.far == 0 && w.swapped > 0 && dd == 0 && ds >= w.swapped, "with demotion off, %ld cold pages went to "
+	      "node %d and %ld to swap (pgdemote +%lld, pswpout +%lld), expected none demoted, some swapped", w.far, far,
+	      w.swapped, dd, ds);
+	check_pattern("the swapped-out pages, read back", r, 0, N, 132);
 	return PASS;
 }

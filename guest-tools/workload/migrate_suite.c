@@ -54,6 +54,7 @@ static const struct tcase topology_cases[] = {
 	{ "cpuless_place_move", case_cpuless_place_move, 30 },
 	{ "memory_offline", case_memory_offline, 60 },
 	{ "longterm_pin", case_longterm_pin, 30 },
+	{ "demotion", case_demotion, 60 },
 };
 /* What each topology case needs of the machine (TOPO_*), row by row. */
 static const unsigned topology_needs[] = {
@@ -63,6 +64,7 @@ static const unsigned topology_needs[] = {
 	TOPO_CPULESS,
 	TOPO_REMOVABLE,
 	TOPO_REMOVABLE,
+	TOPO_LOWER_TIER,
 };
 
 #define LEN(a) ((int)(sizeof(a) / sizeof((a)[0])))

@@ -57,6 +57,7 @@ enum {
 	TOPO_MEMORYLESS = 1 << 1,  /* a node online with CPUs but no memory */
 	TOPO_CPULESS = 1 << 2,     /* a node with memory but no CPUs */
 	TOPO_REMOVABLE = 1 << 3,   /* an online memory block in ZONE_MOVABLE */
+	TOPO_LOWER_TIER = 1 << 4,  /* a node with memory in a lower memory tier than a node with CPUs */
 };
 /* 0 when the machine offers every need, else 1 and "needs: ... (found ...)" in why. */
 int topology_unmet(unsigned needs, char *why, size_t n);
@@ -208,6 +209,7 @@ int thp_available(void);    /* THP "enabled" is not [never] */
 #define REASON_CONTIG_RANGE "contig_range"     /* MR_CONTIG_RANGE: alloc_contig_range(), CMA */
 #define REASON_MEMORY_HOTPLUG "memory_hotplug" /* MR_MEMORY_HOTPLUG: a memory block going offline */
 #define REASON_LONGTERM_PIN "longterm_pin"     /* MR_LONGTERM_PIN: FOLL_LONGTERM out of ZONE_MOVABLE */
+#define REASON_DEMOTION "demotion"             /* MR_DEMOTION: reclaim into a lower memory tier */
 void trace_setup(void);    /* at suite start; says once if tracing is unavailable */
 void trace_teardown(void); /* at the end: the event off again */
 int trace_available(void);
@@ -290,6 +292,7 @@ int case_memoryless_local_alloc(void);
 int case_cpuless_place_move(void);
 int case_memory_offline(void);
 int case_longterm_pin(void);
+int case_demotion(void);
 int case_anon_move_pages(void);
 int case_migrate_pages_other_process(void);
 int case_mbind_move(void);

@@ -13,7 +13,7 @@ from harness.results.report import load
 pytestmark = pytest.mark.integration
 
 CASES = ("three_node_migrate_pages", "memoryless_target", "memoryless_local_alloc", "cpuless_place_move",
-         "memory_offline", "longterm_pin")
+         "memory_offline", "longterm_pin", "demotion")
 
 
 @pytest.mark.parametrize("example, boot_checks, passing, reasons", [
@@ -23,6 +23,7 @@ CASES = ("three_node_migrate_pages", "memoryless_target", "memoryless_local_allo
      {"memory_hotplug": "topology.memory_offline"}),
     ("hotplug-movable", {"node1_removable", "movable_memory"}, {"memory_offline", "longterm_pin"},
      {"memory_hotplug": "topology.memory_offline", "longterm_pin": "topology.longterm_pin"}),
+    ("lower-tier", {"node2_cpuless", "node2_lower_tier"}, {"demotion"}, {"demotion": "topology.demotion"}),
 ])
 def test_example_topology(default_kernel, tmp_path, example, boot_checks, passing, reasons):
     out = tmp_path / "out"
