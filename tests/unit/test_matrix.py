@@ -15,15 +15,15 @@ NIGHTLY = REPO / "ci" / "nightly.yaml"
 
 def test_nightly_matrix_expands_to_every_combination():
     entries = matrix.expand(NIGHTLY)
-    assert [e.name for e in entries] == [f"source=linux-source-{v},vm={i}" for v in ("6.1", "6.12") for i in range(5)]
-    assert entries[6].spec.kernel.source == "debian:linux-source-6.12"
-    assert len(entries[6].spec.vm.numa) == 3
+    assert [e.name for e in entries] == [f"source=linux-source-{v},vm={i}" for v in ("6.1", "6.12") for i in range(6)]
+    assert entries[8].spec.kernel.source == "debian:linux-source-6.12"
+    assert len(entries[8].spec.vm.numa) == 3
     assert entries[0].spec.tests == ("boot", "workload", "module", "topology")
     # the topologies issue 13 asks for: 3 nodes with distances, CPU-less, memoryless, hot-removable
-    vms = [e.spec.vm for e in entries[:5]]
+    vms = [e.spec.vm for e in entries[:6]]
     assert vms[2].distances and len(vms[2].numa) == 3
     assert any(not n.cpus for n in vms[3].numa) and any(not n.mem_mib for n in vms[3].numa)
-    assert vms[4].hotplug and vms[4].movable_mib
+    assert vms[4].hotplug and vms[4].movable_mib and any(n.lower_tier for n in vms[5].numa)
 
 
 @pytest.mark.parametrize("total", [1, 2, 3, 4, 5])
