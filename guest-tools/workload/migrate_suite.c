@@ -54,7 +54,7 @@ static const struct tcase topology_cases[] = {
 	{ "cpuless_place_move", case_cpuless_place_move, 30 },
 	{ "memory_offline", case_memory_offline, 60 },
 	{ "longterm_pin", case_longterm_pin, 30 },
-	{ "demotion", case_demotion, 60 },
+	{ "demotion", case_demotion, 120 },
 };
 /* What each topology case needs of the machine (TOPO_*), row by row. */
 static const unsigned topology_needs[] = {
