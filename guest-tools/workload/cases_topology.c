@@ -416,6 +416,27 @@ static int block_unmovable(long block)
 	return slab > 0;
 }
 
+static long g_tried[8]; /* blocks the kernel refused with EINVAL (memory holes in them) */
+static int g_ntried;
+
+static int untried(long block)
+{
+	for (int i = 0; i < g_ntried; i++)
+		if (g_tried[i] == block)
+			return 0;
+	return 1;
+}
+
+static int block_movable_untried(long block)
+{
+	return untried(block) && block_movable(block);
+}
+
+static int block_unmovable_untried(long block)
+{
+	return untried(block) && block_unmovable(block);
+}
+
 static long offline_block(long block)
 {
 	char path[128];
@@ -433,15 +454,22 @@ int case_memory_offline(void)
 	if (!r || ppb <= 0 || pfns_of(r, N, pfn))
 		return failf("could not place %d pages on node %d and read their PFNs (pages per block %ld)", N, X, ppb),
 		       FAIL;
-	long in_b, B = busiest_block(pfn, N, ppb, block_movable, &in_b);
-	if (B < 0)
-		return failf("none of %d pages bound to node %d is in an online Movable block, expected ZONE_MOVABLE "
-			     "first", N, X), FAIL;
-	diag("memory block %ld (node %d, %ld pages) holds %ld of our %d pages", B, X, ppb, in_b, N);
-
-	/* Offline: every page in it migrates (MR_MEMORY_HOTPLUG), data and mapping intact. */
-	struct trace_mark t0 = trace_mark(REASON_MEMORY_HOTPLUG);
-	long ret = offline_block(B);
+	/* Offline: every page in it migrates (MR_MEMORY_HOTPLUG), data and mapping intact. A
+	 * block with holes (the end of boot RAM) is refused with EINVAL before anything moves:
+	 * then the next. */
+	long in_b, B, ret;
+	struct trace_mark t0;
+	do {
+		B = busiest_block(pfn, N, ppb, block_movable_untried, &in_b);
+		if (B < 0)
+			return failf("none of %d pages bound to node %d is in an online Movable block without holes, "
+				     "expected ZONE_MOVABLE first", N, X), FAIL;
+		diag("memory block %ld (node %d, %ld pages) holds %ld of our %d pages", B, X, ppb, in_b, N);
+		t0 = trace_mark(REASON_MEMORY_HOTPLUG);
+		ret = offline_block(B);
+		if (ret == -EINVAL)
+			diag("block %ld: EINVAL (memory holes in it), trying the next", B);
+	} while (ret == -EINVAL && g_ntried < 8 && (g_tried[g_ntried++] = B, 1));
 	char state[32] = "";
 	block_attr(B, "state", state, sizeof(state));
 	CHECK(ret == 0 && !strcmp(state, "offline"), "offlining block %ld: write returned %s, state '%s', expected "
@@ -485,16 +513,23 @@ int case_memory_offline(void)
 	char *u = anon_pages_on(A, N, 93);
 	if (!u || pfns_of(u, N, pfn))
 		return FAIL;
-	long in_u, U = busiest_block(pfn, N, ppb, block_unmovable, &in_u);
-	/* Our pages went Movable: any such block, the highest first (block 0 has holes: EINVAL). */
-	for (long b = 4095; U < 0 && b > 0; b--)
-		if (block_unmovable(b))
-			U = b;
-	if (U < 0)
-		return failf("no online Normal or DMA32 memory block with a slab page"), FAIL;
-	diag("memory block %ld (one kernel zone, a slab page in it) holds %ld of our pages on node %d", U, in_u, A);
-	struct trace_mark t1 = trace_mark(REASON_MEMORY_HOTPLUG);
-	ret = offline_block(U);
+	long in_u, U;
+	struct trace_mark t1;
+	do {
+		U = busiest_block(pfn, N, ppb, block_unmovable_untried, &in_u);
+		/* Our pages went Movable: any such block, the highest first. */
+		for (long b = 4095; U < 0 && b > 0; b--)
+			if (block_unmovable_untried(b))
+				U = b, in_u = 0;
+		if (U < 0)
+			return failf("no online Normal or DMA32 memory block without holes with a slab page"), FAIL;
+		diag("memory block %ld (one kernel zone, a slab page in it) holds %ld of our pages on node %d", U, in_u,
+		     A);
+		t1 = trace_mark(REASON_MEMORY_HOTPLUG);
+		ret = offline_block(U);
+		if (ret == -EINVAL)
+			diag("block %ld: EINVAL (memory holes in it), trying the next", U);
+	} while (ret == -EINVAL && g_ntried < 8 && (g_tried[g_ntried++] = U, 1));
 	block_attr(U, "state", state, sizeof(state));
 	CHECK(ret == -EBUSY && !strcmp(state, "online"), "offlining block %ld with a slab page: write returned %s, "
 	      "state '%s', expected EBUSY and 'online'", U, errname((int)-ret), state);
