@@ -450,26 +450,27 @@ int case_memory_offline(void)
 	const int X = node_with_movable_block();
 	const long ppb = pages_per_block();
 	uint64_t pfn[N], after[N];
-	char *r = anon_pages_on(X, N, 91);
-	if (!r || ppb <= 0 || pfns_of(r, N, pfn))
-		return failf("could not place %d pages on node %d and read their PFNs (pages per block %ld)", N, X, ppb),
-		       FAIL;
 	/* Offline: every page in it migrates (MR_MEMORY_HOTPLUG), data and mapping intact. A
 	 * block with holes (the end of boot RAM) is refused with EINVAL before anything moves:
-	 * then the next. */
-	long in_b, B, ret;
-	struct trace_mark t0;
-	do {
-		B = busiest_block(pfn, N, ppb, block_movable_untried, &in_b);
-		if (B < 0)
-			return failf("none of %d pages bound to node %d is in an online Movable block without holes, "
-				     "expected ZONE_MOVABLE first", N, X), FAIL;
-		diag("memory block %ld (node %d, %ld pages) holds %ld of our %d pages", B, X, ppb, in_b, N);
-		t0 = trace_mark(REASON_MEMORY_HOTPLUG);
-		ret = offline_block(B);
-		if (ret == -EINVAL)
-			diag("block %ld: EINVAL (memory holes in it), trying the next", B);
-	} while (ret == -EINVAL && g_ntried < 8 && (g_tried[g_ntried++] = B, 1));
+	 * then our next batch of pages (the refused block fills up, the next one lands beyond). */
+	char *r = NULL;
+	long in_b = 0, B = -1, ret = -EINVAL;
+	struct trace_mark t0 = trace_mark(REASON_MEMORY_HOTPLUG);
+	for (int batch = 0; ret == -EINVAL && batch < 2 * ppb / N; batch++) {
+		r = anon_pages_on(X, N, 91);
+		if (!r || ppb <= 0 || pfns_of(r, N, pfn))
+			return failf("could not place %d pages on node %d and read their PFNs", N, X), FAIL;
+		while (ret == -EINVAL && g_ntried < 8 && (B = busiest_block(pfn, N, ppb, block_movable_untried, &in_b)) >= 0) {
+			diag("memory block %ld (node %d, %ld pages) holds %ld of our %d pages (batch %d)", B, X, ppb, in_b, N,
+			     batch);
+			t0 = trace_mark(REASON_MEMORY_HOTPLUG);
+			if ((ret = offline_block(B)) == -EINVAL)
+				diag("block %ld: EINVAL (memory holes in it), trying the next", B), g_tried[g_ntried++] = B;
+		}
+	}
+	if (B < 0)
+		return failf("none of our pages bound to node %d is in an online Movable block without holes, expected "
+			     "ZONE_MOVABLE first", X), FAIL;
 	char state[32] = "";
 	block_attr(B, "state", state, sizeof(state));
 	CHECK(ret == 0 && !strcmp(state, "offline"), "offlining block %ld: write returned %s, state '%s', expected "
@@ -488,12 +489,11 @@ int case_memory_offline(void)
 	if (query_pages(0, r, N, where))
 		failf("move_pages query after the offline: %s", errname(errno));
 	for (int i = 0; i < N; i++)
-		if (!in(t.mem, t.nr_mem, where[i]) || (t.nr_mem > 1 && where[i] == X)) {
-			failf("after the offline page %d is on %s, expected a node with memory other than %d", i,
-			      statusname(where[i]), X);
+		if ((long)(pfn[i] / ppb) == B && (!in(t.mem, t.nr_mem, where[i]) || (t.nr_mem > 1 && where[i] == X))) {
+			failf("after the offline page %d (it was in block %ld) is on %s, expected a node with memory other "
+			      "than %d", i, B, statusname(where[i]), X);
 			break;
 		}
-	diag("after the offline the first page is on node %d", where[0]);
 	check_pattern("after the offline", r, 0, N, 91);
 	fill_pattern(r, 0, N, 92);
 	check_pattern("rewritten after the offline", r, 0, N, 92);
