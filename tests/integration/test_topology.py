@@ -19,11 +19,13 @@ CASES = ("three_node_migrate_pages", "memoryless_target", "memoryless_local_allo
 @pytest.mark.parametrize("example, boot_checks, passing, reasons", [
     ("three-nodes", {"node0_distances", "node2_distances"}, {"three_node_migrate_pages"}, {}),
     ("cpuless-memoryless", {"node1_memoryless", "node2_cpuless", "node2_distances", "movable_memory"},
-     {"memoryless_target", "memoryless_local_alloc", "cpuless_place_move", "memory_offline"},
-     {"memory_hotplug": "topology.memory_offline"}),
+     {"memoryless_target", "memoryless_local_alloc", "cpuless_place_move", "memory_offline", "longterm_pin"},
+     {"memory_hotplug": "topology.memory_offline", "longterm_pin": "topology.longterm_pin"}),
     ("hotplug-movable", {"node1_removable", "movable_memory"}, {"memory_offline", "longterm_pin"},
      {"memory_hotplug": "topology.memory_offline", "longterm_pin": "topology.longterm_pin"}),
-    ("lower-tier", {"node2_cpuless", "node2_lower_tier"}, {"demotion"}, {"demotion": "topology.demotion"}),
+    ("lower-tier", {"node2_cpuless", "node2_lower_tier"},
+     {"three_node_migrate_pages", "cpuless_place_move", "memory_offline", "longterm_pin", "demotion"},
+     {"demotion": "topology.demotion", "memory_hotplug": "topology.memory_offline"}),
 ])
 def test_example_topology(default_kernel, tmp_path, example, boot_checks, passing, reasons):
     out = tmp_path / "out"
