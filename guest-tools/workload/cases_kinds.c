@@ -537,6 +537,8 @@ int case_kinds_short_target(void)
 	const int A = g_node_a, B = g_node_b;
 	if (hugepages_node(B, "nr_hugepages") < 0)
 		return skip("no 2 MiB hugetlb pages to fill the target node with (CONFIG_HUGETLBFS)");
+	if (node_has_movable_zone(B)) /* hugetlb pages never come from ZONE_MOVABLE: it stays free */
+		return skip("needs: node %d without ZONE_MOVABLE (hugetlb pages cannot fill it)", B);
 	size_t len;
 	void *filler = fill_node(B, 1, &len);
 	if (!filler)

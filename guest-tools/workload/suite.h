@@ -194,6 +194,7 @@ struct zone_info {
 };
 int zones_get(struct zone_info *out, int max); /* /proc/zoneinfo; how many */
 int zone_of_pfn(uint64_t pfn, struct zone_info *out); /* 0 ok */
+int node_has_movable_zone(int node);                    /* ZONE_MOVABLE spans some of it */
 long hugetlb_node_pages(int node);              /* 2 MiB pages in node's pool, -1 */
 long hugetlb_node_set(int node, long count);    /* ask for count; returns how many it has, -1 */
 int run_on_cpu_of(int node);                    /* pin this task to node's first CPU */
