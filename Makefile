@@ -6,18 +6,20 @@ SOURCE   ?=
 REV      ?=
 PATCHES  ?=
 CONFIGS  ?=
+PROFILES ?=
 OUT      ?= out/latest
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 APT_PACKAGES = qemu-system-x86 qemu-utils busybox-static dropbear-bin openssh-sftp-server \
 	linux-source-6.1 linux-source-6.12 gcc make libc6-dev flex bison bc libelf-dev libssl-dev \
-	cpio xz-utils ccache rsync patch git kmod e2fsprogs python3-pip
+	cpio xz-utils ccache rsync patch git kmod e2fsprogs python3-pip libnuma-dev
 
 HARNESS_ARGS = $(if $(SPEC),--spec $(SPEC)) $(if $(SOURCE),--source $(SOURCE)) $(if $(REV),--rev $(REV)) \
-	$(foreach p,$(PATCHES),--patch $(p)) $(foreach c,$(CONFIGS),--config $(c)) --out $(OUT)
+	$(foreach p,$(PATCHES),--patch $(p)) $(foreach c,$(CONFIGS),--config $(c)) \
+	$(foreach p,$(PROFILES),--profile $(p)) --out $(OUT)
 
-.PHONY: setup test-kernel test unit test-mutants bench lint
+.PHONY: setup test-kernel test test-slow unit test-mutants bench lint
 
 setup: .setup-stamp
 
@@ -33,7 +35,11 @@ test-kernel: setup
 	$(PYTHON) -m harness.cli run $(HARNESS_ARGS)
 
 test: setup
-	$(PYTHON) -m pytest -ra $(PYTEST_ARGS) tests
+	$(PYTHON) -m pytest -ra -m "not slow" $(PYTEST_ARGS) tests
+
+# Tests that need a full build of another config (debug info): about 10 minutes more.
+test-slow: setup
+	$(PYTHON) -m pytest -ra -m slow $(PYTEST_ARGS) tests
 
 unit: setup
 	$(PYTHON) -m pytest -ra -m unit tests
@@ -43,6 +49,7 @@ test-mutants: setup
 
 bench: setup
 	$(PYTHON) bench/bench.py $(BENCH_ARGS)
+	$(PYTHON) bench/hangs.py
 
 lint: setup
 	$(PYTHON) -m ruff check harness tests

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import cache, cache_admin, pipeline
+from harness.commands import run as run_command
 from harness.errors import BuildError, ConfigError, DiskFull, HarnessError, PatchDoesNotApply, SourceError
 from harness.exits import BisectExit
 from harness.kernel.source import commit_of, git, worktree, worktree_path
@@ -155,7 +156,9 @@ def _bisect(tree: Path, good: str, bad: str, spec: Spec, tests: tuple[str, ...],
             start = time.monotonic()
             kind, failing = _step(spec, tree, out / f"step-{len(steps) + 1}-{commit[:12]}", tests, retries)
             steps.append(Step(commit, subject, kind, time.monotonic() - start, failing))
-            output = git(tree, "bisect", kind.value)
+            # exit 2: "only 'skip'ped commits left ... We cannot bisect more!", an outcome, not a fault
+            output = run_command(["git", "-C", str(tree), "bisect", kind.value], error=SourceError,
+                                 what=f"git bisect {kind.value}", ok=(0, 2))
             if m := re.search(r"^([0-9a-f]{40}) is the first bad commit", output, re.MULTILINE):
                 return steps, m.group(1)
             if "only 'skip'ped commits left" in output:

@@ -16,7 +16,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING
 
 from harness import spec as specs
-from harness.errors import HarnessError
+from harness.errors import HarnessError, host_error
 from harness.exits import BisectExit, Exit
 
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rev", help="git revision of --source to build")
     p.add_argument("--patch", action="append", default=[], type=Path, help="patch to apply (repeatable, in order)")
     p.add_argument("--config", action="append", default=[], type=Path, help="extra config fragment (repeatable)")
+    p.add_argument("--profile", action="append", default=[], metavar="NAME",
+                   help="config profile: debug-info, kasan, ... (kernel-configs/profiles; repeatable)")
     p.add_argument("--out", type=Path, help="artifacts directory (default: out/run-TIMESTAMP)")
 
 
@@ -75,15 +77,33 @@ def parser() -> argparse.ArgumentParser:
 
 def _load_spec(args: argparse.Namespace) -> specs.Spec:
     spec = specs.load(args.spec)
-    return specs.with_overrides(spec, source=args.source, rev=args.rev, patches=args.patch, configs=args.config)
+    return specs.with_overrides(spec, source=args.source, rev=args.rev, patches=args.patch, configs=args.config,
+                                profiles=args.profile)
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
-    return args.out or Path("out") / time.strftime("run-%Y%m%d-%H%M%S")
+    """The run's artifacts directory, made, without an earlier run's verdict."""
+    from harness.results import report
+
+    out: Path = args.out or Path("out") / time.strftime("run-%Y%m%d-%H%M%S")
+    if out.exists() and not out.is_dir():
+        raise HarnessError(f"--out {out}: exists and is not a directory (give a directory for the artifacts)")
+    out.mkdir(parents=True, exist_ok=True)
+    report.forget(out)
+    return out
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through every `finally`, which stops QEMU
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: unwinds through every `finally` (which stops QEMU);
+    the pipeline writes the reports of what finished on the way."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -102,9 +122,8 @@ def execute(args: argparse.Namespace) -> int:
         return run_matrix(args)
     if args.command == "cache":
         return cache_command(args)
-    spec = _load_spec(args)
     out = _out_dir(args)
-    out.mkdir(parents=True, exist_ok=True)
+    spec = _load_spec(args)
     if args.command == "build":
         kb = pipeline.build_kernel(spec, out)
         print(kb.bzimage)
@@ -146,7 +165,8 @@ def run_for_git_bisect(spec: specs.Spec, out: Path, tests: tuple[str, ...]) -> i
 
     try:
         result = pipeline.run(spec, out)
-    except HarnessError as e:
+    except (HarnessError, OSError) as error:
+        e = host_error(error) if isinstance(error, OSError) else error
         kind = bisect.verdict_of_error(e)
         print(f"harness: error ({e.stage}): {e}", file=sys.stderr)
         if kind is None:
@@ -269,16 +289,22 @@ def main(argv: list[str] | None = None) -> int:
     logger.setLevel(logging.INFO)
     # paramiko logs its own tracebacks (e.g. a banner cut off by Ctrl-C); ours are the messages that count
     logging.getLogger("paramiko").addHandler(logging.NullHandler())
-    signal.signal(signal.SIGTERM, _terminate)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # explicitly: a background job inherits SIGINT ignored
+        signal.signal(sig, _interrupt)
     args = parser().parse_args(argv)
     try:
-        return execute(args)
+        try:
+            return execute(args)
+        except OSError as e:  # the harness's own files: a full disk, a read-only or missing directory
+            raise host_error(e) from None
     except HarnessError as e:
         print(f"harness: error ({e.stage}): {e}", file=sys.stderr)
-        return Exit.HARNESS
-    except KeyboardInterrupt:
-        print("harness: interrupted; QEMU stopped, artifacts kept", file=sys.stderr)
-        return Exit.INTERRUPTED
+        return BisectExit.STOP if getattr(args, "bisect_exit_codes", False) else Exit.HARNESS
+    except KeyboardInterrupt as e:
+        signum: int = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        what = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+        print(f"harness: {what}; QEMU stopped, artifacts kept", file=sys.stderr)
+        return Exit.INTERRUPTED + signum
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -73,12 +74,15 @@ def run(
     timeout: float | None = 3600,
     env: dict[str, str] | None = None,
     input: str | None = None,
+    on_line: Callable[[str], None] | None = None,
+    ok: tuple[int, ...] = (0,),
 ) -> str:
     """Run argv to completion and return its combined output.
 
-    On a non-zero exit or a timeout raise `error` naming `what` failed and
+    On an exit status not in `ok`, or a timeout, raise `error` naming `what` failed and
     showing the output's last lines. With `log`, the command line and all
-    output are appended to that file as they are produced.
+    output are appended to that file as they are produced; `on_line` sees
+    each line as it comes (for progress).
     """
     need_tool(argv[0])
     full_env = {**os.environ, **(env or {})}
@@ -111,6 +115,8 @@ def run(
             if log is not None:
                 log.write(line)
                 log.flush()  # a log someone tails, or reads after a crash, is complete
+            if on_line is not None:
+                on_line(line)
         proc.wait()
     finally:
         if killer:
@@ -123,8 +129,8 @@ def run(
     text = "".join(output)
     if timed_out.is_set():
         raise timeout_of(error)(f"{what} timed out after {timeout:.0f} s: {shlex.join(argv)}\n{tail(text)}")
-    if proc.returncode != 0 and os.strerror(errno.ENOSPC) in text:
+    if proc.returncode not in ok and os.strerror(errno.ENOSPC) in text:
         raise DiskFull(f"{what} failed: no space left on the device: {shlex.join(argv)}\n{tail(text)}")
-    if proc.returncode != 0:
+    if proc.returncode not in ok:
         raise error(f"{what} failed (exit {proc.returncode}): {shlex.join(argv)}\n{tail(text)}")
     return text

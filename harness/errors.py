@@ -35,6 +35,7 @@ class BootError(HarnessError, stage="boot"): ...
 class GuestError(HarnessError, stage="guest"): ...
 class ToolMissing(HarnessError, stage="setup"): ...
 class DiskFull(HarnessError, stage="disk"): ...  # a fault of the machine, never of the kernel under test
+class HostError(HarnessError, stage="host"): ...  # a file or directory of the host the harness cannot use
 
 
 class CommandTimeout(HarnessError):
@@ -53,6 +54,15 @@ def timeout_of(stage_error: type[HarnessError]) -> type[CommandTimeout]:
     return _TIMEOUTS[stage_error]
 
 
+def host_error(e: OSError) -> HarnessError:
+    """An OSError met in the harness's own work, as the error it is: a full disk, or a path it cannot use."""
+    if e.errno == errno.ENOSPC:
+        return DiskFull(f"no space left on the device while writing {e.filename or 'a file'}: "
+                        "free some space (the cache is in ~/.cache/migrate-harness)")
+    where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else "a file"
+    return HostError(f"cannot use {where}: {e.strerror or e}")
+
+
 @contextlib.contextmanager
 def disk_full_is_an_error() -> Iterator[None]:
     """Turn ENOSPC met in the harness's own writes into DiskFull."""
@@ -61,5 +71,4 @@ def disk_full_is_an_error() -> Iterator[None]:
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
-        raise DiskFull(f"no space left on the device while writing {e.filename or 'a file'}: "
-                       "free some space (the cache is in ~/.cache/migrate-harness)") from None
+        raise host_error(e) from None

@@ -11,7 +11,7 @@ class Exit(enum.IntEnum):
     FAIL = 1  # a test failed, or the kernel crashed or hung
     HARNESS = 2  # the harness could not do its job: bad input, build failure, QEMU would not start
     EXEC_TIMEOUT = 124  # `boot --exec CMD`: CMD outlived the test timeout (as timeout(1) says it)
-    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+    INTERRUPTED = 128  # + the signal's number: 130 Ctrl-C (SIGINT), 143 SIGTERM
 
 
 class BisectExit(enum.IntEnum):

@@ -3,9 +3,11 @@
     matrix:
       kernel.source: [debian:linux-source-6.1, debian:linux-source-6.12]
       vm.numa: [[{mem: 1G, cpus: 0-1}, {mem: 1G, cpus: 2-3}], ...]
+      include: [{kernel.profiles: [kasan]}]
 
 Each matrix key is a dotted path into the spec; the entries are the
-cartesian product of the values, in a fixed order. `shard(entries, i, n)`
+cartesian product of the values, in a fixed order, then one entry per
+`include` item (dotted keys set on the spec, as GitHub Actions' include). `shard(entries, i, n)`
 deals them round-robin, so N runners together run every entry exactly once.
 """
 from __future__ import annotations
@@ -48,6 +50,9 @@ def expand(path: Path) -> list[Entry]:
     if not isinstance(data, dict) or not isinstance(data.get("matrix"), dict) or not data["matrix"]:
         raise SpecError(f"{path}: no matrix (a mapping of dotted spec keys to lists of values)")
     axes = data.pop("matrix")
+    include = axes.pop("include", [])
+    if not isinstance(include, list) or not all(isinstance(item, dict) and item for item in include):
+        raise SpecError(f"{path}: matrix include needs a list of mappings of dotted spec keys to values")
     for key, values in axes.items():
         if not isinstance(values, list) or not values:
             raise SpecError(f"{path}: matrix key '{key}' needs a non-empty list of values")
@@ -57,6 +62,12 @@ def expand(path: Path) -> list[Entry]:
         for key, (_, value) in zip(axes, combo, strict=True):
             _set(variant, key, value, str(path))
         name = ",".join(_label(key, value, i) for key, (i, value) in zip(axes, combo, strict=True))
+        entries.append(Entry(name, specs.from_dict(variant, path.parent.resolve(), where=f"{path} [{name}]")))
+    for item in include:
+        variant = copy.deepcopy(data)
+        for key, value in item.items():
+            _set(variant, key, value, str(path))
+        name = ",".join(_label(key, "-".join(map(str, v)) if isinstance(v, list) else v, 0) for key, v in item.items())
         entries.append(Entry(name, specs.from_dict(variant, path.parent.resolve(), where=f"{path} [{name}]")))
     return entries
 

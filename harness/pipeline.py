@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,12 @@ from harness.errors import BootError, disk_full_is_an_error
 from harness.groups import Ended, Guest
 from harness.guest import initramfs, keys
 from harness.kernel import build as kbuild
+from harness.kernel import config as kconfig
 from harness.kernel import source as ksource
+from harness.kernel import symbols
 from harness.results import kcidb, oops, report
 from harness.results.model import CrashReport, RunResult, TestResult
-from harness.spec import Spec, group_name
+from harness.spec import GroupEntry, Spec, group_name
 from harness.vm import qemu
 from harness.vm.console import CrashWatch
 from harness.vm.ssh import GuestShell
@@ -50,7 +53,7 @@ def _build(spec: Spec, out_dir: Path) -> kbuild.KernelBuild:
     src = ksource.prepare(spec.kernel.source, spec.kernel.rev, spec.kernel.patches)
     log.info("source: %s (%s)%s", src.tree, src.version,
              f", {len(src.patches)} patch(es) applied" if src.patches else "")
-    kb = kbuild.build(src, spec.kernel.configs, out_dir, spec.timeouts.build)
+    kb = kbuild.build(src, spec.kernel.fragments, out_dir, spec.timeouts.build)
     log.info("build: %s in %.1f s (%s)", kb.release, time.monotonic() - start, kb.build_dir)
     return kb
 
@@ -72,7 +75,12 @@ def prepare(spec: Spec, out_dir: Path, scratch: Path,
             with (out_dir / "build.log").open("a") as build_log:
                 assets = {group_name(g): groups.kind_of(g).prepare(g, kb, build_log, scratch) for g in spec.tests}
         kernel = Path(shutil.copy2(kb.bzimage, scratch / "bzImage"))
-    return replace(kb, bzimage=kernel), assets
+        vmlinux = scratch / "vmlinux"  # for decoding crash stacks: a link, as make replaces (never rewrites) it
+        try:
+            os.link(kb.vmlinux, vmlinux)
+        except OSError:  # another file system: decode against the build's own
+            vmlinux = kb.vmlinux
+    return replace(kb, bzimage=kernel, vmlinux=vmlinux), assets
 
 
 @contextlib.contextmanager
@@ -90,7 +98,9 @@ def scratch_dir() -> Iterator[Path]:
 @contextlib.contextmanager
 def booted(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path, scratch: Path) -> Iterator[qemu.Vm[CrashReport]]:
     """Assemble the guest and boot it; QEMU is stopped when the block ends."""
-    image = initramfs.assemble(spec.vm, keys.make(scratch / "keys"), scratch)
+    kasan = kconfig.read_config(kb.config_path).get("CONFIG_KASAN") == "y"
+    shadow = spec.vm.memory_mib // 8 if kasan else 0  # KASAN's shadow: 1/8 of memory, from the first node
+    image = initramfs.assemble(spec.vm, keys.make(scratch / "keys"), scratch, reserved_mib=shadow)
     console_log = out_dir / "console.log"
     vm = qemu.boot(spec.vm, kb.bzimage, image, console_log, spec.timeouts.boot, CRASHES)
     with vm:
@@ -127,7 +137,8 @@ def metadata(spec: Spec, kb: kbuild.KernelBuild, vm: qemu.Vm[CrashReport], timin
         "kernel": {"version": kb.source.version, "release": kb.release, "origin": kb.source.origin,
                    "commit": kb.source.commit, "patches": [str(p) for p in kb.source.patches],
                    "patchset_hash": kcidb.patchset_hash(list(kb.source.patches)),
-                   "configs": [str(c) for c in spec.kernel.configs], "compiler": kcidb.compiler(kb.config_path),
+                   "configs": [str(c) for c in spec.kernel.configs], "profiles": list(spec.kernel.profiles),
+                   "compiler": kcidb.compiler(kb.config_path),
                    "config_hash": cache.digest(kb.config_path.read_bytes())},
         "vm": {"accel": vm.accel, "cpus": spec.vm.cpus, "swap_mib": spec.vm.swap_mib,
                "numa": [asdict(n) for n in spec.vm.numa], "distances": spec.vm.distances},
@@ -144,17 +155,49 @@ def run(spec: Spec, out_dir: Path) -> RunResult:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "console.log").unlink(missing_ok=True)
         with scratch_dir() as scratch:
-            return _run(spec, out_dir, scratch)
+            so_far = SoFar(spec, out_dir, time.monotonic(), pending=list(spec.tests))
+            try:
+                return _run(spec, out_dir, scratch, so_far)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cli.py): QEMU is stopped; report what finished
+                if so_far.kb is not None and so_far.vm is not None:
+                    so_far.report("interrupted")
+                raise
 
 
-def _run(spec: Spec, out_dir: Path, scratch: Path) -> RunResult:
-    started = time.monotonic()
+@dataclass
+class SoFar:
+    """What a run has done so far: enough for its report at any point."""
+
+    spec: Spec
+    out_dir: Path
+    started: float
+    kb: kbuild.KernelBuild | None = None
+    vm: qemu.Vm[CrashReport] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    results: list[TestResult] = field(default_factory=list)
+    pending: list[GroupEntry] = field(default_factory=list)  # the groups not finished, the running one first
+
+    def report(self, why: str) -> RunResult:
+        """The run's result, with the groups left as errors saying `why`; written to out_dir."""
+        assert self.kb is not None and self.vm is not None
+        results = self.results + [groups.not_run(group_name(g), why) for g in self.pending]
+        self.timings["total"] = time.monotonic() - self.started
+        result = RunResult(metadata(self.spec, self.kb, self.vm, self.timings), tuple(results),
+                           tuple(self.vm.console.crashes()))
+        result = symbols.decoded(result, self.kb)
+        report.write_all(result, self.out_dir)
+        return result
+
+
+def _run(spec: Spec, out_dir: Path, scratch: Path, so_far: SoFar) -> RunResult:
+    started = so_far.started
     kb, assets = prepare(spec, out_dir, scratch)
-    timings = {"build": time.monotonic() - started, "boot": 0.0, "tests": 0.0}
-    pending = list(spec.tests)
-    results: list[TestResult] = []
+    so_far.kb = kb
+    timings = so_far.timings = {"build": time.monotonic() - started, "boot": 0.0, "tests": 0.0}
+    pending, results = so_far.pending, so_far.results
     while True:
         with booted(spec, kb, out_dir, scratch) as vm, guest(spec, vm, out_dir) as handed:
+            so_far.vm = vm
             timings["boot"] += vm.boot_seconds
             timings.setdefault("boot_to_first_result", vm.first_result_seconds or 0.0)
             clean = vm.ready and not vm.console.crashes(since=vm.console.start_line)
@@ -164,7 +207,9 @@ def _run(spec: Spec, out_dir: Path, scratch: Path) -> RunResult:
                 kind = groups.kind_of(pending[0])
                 if not (clean or kind.after_failed_boot):
                     break
-                ran = kind.run(handed, assets[group_name(pending.pop(0))])
+                handed.timeout = kind.time_limit(spec)
+                ran = kind.run(handed, assets[group_name(pending[0])])
+                pending.pop(0)  # only now: a group interrupted while it runs is reported as such
                 results.append(ran.result)
                 ended = ran.ended
             timings["tests"] += time.monotonic() - tests_started
@@ -174,10 +219,6 @@ def _run(spec: Spec, out_dir: Path, scratch: Path) -> RunResult:
         if not clean or ended is Ended.DONE or not pending or spec.after_crash != "reboot":
             break
         log.info("the kernel %s: booting again for %d group(s) left", ended.value, len(pending))
-    why = ("not run: the boot did not finish cleanly" if not clean
-           else "not run: an earlier group crashed or hung the kernel")
-    results += [groups.not_run(group_name(g), why) for g in pending]
-    timings["total"] = time.monotonic() - started
-    result = RunResult(metadata(spec, kb, vm, timings), tuple(results), tuple(vm.console.crashes()))
-    report.write_all(result, out_dir)
-    return result
+    why = (groups.stop_reason(results[-1], ended) if ended is not Ended.DONE
+           else "not run: the boot did not finish cleanly")
+    return so_far.report(why)

@@ -18,6 +18,7 @@ import jinja2
 import yaml
 
 from harness.errors import SpecError
+from harness.kernel import config as kconfig
 
 DEFAULT_SOURCE = "debian:linux-source-6.1"
 
@@ -49,6 +50,12 @@ class KernelSpec:
     rev: str | None = None  # a git revision of `source`
     patches: tuple[Path, ...] = ()
     configs: tuple[Path, ...] = ()  # extra config fragments, merged after ours
+    profiles: tuple[str, ...] = ()  # kernel-configs/profiles/NAME.config, merged before `configs`
+
+    @property
+    def fragments(self) -> tuple[Path, ...]:
+        """The fragments merged after kernel-configs/*.config: the profiles', then the user's."""
+        return kconfig.profile_fragments(self.profiles) + self.configs
 
 
 @dataclass(frozen=True)
@@ -95,19 +102,29 @@ class ScriptGroup:
     timeout: float | None = None  # default: timeouts.test
 
 
-GroupEntry = str | ScriptGroup  # a built-in group kind by name (harness/groups), or your own
+@dataclass(frozen=True)
+class ChosenTests:
+    """A built-in group with its tests chosen by name: {kselftest-mm: [migration, hmm]}."""
+
+    name: str  # the group kind's
+    tests: tuple[str, ...]
+
+
+# a built-in group kind by name (harness/groups), with chosen tests, or your own
+GroupEntry = str | ChosenTests | ScriptGroup
 
 
 def group_name(entry: GroupEntry) -> str:
     return entry if isinstance(entry, str) else entry.name
 
 
-def _named_groups(default_only: bool = False) -> tuple[str, ...]:
-    """The group kinds a spec names, from the table in harness/groups (which
-    imports this module: hence the import here)."""
+def _named_groups(default_only: bool = False, choosing: bool = False) -> tuple[str, ...]:
+    """The group kinds a spec names (or chooses tests of), from the table in
+    harness/groups (which imports this module: hence the import here)."""
     from harness import groups
 
-    return tuple(kind.name for kind in groups.KINDS if kind.by_name and (kind.default or not default_only))
+    return tuple(kind.name for kind in groups.KINDS if kind.by_name and (kind.default or not default_only)
+                 and (kind.chooses or not choosing))
 
 
 def default_groups() -> tuple[GroupEntry, ...]:
@@ -136,12 +153,13 @@ _SCALE_MIB = {"": 1 / (1024 * 1024), "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024
 
 def parse_size_mib(value: object, where: str) -> int:
     """'1G', '512M', '512MiB' or a number of MiB -> MiB."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
     m = _SIZE.match(str(value))
-    if not m:
+    if isinstance(value, int) and not isinstance(value, bool):
+        mib: float = value
+    elif m:
+        mib = int(m.group(1)) * _SCALE_MIB[m.group(2).upper()]
+    else:
         raise SpecError(f"{where}: '{value}' is not a size (write e.g. 512M or 1G)")
-    mib = int(m.group(1)) * _SCALE_MIB[m.group(2).upper()]
     if mib != int(mib) or mib <= 0:
         raise SpecError(f"{where}: '{value}' is not a positive whole number of MiB")
     return int(mib)
@@ -194,8 +212,18 @@ def _paths(values: object, base: Path, where: str) -> tuple[Path, ...]:
     return tuple((base / str(v)).resolve() for v in values)
 
 
+def _profiles(values: object, where: str) -> tuple[str, ...]:
+    known = kconfig.profiles()
+    names = values if isinstance(values, list) else [values] if values else []
+    for name in names:
+        if name not in known:
+            raise SpecError(f"{where}: '{name}' is not a profile; known: {', '.join(known)} "
+                            f"(kernel-configs/profiles/NAME.config)")
+    return tuple(dict.fromkeys(map(str, names)))
+
+
 def _kernel(data: object, base: Path, where: str) -> KernelSpec:
-    d = _check_keys(data, {"source", "rev", "patches", "configs"}, where)
+    d = _check_keys(data, {"source", "rev", "patches", "configs", "profiles"}, where)
     source = str(d.get("source", DEFAULT_SOURCE))
     if not source.startswith("debian:"):
         source = str((base / source).resolve())
@@ -204,6 +232,7 @@ def _kernel(data: object, base: Path, where: str) -> KernelSpec:
         rev=None if d.get("rev") is None else str(d["rev"]),
         patches=_paths(d.get("patches"), base, f"{where}.patches"),
         configs=_paths(d.get("configs"), base, f"{where}.configs"),
+        profiles=_profiles(d.get("profiles"), f"{where}.profiles"),
     )
 
 
@@ -326,6 +355,19 @@ def _timeouts(data: object, where: str) -> Timeouts:
     return Timeouts(**d)
 
 
+def _chosen(name: str, value: object, where: str) -> ChosenTests:
+    """{kselftest-mm: [migration, hmm]}: tests by name; whether the tree has
+    them is known once it is built."""
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where}: expected a non-empty list of test names, e.g. [migration, hmm]")
+    for i, test in enumerate(value):
+        if not isinstance(test, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", test):
+            raise SpecError(f"{where}[{i}]: {test!r} is not a test name (letters, digits, _ . - only)")
+    if len(set(value)) != len(value):
+        raise SpecError(f"{where}: a test is named twice in {value}")
+    return ChosenTests(name, tuple(value))
+
+
 def _tests(value: object, base: Path, where: str) -> tuple[GroupEntry, ...]:
     if value is None:
         return default_groups()
@@ -337,9 +379,14 @@ def _tests(value: object, base: Path, where: str) -> tuple[GroupEntry, ...]:
         if isinstance(item, str) and item in known:
             groups.append(item)
             continue
+        if isinstance(item, dict) and len(item) == 1 and next(iter(item)) in _named_groups(choosing=True):
+            name, tests = next(iter(item.items()))
+            groups.append(_chosen(name, tests, f"{where}[{i}].{name}"))
+            continue
         if not isinstance(item, dict):
+            choose = "".join(f"{{{name}: [TEST, ...]}}, " for name in _named_groups(choosing=True))
             raise SpecError(f"{where}[{i}]: '{item}' is not a test group; use one of "
-                            f"{', '.join(known)}, or {{name: NAME, script: FILE}}")
+                            f"{', '.join(known)}, {choose}or {{name: NAME, script: FILE}}")
         d = _check_keys(item, {"name", "script", "timeout"}, f"{where}[{i}]")
         if "name" not in d or "script" not in d:
             raise SpecError(f"{where}[{i}]: a script group needs 'name' and 'script'")
@@ -374,9 +421,14 @@ def from_dict(data: object, base: Path, where: str = "spec") -> Spec:
 def read(path: Path) -> object:
     """A spec file rendered with Jinja2 and parsed, not yet validated."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
+        text = raw.decode()
     except OSError as e:
         raise SpecError(f"cannot read spec {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise SpecError(f"{path}, line {line}: byte 0x{raw[e.start]:02x} is not UTF-8 "
+                        "(save the spec as UTF-8)") from None
     try:
         text = jinja2.Template(text, undefined=jinja2.StrictUndefined).render(env=os.environ)
     except jinja2.TemplateSyntaxError as e:
@@ -387,11 +439,11 @@ def read(path: Path) -> object:
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        line = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         context = ""
         if e.context and e.context_mark and e.context_mark is not mark:
             context = f" ({e.context} that starts at line {e.context_mark.line + 1})"
-        raise SpecError(f"{path}{line}: YAML syntax error: {e.problem or e.context}{context}") from None
+        raise SpecError(f"{path}{where}: YAML syntax error: {e.problem or e.context}{context}") from None
     except yaml.YAMLError as e:
         raise SpecError(f"{path}: YAML error: {e}") from None
     return data
@@ -408,7 +460,8 @@ def load(path: Path | None) -> Spec:
 
 
 def with_overrides(spec: Spec, *, source: str | None = None, rev: str | None = None,
-                   patches: Sequence[Path] = (), configs: Sequence[Path] = ()) -> Spec:
+                   patches: Sequence[Path] = (), configs: Sequence[Path] = (),
+                   profiles: Sequence[str] = ()) -> Spec:
     """Command-line flags win over the spec; paths are taken from the cwd."""
     kernel = spec.kernel
     if source:
@@ -419,4 +472,6 @@ def with_overrides(spec: Spec, *, source: str | None = None, rev: str | None = N
         kernel = replace(kernel, patches=kernel.patches + tuple(Path(p).resolve() for p in patches))
     if configs:
         kernel = replace(kernel, configs=kernel.configs + tuple(Path(c).resolve() for c in configs))
+    if profiles:
+        kernel = replace(kernel, profiles=_profiles(list(kernel.profiles) + list(profiles), "--profile"))
     return replace(spec, kernel=kernel)

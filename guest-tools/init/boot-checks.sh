@@ -1,6 +1,6 @@
 #!/bin/sh
-# Boot checks, as KTAP v1 on the console: the topology and swap the spec
-# asked for are the ones the kernel sees. Reads /etc/harness/expect.
+# Boot checks, as KTAP v1 on the console: the topology, swap and scratch disk
+# the spec asked for are the ones the kernel sees. Reads /etc/harness/expect.
 . /etc/harness/expect
 n=0
 result() {  # result OK|FAIL name [diagnostic]
@@ -42,7 +42,7 @@ tier_of() {
 
 echo "KTAP version 1"
 echo "# Subtest: boot"
-echo "1..$((2 * NODES + 2 + topology))"
+echo "1..$((2 * NODES + 3 + topology))"
 
 online=$(cat /sys/devices/system/node/online 2>/dev/null)
 found=$(ls -d /sys/devices/system/node/node[0-9]* 2>/dev/null | wc -l)
@@ -53,9 +53,10 @@ i=0
 while [ $i -lt "$NODES" ]; do
     eval want=\$NODE${i}_MEM_MIB
     eval want_cpus=\$NODE${i}_CPUS
+    eval reserved=\$NODE${i}_RESERVED_MIB
     kb=$(awk '/MemTotal/ {print $4}' /sys/devices/system/node/node$i/meminfo 2>/dev/null)
     got=$(( ${kb:-0} / 1024 ))
-    low=$(( want - want * MEM_TOLERANCE_PCT / 100 ))
+    low=$(( want - want * MEM_TOLERANCE_PCT / 100 - ${reserved:-0} ))
     if [ "$got" -ge "$low" ] && [ "$got" -le "$want" ]; then s=OK; else s=FAIL; fi
     result $s node${i}_memory "node $i: expected ${low}..${want} MiB, found $got MiB"
     cpus=$(cat /sys/devices/system/node/node$i/cpulist 2>/dev/null)
@@ -114,3 +115,9 @@ else
     if [ "$got" -ge $((SWAP_MIB - 1)) ] && [ "$got" -le "$SWAP_MIB" ]; then s=OK; else s=FAIL; fi
     result $s swap_active "swap on $SWAP_DEV: expected $SWAP_MIB MiB, found $got MiB"
 fi
+
+# The ext4 scratch disk of the file-page cases: attached and mounted by init.
+fs=$(awk -v d="$SCRATCH_DEV" -v m="$SCRATCH_MOUNT" '$1 == d && $2 == m {print $3}' /proc/mounts)
+if [ -b "$SCRATCH_DEV" ]; then attached="block device"; else attached="no block device"; fi
+if [ "$fs" = ext4 ]; then s=OK; else s=FAIL; fi
+result $s scratch_mounted "scratch disk $SCRATCH_DEV ($attached) on $SCRATCH_MOUNT: expected ext4, found ${fs:-not mounted}"

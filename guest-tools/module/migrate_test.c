@@ -786,6 +786,36 @@ static struct mt_fix *mt_isolated_fixture(struct mt_case *c, unsigned int nr,
 	return f;
 }
 
+/* Drop the case's own references to the folios, but those in `keep`. */
+static void mt_drop_refs_except(struct mt_fix *f, unsigned int nr, unsigned long keep)
+{
+	unsigned int i;
+
+	for (i = 0; i < nr; i++)
+		if (!(keep & BIT(i)))
+			mt_drop_ref(f, i);
+}
+
+/*
+ * The folios in `left` are still on the list, isolated, until
+ * putback_movable_pages() returns them; after it nothing stays isolated
+ * and exactly the folios in `migrated` are found at their new place.
+ */
+static void mt_expect_putback(struct mt_case *c, struct mt_fix *f,
+			      unsigned long left, unsigned long migrated)
+{
+	struct mt_iso want;
+
+	mt_expect_list(f, left);
+	mt_iso_with(f, left, &want);
+	mt_iso_expect(c, &want, "before putback");
+	mt_putback_movable_pages(&f->list);
+	INIT_LIST_HEAD(&f->list);
+	mt_lru_add_drain_all();
+	mt_iso_expect(c, &f->base, "after putback");
+	mt_expect_state(f, migrated, mt_shmem_lookup);
+}
+
 static void mt_run_all_move(struct mt_case *c, unsigned int nr,
 			    enum migrate_mode mode, enum mt_fill fill)
 {
@@ -809,8 +839,7 @@ static void mt_run_all_move(struct mt_case *c, unsigned int nr,
 	}
 	mt_iso_with(f, all, &want);
 	mt_iso_expect(c, &want, "after isolation");
-	for (i = 0; i < nr; i++)
-		mt_drop_ref(f, i);	/* only the page cache and isolation hold them */
+	mt_drop_refs_except(f, nr, 0);	/* only the page cache and isolation hold them */
 
 	rc = mt_migrate(f, &a, mode, &succeeded);
 
@@ -856,30 +885,19 @@ static void mt_case_extra_ref(struct mt_case *c)
 	unsigned long held = BIT(MT_HELD), all = BIT(nr) - 1;
 	struct mt_alloc a = { .nid = MT_DST_NID };
 	struct mt_fix *f = mt_isolated_fixture(c, nr, MT_FILL_ALL, &a);
-	struct mt_iso want;
-	unsigned int i, succeeded;
+	unsigned int succeeded;
 	int rc;
 
 	if (!f)
 		return;
-	for (i = 0; i < nr; i++)
-		if (i != MT_HELD)
-			mt_drop_ref(f, i);
+	mt_drop_refs_except(f, nr, held);
 
 	rc = mt_migrate(f, &a, MIGRATE_SYNC, &succeeded);
 
 	mt_expect_eq(c, "migrate_pages() return value", rc, 1);
 	mt_expect_eq(c, "*nr_succeeded", succeeded, nr - 1);
-	mt_expect_list(f, held);
 	mt_expect_callbacks(c, &a, nr - 1);
-	mt_iso_with(f, held, &want);
-	mt_iso_expect(c, &want, "before putback");
-
-	mt_putback_movable_pages(&f->list);
-	INIT_LIST_HEAD(&f->list);
-	mt_lru_add_drain_all();
-	mt_iso_expect(c, &f->base, "after putback");
-	mt_expect_state(f, all & ~held, mt_shmem_lookup);
+	mt_expect_putback(c, f, held, all & ~held);
 	mt_fix_free(f);
 }
 
@@ -893,14 +911,12 @@ static void mt_case_enomem(struct mt_case *c)
 	unsigned long all = BIT(nr) - 1;
 	struct mt_alloc a = { .nid = MT_DST_NID, .fail = true };
 	struct mt_fix *f = mt_isolated_fixture(c, nr, MT_FILL_ALL, &a);
-	struct mt_iso want;
-	unsigned int i, succeeded;
+	unsigned int succeeded;
 	int rc;
 
 	if (!f)
 		return;
-	for (i = 0; i < nr; i++)
-		mt_drop_ref(f, i);
+	mt_drop_refs_except(f, nr, 0);
 
 	rc = mt_migrate(f, &a, MIGRATE_SYNC, &succeeded);
 
@@ -911,15 +927,7 @@ static void mt_case_enomem(struct mt_case *c)
 	mt_expect_eq(c, "free callback calls", a.frees, 0);
 	mt_expect_eq(c, "allocation callback calls with a source folio not on the list",
 		     a.foreign, 0);
-	mt_expect_list(f, all);
-	mt_iso_with(f, all, &want);
-	mt_iso_expect(c, &want, "before putback");
-
-	mt_putback_movable_pages(&f->list);
-	INIT_LIST_HEAD(&f->list);
-	mt_lru_add_drain_all();
-	mt_iso_expect(c, &f->base, "after putback");
-	mt_expect_state(f, 0, mt_shmem_lookup);
+	mt_expect_putback(c, f, all, 0);
 	mt_fix_free(f);
 }
 

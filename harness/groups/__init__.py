@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from harness.groups import boot, module, script, topology, workload
-from harness.groups.guest import Ended, GroupRun, Guest, not_run
+from harness.groups import boot, kselftest, module, script, topology, workload
+from harness.groups.guest import Ended, GroupRun, Guest, not_run, stop_reason
 from harness.kernel.build import KernelBuild
-from harness.spec import GroupEntry
+from harness.spec import GroupEntry, ScriptGroup, Spec, group_name
 
-__all__ = ["KINDS", "Ended", "Guest", "GroupKind", "GroupRun", "kind_of", "not_run"]
+__all__ = ["KINDS", "Ended", "Guest", "GroupKind", "GroupRun", "kind_of", "not_run", "stop_reason"]
 
 
 @dataclass(frozen=True)
@@ -31,19 +31,26 @@ class GroupKind:
     default: bool  # run when the spec names no groups
     by_name: bool = True  # a spec names it; False: a spec gives a mapping {name, script, timeout}
     after_failed_boot: bool = False  # runs even if the guest did not boot cleanly (reads the console only)
+    chooses: bool = False  # a spec may also give {name: [test, ...]} (spec.ChosenTests)
+    timeout: float | None = None  # its own time limit in s, capped by the spec's timeouts.test (None: that)
+
+    def time_limit(self, spec: Spec) -> float:
+        """How long the group may run before it is a hang."""
+        return min(self.timeout or spec.timeouts.test, spec.timeouts.test)
 
 
 KINDS: tuple[GroupKind, ...] = (
     GroupKind("boot", boot.prepare, boot.run, default=True, after_failed_boot=True),
     GroupKind("workload", workload.prepare, script.run, default=True),
-    GroupKind("module", module.prepare, module.run, default=True),
+    GroupKind("module", module.prepare, module.run, default=True, timeout=module.TIMEOUT_S),
     GroupKind("topology", topology.prepare, script.run, default=False),
     GroupKind("script", script.prepare, script.run, default=False, by_name=False),
+    GroupKind("kselftest-mm", kselftest.prepare, kselftest.run, default=False, chooses=True),
 )
 
 
 def kind_of(entry: GroupEntry) -> GroupKind:
     """The row that runs a spec's group entry."""
-    if isinstance(entry, str):
-        return next(kind for kind in KINDS if kind.name == entry)
-    return next(kind for kind in KINDS if not kind.by_name)
+    if isinstance(entry, ScriptGroup):
+        return next(kind for kind in KINDS if not kind.by_name)
+    return next(kind for kind in KINDS if kind.name == group_name(entry))

@@ -14,14 +14,16 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ParamSpec
+from typing import ParamSpec, TypeVar
 
-from harness.results import ktap
+from harness.errors import BuildError
+from harness.results import ktap, oops
 from harness.results.model import CrashReport, Status, TestResult
+from harness.results.report import failure, is_hang
 from harness.spec import Spec
 from harness.vm import qemu
 from harness.vm.console import Waited
@@ -54,6 +56,7 @@ class Guest:
 
     def __init__(self, vm: Vm, spec: Spec, out: Path, connect: Callable[[], GuestShell]):
         self.vm, self.spec, self.out = vm, spec, out
+        self.timeout = spec.timeouts.test  # the running group's time limit: the pipeline sets it per group
         self._connect = connect
         self._shell: GuestShell | None = None
 
@@ -84,9 +87,10 @@ class Watched:
     command: CommandResult
     crashes: tuple[CrashReport, ...]  # crash reports that started while it ran
     dump: Path | None  # the blocked-task dump of a hang
+    since: int  # the console's line count when the command started
 
 
-def _dump_blocked_tasks(guest: Guest, name: str, since_line: int) -> Path:
+def dump_blocked_tasks(guest: Guest, name: str, since_line: int) -> Path:
     """sysrq w (blocked tasks) on a channel of its own; the console shows the dump."""
     try:
         guest.shell.run("echo w > /proc/sysrq-trigger", timeout=DUMP_WAIT_S)
@@ -109,22 +113,28 @@ def run_watched(guest: Guest, command: str, timeout: float,
     dump = None
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(guest.shell.run, command, timeout, on_stdout)
-        waited = console.wait_for(None, timeout + COMMAND_SLACK_S, until=future.done).how
+        try:
+            waited = console.wait_for(None, timeout + COMMAND_SLACK_S, until=future.done).how
+        except BaseException:  # Ctrl-C, SIGTERM: end the command's connection, never wait for it
+            guest.shell.abandon()
+            raise
         console.drain(0.2)  # what the kernel printed as the command ended
         crashes = tuple(console.crashes(since=since))
+        if crashes and console.alive and all(oops.is_hung_task(c) for c in crashes):
+            ended = Ended.HUNG  # the hung-task detector saw a task blocked in the kernel
         # A command can end because the kernel died under it before the console showed it.
-        if waited in (Waited.CRASH, Waited.QEMU_EXITED) or crashes or not console.alive:
+        elif waited in (Waited.CRASH, Waited.QEMU_EXITED) or crashes or not console.alive:
             ended = Ended.CRASHED
         elif waited is Waited.TIMEOUT or future.result().timed_out:
             ended = Ended.HUNG
         else:
             ended = Ended.DONE
         if ended is Ended.HUNG and dump_as is not None:
-            dump = _dump_blocked_tasks(guest, dump_as, since)
+            dump = dump_blocked_tasks(guest, dump_as, since)
         if not future.done():
             guest.shell.abandon()  # the command's connection: the VM's owner stops the VM
         result = future.result()
-    return Watched(ended, result, crashes, dump)
+    return Watched(ended, result, tuple(console.crashes(since=since)), dump, since)
 
 
 def not_run(name: str, why: str) -> TestResult:
@@ -139,28 +149,103 @@ def parse(lines: list[tuple[int, str]], name: str, where: str) -> TestResult:
         return TestResult(name, Status.ERROR, (f"no KTAP output in {where}",))
 
 
-def blame_first_missing(group: TestResult, why: str, directive: str | None,
-                        crash: CrashReport | None) -> TestResult:
-    """The first test that never reported was the one running: it failed with `why`."""
-    subtests, blamed = list(group.subtests), False
-    for i, sub in enumerate(subtests):
-        if sub.status is Status.ERROR and not blamed and any(d.startswith("missing") for d in sub.diagnostics):
-            subtests[i] = dataclasses.replace(sub, status=Status.FAIL, directive=directive, crash=crash,
-                                              diagnostics=(why,))
-            blamed = True
-    diagnostics = group.diagnostics + (() if blamed else (why,))
-    return dataclasses.replace(group, status=Status.FAIL, subtests=tuple(subtests), crash=crash,
-                               diagnostics=diagnostics)
+def _never_reported(test: TestResult) -> bool:
+    return test.status is Status.ERROR and any(d.startswith("missing") for d in test.diagnostics)
 
 
-def ended_badly(result: TestResult, watched: Watched, timeout: float) -> TestResult:
-    """Blame the test that was running for the hang or crash that ended its group."""
+def _stopped(test: TestResult, blamed: str, how: str) -> TestResult:
+    """A test that never reported because the kernel stopped at `blamed`: not run, and why."""
+    return dataclasses.replace(test, diagnostics=(f"not run: {blamed} {how}",))
+
+
+Blame = tuple[str, CrashReport | None]  # why a test failed, the crash that ended it
+
+
+def blame(group: TestResult, blamed: dict[str | None, Blame], directive: str | None,
+          how: str = "crashed the kernel") -> TestResult:
+    """Each test named in `blamed` failed for its reason (the key None: the
+    first test that never reported, which was the one running); the tests
+    never reported after the first one blamed were not run because of it.
+    Tests are leaves, in order, at any depth; a suite above a failed leaf fails."""
+    left, first = dict(blamed), list[str]()
+
+    def mark(test: TestResult) -> TestResult:
+        if test.subtests:
+            subtests = tuple(mark(sub) for sub in test.subtests)
+            failed = any(sub.status is Status.FAIL for sub in subtests)
+            return dataclasses.replace(test, subtests=subtests, status=Status.FAIL if failed else test.status)
+        key = test.name if test.name in left else None if None in left and _never_reported(test) else ""
+        if key != "":
+            why, crash = left.pop(key)
+            said = test.diagnostics if test.line is not None else ()
+            first.append(test.name)
+            return dataclasses.replace(test, status=Status.FAIL, directive=directive or test.directive,
+                                       crash=crash, diagnostics=(why, *said))
+        return _stopped(test, first[0], how) if first and _never_reported(test) else test
+
+    marked = mark(group)
+    crash = next((c for _, c in blamed.values() if c), None)
+    diagnostics = group.diagnostics + tuple(why for why, _ in left.values())  # no test to pin them on
+    return dataclasses.replace(marked, status=Status.FAIL, crash=crash, diagnostics=diagnostics)
+
+
+def running_at(started: Sequence[tuple[int, str]], line: int) -> str | None:
+    """The test that was running at console line `line`: the last one started
+    before it (`started`: the console's line count as each test began, its name)."""
+    return next((name for count, name in reversed(started) if count < line), None)
+
+
+def ended_badly(result: TestResult, watched: Watched, timeout: float,
+                started: Sequence[tuple[int, str]] = ()) -> TestResult:
+    """Blame the test that was running for the hang or crash that ended its
+    group: each crash goes to the test running when it began (from `started`),
+    else to the first test that never reported."""
     if watched.ended is Ended.HUNG:
         where = f"; blocked tasks in {watched.dump.name}" if watched.dump else ""
-        return blame_first_missing(result, f"hang: no result within {timeout:.0f} s{where}", "TIMEOUT", None)
-    crash = watched.crashes[0] if watched.crashes else None
-    why = f"kernel crash: {crash.title} (console.log:{crash.first_line})" if crash else "QEMU exited"
-    return blame_first_missing(result, why, None, crash)
+        said = (f"{watched.crashes[0].title} (console.log:{watched.crashes[0].first_line})" if watched.crashes
+                else f"no result within {timeout:.0f} s")
+        return blame(result, {None: (f"hang: {said}{where}", None)}, "TIMEOUT", "hung the kernel")
+    if not watched.crashes:
+        return blame(result, {None: ("QEMU exited", None)}, None)
+    blamed: dict[str | None, Blame] = {}
+    for crash in watched.crashes:
+        blamed.setdefault(running_at(started, crash.first_line),
+                          (f"kernel crash: {crash.title} (console.log:{crash.first_line})", crash))
+    return blame(result, blamed, None)
+
+
+def stuck_in_kernel(result: TestResult) -> TestResult | None:
+    """The test that said it is stuck in the kernel (`not ok N name # TIMEOUT ...`), if one did."""
+    return next((leaf for leaf in result.leaves() if is_hang(leaf)), None)
+
+
+def reported_hang(guest: Guest, result: TestResult, watched: Watched, name: str) -> TestResult:
+    """A program reported a test stuck in the kernel and stopped: the kernel is
+    wedged. Dump its blocked tasks; the tests it never ran were not run because of it."""
+    return stopped_by_hang(result, dump_blocked_tasks(guest, name, watched.since).name)
+
+
+def stopped_by_hang(result: TestResult, dump: str) -> TestResult:
+    """The stuck test names the blocked-task dump; the tests never reported were not run."""
+    hung = stuck_in_kernel(result)
+    assert hung is not None
+    how = f"hung the kernel ({(hung.directive or '')[len('TIMEOUT'):].strip() or 'TIMEOUT'})"
+
+    def mark(test: TestResult) -> TestResult:
+        if test is hung:
+            return dataclasses.replace(test, diagnostics=test.diagnostics + (f"blocked tasks in {dump}",))
+        if _never_reported(test):
+            return _stopped(test, hung.name, how)
+        return dataclasses.replace(test, subtests=tuple(mark(sub) for sub in test.subtests))
+    return mark(result)
+
+
+def stop_reason(group: TestResult, ended: Ended) -> str:
+    """Why the groups after `group` did not run (it crashed or hung the kernel)."""
+    blamed = next((leaf for leaf in group.leaves() if leaf.status is Status.FAIL and (leaf.crash or is_hang(leaf))),
+                  None)
+    what = f": {blamed.name}: {failure(blamed)}" if blamed else ""
+    return f"not run: group {group.name} {'hung' if ended is Ended.HUNG else 'crashed'} the kernel{what}"
 
 
 P = ParamSpec("P")
@@ -174,3 +259,18 @@ def timed(run: Callable[P, GroupRun]) -> Callable[P, GroupRun]:
         took = round(time.monotonic() - start, 2)
         return GroupRun(dataclasses.replace(ran.result, duration_s=took), ran.ended)
     return wrapper
+
+
+A = TypeVar("A")
+Run = Callable[[Guest, A], GroupRun]
+
+
+def unless_unbuilt(name: str) -> Callable[[Run[A]], Run[A | BuildError]]:
+    """A group's run whose asset may be the BuildError of its prepare: that fails the group, not the run."""
+    def decorate(run: Run[A]) -> Run[A | BuildError]:
+        def wrapper(guest: Guest, asset: A | BuildError) -> GroupRun:
+            if isinstance(asset, BuildError):
+                return GroupRun(not_run(name, str(asset)), Ended.DONE)
+            return run(guest, asset)
+        return wrapper
+    return decorate

@@ -3,18 +3,32 @@ its stdout read as KTAP. The workload is one too (see workload.py).
 
 Stdout is written to OUT/<group>.ktap as it arrives and echoed as live
 progress; each leaf's duration is the time between its result line and the
-one before. A crash or hang fails the test that was running.
+one before. A crash or hang fails the test that was running (a crash: the
+test whose `# Subtest:` header came last before the crash's first console line); so does a test
+the program itself reports stuck in the kernel (`# TIMEOUT`): a hang too.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from harness.groups.guest import GUEST_DIR, Ended, GroupRun, Guest, ended_badly, parse, run_watched, timed
+from harness.groups.guest import (
+    GUEST_DIR,
+    Ended,
+    GroupRun,
+    Guest,
+    ended_badly,
+    parse,
+    reported_hang,
+    run_watched,
+    stuck_in_kernel,
+    timed,
+)
 from harness.kernel.build import KernelBuild
 from harness.results.model import Status, TestResult
 from harness.spec import GroupEntry, ScriptGroup
@@ -28,7 +42,7 @@ class Program:
 
     name: str  # the group's
     path: Path  # on the host
-    timeout: float | None = None  # default: the spec's timeouts.test
+    timeout: float | None = None  # default: the group kind's time limit (the spec's timeouts.test)
     args: tuple[str, ...] = ()  # its command-line arguments
 
 
@@ -37,12 +51,14 @@ def prepare(entry: GroupEntry, kernel: KernelBuild, log: IO[str], keep: Path) ->
     return Program(entry.name, entry.script, entry.timeout)
 
 
-class _Progress:
+class Progress:
     """Collects a group's stdout: to its .ktap file, to the terminal, with arrival times."""
 
-    def __init__(self, group: str, path: Path):
+    def __init__(self, group: str, path: Path, console_lines: Callable[[], int]):
         self.group, self.file, self.start = group, path.open("wb", buffering=0), time.monotonic()
         self.pending, self.arrivals, self.line_no = b"", dict[int, float](), 0
+        self.console_lines = console_lines
+        self.started: list[tuple[int, str]] = []  # (console line count, test) as each test began
 
     def __call__(self, chunk: bytes) -> None:
         self.file.write(chunk)
@@ -55,7 +71,9 @@ class _Progress:
             if text.lstrip().startswith(("ok ", "not ok ")):
                 log.info("%s [%6.1f s] %s", self.group, now, text.strip())
             elif text.lstrip().startswith("# Subtest: "):  # which test runs now
-                log.info("%s [%6.1f s] running %s", self.group, now, text.split(": ", 1)[1])
+                name = text.split(": ", 1)[1].strip()
+                self.started.append((self.console_lines(), name))
+                log.info("%s [%6.1f s] running %s", self.group, now, name)
 
     def close(self) -> None:
         self.file.close()
@@ -78,9 +96,9 @@ def with_durations(test: TestResult, arrivals: dict[int, float], since: float = 
 def run(guest: Guest, program: Program) -> GroupRun:
     """Push and run one program; its stdout is the KTAP."""
     remote = guest.push(program.path, mode=0o755)
-    timeout = program.timeout or guest.spec.timeouts.test
+    timeout = program.timeout or guest.timeout
     ktap_file = guest.out / f"{program.name}.ktap"
-    progress = _Progress(program.name, ktap_file)
+    progress = Progress(program.name, ktap_file, guest.vm.console.line_count)
     log.info("%s: running %s (timeout %.0f s)", program.name, program.path.name, timeout)
     try:
         line = " ".join((f"cd {GUEST_DIR} && {remote}", *program.args))
@@ -90,7 +108,9 @@ def run(guest: Guest, program: Program) -> GroupRun:
     lines = list(enumerate(ktap_file.read_text(errors="replace").splitlines(), 1))
     result = with_durations(parse(lines, program.name, "its stdout"), progress.arrivals)
     if watched.ended is not Ended.DONE:
-        return GroupRun(ended_badly(result, watched, timeout), watched.ended)
+        return GroupRun(ended_badly(result, watched, timeout, progress.started), watched.ended)
+    if stuck_in_kernel(result):  # the program saw a test stuck in the kernel and stopped
+        return GroupRun(reported_hang(guest, result, watched, program.name), Ended.HUNG)
     command = watched.command
     if command.status != 0 and result.status is Status.PASS:
         result = dataclasses.replace(result, status=Status.FAIL,

@@ -17,6 +17,7 @@ from harness.commands import run
 from harness.errors import BuildError, GuestError
 from harness.guest import GUEST_TOOLS
 from harness.kernel.build import KernelBuild, first_errors, make_vars
+from harness.progress import Progress
 
 WORKLOAD_DIR = GUEST_TOOLS / "workload"
 MODULE_DIR = GUEST_TOOLS / "module"
@@ -39,6 +40,11 @@ def workload(log: IO[str]) -> Path:
         error=GuestError, what="compiling the guest workload", log=log))
 
 
+def module_dir(kb: KernelBuild) -> Path:
+    """Where migrate_test.ko is built for `kb` (kept per kernel build directory)."""
+    return cache.subdir("modules") / f"{MODULE_NAME}-{cache.digest(str(kb.build_dir))}"
+
+
 def module(kb: KernelBuild, log: IO[str]) -> Path:
     """migrate_test.ko built against `kb`; a BuildError carries the compiler's first errors.
 
@@ -46,7 +52,7 @@ def module(kb: KernelBuild, log: IO[str]) -> Path:
     what to recompile; make is skipped while neither the module's sources nor
     the kernel tree (its generation) changed."""
     sources = _sources(MODULE_DIR, ("*.c", "*.h", "Kbuild", "Makefile"))
-    work = cache.subdir("modules") / f"{MODULE_NAME}-{cache.digest(str(kb.build_dir))}"
+    work = module_dir(kb)
     ko = work / f"{MODULE_NAME}.ko"
     stamp = cache.Stamp(work / ".harness-built", cache.digest(
         str(kb.source.generation), kb.release, *(p.name for p in sources), *(p.read_bytes() for p in sources)))
@@ -58,8 +64,9 @@ def module(kb: KernelBuild, log: IO[str]) -> Path:
         if not target.exists() or target.read_bytes() != source.read_bytes():
             shutil.copy2(source, target)
     try:
-        run(["make", "-C", str(kb.build_dir), *make_vars(), f"M={work}", "modules"],
-            error=BuildError, what=f"building {MODULE_NAME}.ko", log=log)
+        with Progress(f"building {MODULE_NAME}.ko", None, "steps") as progress:
+            run(["make", "-C", str(kb.build_dir), *make_vars(), f"M={work}", "modules"],
+                error=BuildError, what=f"building {MODULE_NAME}.ko", log=log, on_line=progress.line)
     except BuildError as e:
         raise BuildError(f"{MODULE_NAME}.ko does not build against {kb.release}:\n{first_errors(str(e))}") from None
     stamp.write()

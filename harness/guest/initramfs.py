@@ -92,9 +92,10 @@ def base_image() -> Path:
     return cache.publish(cache.subdir("guest") / f"base-{cache.digest(data)}.cpio", lambda tmp: tmp.write_bytes(data))
 
 
-def run_entries(vm: VmSpec, keys: RunKeys) -> list[cpio.Entry]:
+def run_entries(vm: VmSpec, keys: RunKeys, reserved_mib: int = 0) -> list[cpio.Entry]:
+    """`reserved_mib`: memory the kernel takes from the first node beyond the usual (KASAN's shadow)."""
     nodes = [{"mem_mib": vm.node_mib(i), "cpulist": ",".join(cpu_ranges(n.cpus)),
-              "hotplug_mib": sum(d.mem_mib for d in vm.hotplug if d.node == i),
+              "reserved_mib": reserved_mib * (i == 0), "hotplug_mib": sum(d.mem_mib for d in vm.hotplug if d.node == i),
               "distance": " ".join(map(str, vm.distances[i])) if vm.distances else ""}
              for i, n in enumerate(vm.numa)]
     expect = _templates.get_template("expect.j2").render(
@@ -119,11 +120,11 @@ class GuestImage:
     keys: RunKeys
 
 
-def assemble(vm: VmSpec, keys: RunKeys, scratch: Path) -> GuestImage:
+def assemble(vm: VmSpec, keys: RunKeys, scratch: Path, reserved_mib: int = 0) -> GuestImage:
     """Write the run's initramfs and disks into `scratch`."""
     initramfs = scratch / "initramfs.cpio"
     with initramfs.open("wb") as out, base_image().open("rb") as base:
         shutil.copyfileobj(base, out)
-        out.write(cpio.archive(run_entries(vm, keys)))
+        out.write(cpio.archive(run_entries(vm, keys, reserved_mib)))
     swap = disks.sparse(scratch / "swap.img", vm.swap_mib or 1)
     return GuestImage(initramfs, swap, disks.scratch_disk(scratch / "scratch.img"), keys)

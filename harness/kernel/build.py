@@ -17,10 +17,15 @@ from harness.commands import need_tool, run
 from harness.errors import BuildError, CommandTimeout, ConfigError
 from harness.kernel import config as kconfig
 from harness.kernel.source import KernelSource
+from harness.progress import Progress
 
 # Fixed build identity: identical inputs give identical objects (and ccache hits).
 BUILD_ENV = {"KBUILD_BUILD_USER": "harness", "KBUILD_BUILD_HOST": "migrate-harness",
              "KBUILD_BUILD_TIMESTAMP": "1970-01-01"}
+
+
+STEPS_FILE = ".harness-steps"  # kbuild steps of the last build from an empty directory
+FIRST_ESTIMATE = 1700  # kbuild steps of our 6.1 config from scratch (1702 counted), before a build counted them
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,7 @@ class KernelBuild:
     config_path: Path
     release: str  # `uname -r` of the built kernel
     source: KernelSource
+    vmlinux: Path  # with its symbols (and debug info, with the debug-info profile)
 
 
 def make_vars() -> list[str]:
@@ -53,6 +59,17 @@ def first_errors(log_text: str, limit: int = 12) -> str:
         if len(picked) >= limit:
             break
     return "\n".join(picked[:limit]) or "\n".join(lines[-limit:])
+
+
+def expected_steps(build_dir: Path) -> int | None:
+    """The steps a build of `build_dir` will print: those of its last full build
+    (or a first estimate) when it starts from scratch; unknown when incremental."""
+    if (build_dir / "vmlinux").exists():
+        return None
+    try:
+        return int((build_dir / STEPS_FILE).read_text())
+    except (OSError, ValueError):
+        return FIRST_ESTIMATE
 
 
 def build(source: KernelSource, extra_fragments: tuple[Path, ...], out_dir: Path, timeout: float,
@@ -83,8 +100,13 @@ def build(source: KernelSource, extra_fragments: tuple[Path, ...], out_dir: Path
             log.write("harness: no source file changed since the last build: make skipped\n")
         else:
             argv = ["make", "-C", str(source.tree), f"O={build_dir}", *make_vars(), f"-j{os.cpu_count() or 2}", "all"]
+            total = expected_steps(build_dir)
             try:
-                run(argv, error=BuildError, what="kernel build", log=log, timeout=timeout, env=env)
+                with Progress("build", total, "steps") as progress:
+                    run(argv, error=BuildError, what="kernel build", log=log, timeout=timeout, env=env,
+                        on_line=progress.line)
+                if total is not None:
+                    (build_dir / STEPS_FILE).write_text(f"{progress.done}\n")
             except CommandTimeout:
                 raise
             except BuildError:
@@ -93,4 +115,5 @@ def build(source: KernelSource, extra_fragments: tuple[Path, ...], out_dir: Path
             built.write()
     bzimage = build_dir / "arch/x86/boot/bzImage"
     release = (build_dir / "include/config/kernel.release").read_text().strip()
-    return KernelBuild(bzimage=bzimage, build_dir=build_dir, config_path=config, release=release, source=source)
+    return KernelBuild(bzimage=bzimage, build_dir=build_dir, config_path=config, release=release, source=source,
+                       vmlinux=build_dir / "vmlinux")

@@ -19,6 +19,7 @@ from harness.commands import run
 from harness.errors import ConfigError
 
 FRAGMENT_DIR = Path(__file__).resolve().parents[2] / "kernel-configs"
+PROFILE_DIR = FRAGMENT_DIR / "profiles"  # fragments a spec turns on by name: `kernel: {profiles: [kasan]}`
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,14 @@ _UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 
 def default_fragments() -> list[Path]:
     return sorted(FRAGMENT_DIR.glob("*.config"))
+
+
+def profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.config"))
+
+
+def profile_fragments(names: tuple[str, ...]) -> tuple[Path, ...]:
+    return tuple(PROFILE_DIR / f"{name}.config" for name in names)
 
 
 def read_fragment(path: Path) -> list[Request]:
@@ -80,7 +89,12 @@ def check(config: Path, requests: list[Request], tree: Path) -> None:
         if got == r.value:
             continue
         where = f"{r.symbol}={r.value} ({r.fragment.name}, line {r.line})"
-        if not _kconfig_defines(tree, r.symbol):
+        overriding = [o for o in requests if o.symbol == r.symbol and o.value == got and o.fragment != r.fragment]
+        if overriding:  # a later fragment (the user's) asked for the opposite, and merge_config.sh let it win
+            o = overriding[-1]
+            problems.append(f"{o.fragment}, line {o.line}: {o.symbol}={o.value} undoes {where}, "
+                            "which the harness needs")
+        elif not _kconfig_defines(tree, r.symbol):
             problems.append(f"{where}: this kernel has no such option (dropped or misspelled)")
         else:
             problems.append(f"{where}: the final .config has {r.symbol}={got} "

@@ -17,6 +17,9 @@ from pathlib import Path
 from harness import cache
 from harness.commands import run
 from harness.errors import PatchDoesNotApply, SourceError
+from harness.progress import Progress
+
+TAR_CHECKPOINT = 100  # tar reports every 100 records of 10 KiB (1 MB)
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,26 @@ def debian_tree(package: str) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(target, ignore_errors=True)
     partial.mkdir(parents=True)
-    run(["tar", "-xf", str(tarball), "-C", str(partial)], error=SourceError, what=f"extracting {tarball}")
+    _extract(tarball, partial)
     (partial / package).rename(target)
     partial.rmdir()
     extracted.write()
     return target
+
+
+def _extract(tarball: Path, into: Path) -> None:
+    """`tar -x`, with progress in MiB of the size xz's index gives."""
+    listing = run(["xz", "--robot", "--list", str(tarball)], error=SourceError, what=f"reading {tarball}")
+    totals = next((line.split("\t") for line in listing.splitlines() if line.startswith("totals")), None)
+    total = int(totals[4]) >> 20 if totals else None
+
+    def checkpoint(line: str) -> None:
+        if m := re.fullmatch(r"tar: (\d+)\s*", line):
+            progress.update(int(m.group(1)) * 10240 >> 20)
+
+    with Progress(f"extracting {tarball.name}", total, "MiB") as progress:
+        run(["tar", "-xf", str(tarball), "-C", str(into), f"--checkpoint={TAR_CHECKPOINT}",
+             "--checkpoint-action=echo=%u"], error=SourceError, what=f"extracting {tarball}", on_line=checkpoint)
 
 
 def _check_tree(path: Path) -> None:
@@ -111,9 +129,11 @@ def _patch_error(patch: Path, output: str) -> PatchDoesNotApply:
     for line in output.splitlines():
         if m := re.match(r"checking file (.+)", line):
             current = m.group(1)
+        elif m := re.match(r"\|\+\+\+ (?:b/)?(\S+)", line):  # the header of a file patch cannot find
+            current = m.group(1)
         elif m := re.match(r"Hunk #(\d+) FAILED at (\d+)", line):
             problems.append(f"{current}: hunk #{m.group(1)} failed (at line {m.group(2)})")
-        elif "can't find file to patch" in line or "No file to patch" in line:
+        elif "No file to patch" in line:
             problems.append(f"{current or 'a file it names'}: the file does not exist in the tree")
         elif "Reversed (or previously applied) patch detected" in line:
             problems.append(f"{current}: the change is already in the tree (reversed or applied before)")
@@ -130,9 +150,11 @@ def _apply(tree: Path, patch: Path) -> list[str]:
     argv = ["patch", "-p1", "--batch", "--forward", "--fuzz=0", "--no-backup-if-mismatch",
             "-d", str(tree), "-i", str(patch)]
     try:
-        run(argv + ["--dry-run"], error=SourceError, what=f"patch {patch}")
+        checked = run(argv + ["--dry-run"], error=SourceError, what=f"patch {patch}")
     except SourceError as e:
         raise _patch_error(patch, str(e)) from None
+    if "checking file " not in checked:
+        raise SourceError(f"patch {patch} changes no file: it is empty or holds no diff")
     output = run(argv, error=SourceError, what=f"patch {patch}")
     return re.findall(r"^patching file (.+)$", output, re.MULTILINE)
 
@@ -147,27 +169,32 @@ def _series_id(patches: tuple[Path, ...]) -> str:
 def _private_tree(source: Path, patches: tuple[Path, ...], git_based: bool) -> tuple[Path, bool]:
     """`source` with `patches` applied: in place for our own worktree, else in a synced copy.
 
-    A state file remembers which files the last series touched. Those files
-    are stamped with a fresh mtime whenever the series changes, so make sees
-    every file whose content changed (rsync would otherwise restore an old
-    mtime), while an unchanged series and source rebuild nothing.
+    A file of the tree whose content changed (a series touched it, or a sync
+    rewrote it) gets a fresh mtime, newer than any object a build directory
+    made from its earlier content; a sync would set it back to the source's
+    older time, so a state file keeps such files out of later plain syncs
+    (with their source's stamp, to see when the source itself changes). An
+    unchanged series and source rebuild nothing.
     """
     tree = source if git_based else cache.subdir("trees") / f"{source.name}-{cache.digest(str(source))}"
     state_file = tree.parent / f"{tree.name}.patched.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     series = _series_id(patches)
-    stamps = {f: _stamp(source / f) for f in state.get("touched", [])}
-    if state.get("series") == series and state.get("stamps") == stamps and tree.exists() and not git_based:
-        return tree, _sync(source, tree, exclude=state["touched"])
-    # The files the last series touched differ from a plain sync: they are
-    # stamped again even if this series fails half-way, and remembered until
-    # a series has been applied in full.
     old = set(state.get("touched", []))
+    if state.get("series") == series and state.get("stamps") == _stamps(source, old) and tree.exists() \
+            and not git_based:
+        written, changed = _sync(source, tree, exclude=sorted(old))
+        if written:
+            _remember(state_file, source, series, old | set(written))
+        return tree, changed
+    # Files touched before differ from a plain sync: they are stamped again even
+    # if this series fails half-way.
     touched: list[str] = []
+    written = []
     applied = False
     try:
         if not git_based:
-            _sync(source, tree, exclude=[])
+            written, _ = _sync(source, tree, exclude=[])
         for patch in patches:
             touched += _apply(tree, patch)
         applied = True
@@ -175,10 +202,18 @@ def _private_tree(source: Path, patches: tuple[Path, ...], git_based: bool) -> t
         for name in old | set(touched):
             if (tree / name).exists():
                 (tree / name).touch()
-        keep = sorted(set(touched) if applied else old | set(touched))
-        state_file.write_text(json.dumps({"series": series if applied else None, "touched": keep,
-                                          "stamps": {f: _stamp(source / f) for f in keep}}))
+        _remember(state_file, source, series if applied else None, old | set(touched) | set(written))
     return tree, True
+
+
+def _stamps(source: Path, files: set[str]) -> dict[str, list[int] | None]:
+    return {f: _stamp(source / f) for f in sorted(files)}
+
+
+def _remember(state_file: Path, source: Path, series: str | None, fresh: set[str]) -> None:
+    """The series in the tree (None: none applied in full) and the files kept fresh."""
+    state_file.write_text(json.dumps({"series": series, "touched": sorted(fresh),
+                                      "stamps": _stamps(source, fresh)}))
 
 
 def _generation(tree: Path, changed: bool) -> int:
@@ -200,19 +235,17 @@ def _stamp(path: Path) -> list[int] | None:
     return [st.st_mtime_ns, st.st_size]
 
 
-def _sync(source: Path, tree: Path, exclude: list[str]) -> bool:
-    """Make `tree` a copy of `source`; True if anything changed.
-
-    rsync keeps the source's mtimes, so an edit of the source undone with its
-    old mtime would come back older than the object make built from the edit,
-    and make would keep that object: every file rsync updates gets a fresh mtime."""
+def _sync(source: Path, tree: Path, exclude: list[str]) -> tuple[list[str], bool]:
+    """Make `tree` a copy of `source` but for `exclude`: the files it wrote, each
+    with a fresh mtime (rsync keeps the source's, which may be older than an
+    object built from the tree's earlier content), and whether anything changed."""
     tree.mkdir(parents=True, exist_ok=True)
     argv = ["rsync", "-a", "--itemize-changes", "--delete", "--exclude=/.git"] + [f"--exclude=/{f}" for f in exclude]
     changes = run(argv + [f"{source}/", f"{tree}/"], error=SourceError, what=f"copying {source}")
-    for line in changes.splitlines():
-        if line.startswith(">f"):  # a regular file whose content was (re)written
-            (tree / line.split(" ", 1)[1]).touch()
-    return bool(changes.strip())
+    written = [line.split(" ", 1)[1] for line in changes.splitlines() if line.startswith(">f")]
+    for name in written:
+        (tree / name).touch()
+    return written, bool(changes.strip())
 
 
 def prepare(origin: str, rev: str | None, patches: tuple[Path, ...]) -> KernelSource:

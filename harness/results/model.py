@@ -31,6 +31,7 @@ class CrashReport:
     excerpt: str
     first_line: int  # 1-based line numbers in console.log
     last_line: int
+    stack: str | None = None  # its frames decoded to file:line, with a debug-info kernel (kernel/symbols.py)
 
 
 @dataclass(frozen=True)

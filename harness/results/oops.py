@@ -111,10 +111,18 @@ KINDS: tuple[CrashKind, ...] = (
     CrashKind(
         "hung-task",
         re.compile(r"INFO: task (.+):\d+ blocked for more than (\d+) seconds"),
-        lambda m: f"INFO: task hung (blocked for more than {m[2]} seconds): {m[1]}",
+        lambda m: f"{HUNG_TASK_TITLE}(blocked for more than {m[2]} seconds): {m[1]}",
     ),
     CrashKind("list-corruption", re.compile(r"(list_(?:add|del)) corruption"), lambda m: f"{m[1]} corruption"),
 )
+
+HUNG_TASK_TITLE = "INFO: task hung "
+
+
+def is_hung_task(crash: CrashReport) -> bool:
+    """The hung-task detector's report: a task blocked in the kernel, not a crash of it."""
+    return crash.title.startswith(HUNG_TASK_TITLE)
+
 
 # re.M so that pexpect, searching a whole console buffer, anchors at every line start.
 CRASH_START: re.Pattern[str] = re.compile(

@@ -31,6 +31,7 @@ from harness.results.model import Counts, CrashReport, RunResult, Status, TestRe
 SCHEMA = 1
 WIDTH = 100
 CRASH_SUITE = "crashes"
+STACK_LINES = 8  # decoded frames of a crash in the summary (all of them in results.json and junit.xml)
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _XML_FORBIDDEN_RE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -71,6 +72,13 @@ def failure_lines(test: TestResult) -> list[str]:
     return lines or said[:1] or ([test.directive] if test.directive else [])
 
 
+def skip_reason(test: TestResult) -> str:
+    """Why a test skipped: its SKIP directive's text, else its first diagnostic."""
+    reason = re.sub(r"^SKIP\b:?\s*", "", test.directive or "", flags=re.IGNORECASE)
+    said = [d for d in test.diagnostics if not _HEADER_RE.match(d)]
+    return reason or next(iter(said), "no reason given")
+
+
 def failure(test: TestResult) -> str | None:
     """The one line that says what failed (None if the test did not fail or said nothing)."""
     return next(iter(failure_lines(test)), None)
@@ -80,8 +88,9 @@ def failure(test: TestResult) -> str | None:
 
 
 def _crash_json(crash: CrashReport) -> dict[str, Any]:
+    decoded = {"stack": crash.stack} if crash.stack else {}  # only a debug-info kernel's crashes have one
     return {"title": crash.title, "excerpt": crash.excerpt,
-            "first_line": crash.first_line, "last_line": crash.last_line}
+            "first_line": crash.first_line, "last_line": crash.last_line, **decoded}
 
 
 def _test_json(test: TestResult) -> dict[str, Any]:
@@ -104,7 +113,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
 
 def _crash_from(data: dict[str, Any]) -> CrashReport:
     return CrashReport(str(data["title"]), str(data["excerpt"]),
-                       int(data["first_line"]), int(data["last_line"]))
+                       int(data["first_line"]), int(data["last_line"]), data.get("stack"))
 
 
 def _test_from(data: dict[str, Any]) -> TestResult:
@@ -141,7 +150,8 @@ def _leaves(group: TestResult) -> list[tuple[str, TestResult]]:
 
 
 def _crash_text(crash: CrashReport) -> str:
-    return f"{crash.title} (console.log lines {crash.first_line}-{crash.last_line})\n{crash.excerpt}"
+    decoded = f"\n\nDecoded stack (scripts/decode_stacktrace.sh):\n{crash.stack}" if crash.stack else ""
+    return f"{crash.title} (console.log lines {crash.first_line}-{crash.last_line})\n{crash.excerpt}{decoded}"
 
 
 def _totals(counts: Counts, crashes: int, time: float) -> dict[str, str]:
@@ -205,7 +215,7 @@ def _fit(text: str, width: int) -> str:
 
 
 def summary(result: RunResult) -> str:
-    """Table of leaves, failures, crashes, then Counts.line() as the last line."""
+    """Table of leaves, failures, skips with their reasons, crashes, then Counts.line() as the last line."""
     rows = [(leaf.status.name, g.name, path, leaf) for g in result.groups for path, leaf in _leaves(g)]
     group_w = min(max([len("GROUP")] + [len(r[1]) for r in rows]), 24)
     name_w = WIDTH - 7 - (group_w + 2) - 10  # status, group, duration columns
@@ -219,6 +229,12 @@ def summary(result: RunResult) -> str:
         lines += ["", "Failures:"]
     for word, group, path, leaf in failures:
         lines += _failure_entry(word, group, path, leaf)
+    skips = [r for r in rows if r[3].status is Status.SKIP]
+    if skips:
+        lines += ["", "Skipped:"]
+    for _word, group, path, leaf in skips:
+        lines += textwrap.wrap(f"SKIP {_fit(group, group_w)}: {_fit(path, name_w)}: {skip_reason(leaf)}", WIDTH,
+                               subsequent_indent="    ", break_on_hyphens=False)
     # A parser may attach a crash to a leaf only; list those too, once each.
     crashes = list(dict.fromkeys([*result.crashes, *(r[3].crash for r in rows if r[3].crash)]))
     if crashes:
@@ -226,6 +242,7 @@ def summary(result: RunResult) -> str:
     for crash in crashes:
         where = f" (console.log lines {crash.first_line}-{crash.last_line})"
         lines.append(_fit(crash.title, WIDTH - len(where)) + where)
+        lines += ["    " + _fit(frame, WIDTH - 4) for frame in (crash.stack or "").splitlines()[:STACK_LINES]]
     lines += ["", *_groups_line(result), *migrate_reasons.coverage_lines(result, WIDTH), result.counts.line()]
     return "\n".join(lines) + "\n"
 
@@ -252,6 +269,15 @@ def _groups_line(result: RunResult) -> list[str]:
 
 
 # ---- files -----------------------------------------------------------------
+
+
+REPORTS = ("results.json", "junit.xml", "summary.txt", "kcidb.json")  # what write_all writes
+
+
+def forget(out_dir: Path) -> None:
+    """Remove an earlier run's reports from out_dir: a run must never leave another's verdict as its own."""
+    for name in REPORTS:
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def write_all(result: RunResult, out_dir: Path) -> None:

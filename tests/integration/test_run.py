@@ -8,12 +8,13 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import DATA, REPO, harness, process_gone
+from conftest import BOOT_CHECKS, DATA, EXPECTED_SKIPS, REPO, harness, process_gone, qemu_pid, skips
+
+from harness import cli
+from harness.vm import qemu
 
 pytestmark = pytest.mark.integration
 
@@ -26,9 +27,9 @@ def test_default_run_passes_and_writes_artifacts(default_kernel, tmp_path):
     assert int(re.search(r"^(\d+) passed", result.stdout, re.MULTILINE).group(1)) >= 3
     suites = ET.parse(out / "junit.xml").getroot().findall("testsuite")
     boot = next(s for s in suites if s.get("name") == "boot")
-    names = {case.get("name") for case in boot.findall("testcase")}
-    assert {"numa_nodes_online", "node0_memory", "node1_memory", "swap_active"} <= names
+    assert [case.get("name") for case in boot.findall("testcase")] == BOOT_CHECKS
     assert boot.get("failures") == "0" and boot.get("errors") == "0"
+    assert skips(out) == EXPECTED_SKIPS, (out / "summary.txt").read_text()  # a skip is no pass
     assert "Linux version 6.1" in (out / "console.log").read_text()
     meta = json.loads((out / "results.json").read_text())["metadata"]
     assert meta["vm"]["accel"] in ("kvm", "tcg") and meta["kernel"]["version"].startswith("6.1.")
@@ -52,6 +53,25 @@ def test_failing_check_is_counted_and_exits_1(default_kernel, tmp_path):
     boot = ET.parse(out / "junit.xml").getroot().find("testsuite[@name='boot']")
     failed = {c.get("name") for c in boot.findall("testcase") if c.find("failure") is not None}
     assert "numa_nodes_online" in failed and "swap_active" not in failed
+
+
+def test_without_the_scratch_disk_the_run_fails_and_says_why(default_kernel, tmp_path, monkeypatch):
+    """The harness stops attaching the scratch disk (a profile without its -drive line):
+    the boot check fails, and the ext4 case's skip is no pass."""
+    text = qemu.PROFILE.read_text()
+    profile = tmp_path / "no-scratch.j2"
+    profile.write_text("".join(line for line in text.splitlines(True) if "{{ scratch_disk }}" not in line))
+    assert profile.read_text() != text
+    monkeypatch.setattr(qemu, "PROFILE", profile)
+    out = tmp_path / "out"
+    assert cli.main(["run", "--out", str(out)]) == 1
+    assert "-drive" in (out / "qemu.cmdline").read_text() and "scratch.img" not in (out / "qemu.cmdline").read_text()
+    summary = (out / "summary.txt").read_text().replace("\n    ", " ")  # wrapped entries as one line
+    assert "FAIL boot: scratch_mounted: scratch disk /dev/vdb (no block device) on /mnt/scratch: expected ext4, " \
+           "found not mounted" in summary, summary
+    assert "cannot mount the scratch disk /dev/vdb" in (out / "console.log").read_text()
+    assert skips(out) == ["workload.file_pages_ext4"]
+    assert re.search(r"^SKIP workload: file_pages_ext4: \S", summary, re.MULTILINE), summary  # with its reason
 
 
 def test_patch_is_applied_to_a_private_copy_and_booted(default_kernel, tmp_path):
@@ -90,17 +110,14 @@ def test_guest_that_never_gets_ready_is_stopped(default_kernel, tmp_path):
     assert process_gone(int((out / "qemu.pid").read_text()))
 
 
-def test_sigint_stops_qemu(default_kernel, tmp_path):
+def test_sigint_stops_qemu(default_kernel, tmp_path, start_harness):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "boot", "--out", str(out)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 600
-    while not (out / "qemu.pid").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    pid = int((out / "qemu.pid").read_text())
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    started = start_harness(out, "boot", ignore_sigint=True)  # as a background job of a script starts it
+    started.wait_for(out / "qemu.pid", "\n")
+    pid = qemu_pid(out)
+    started.proc.send_signal(signal.SIGINT)
+    _, stderr = started.proc.communicate(timeout=60)
+    assert started.proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert process_gone(pid)
     assert (out / "console.log").stat().st_size > 0

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import REPO, harness, process_gone
+from conftest import harness, process_gone
 
 from harness import cli, pipeline
 from harness.errors import GuestError
@@ -92,13 +90,11 @@ def test_boot_exec_prints_output_and_passes_the_exit_status(default_kernel, tmp_
     assert result.returncode == 3, result.stderr[-2000:]
 
 
-def test_two_runs_at_once_both_succeed(default_kernel, tmp_path):
-    runs = [subprocess.Popen([sys.executable, "-m", "harness.cli", "boot", "--exec", "cat /proc/swaps",
-                              "--out", str(tmp_path / name)], cwd=REPO, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for name in ("one", "two")]
-    outputs = [run.communicate(timeout=900) for run in runs]
-    for run, (stdout, stderr) in zip(runs, outputs, strict=True):
-        assert run.returncode == 0, stderr[-2000:]
+def test_two_runs_at_once_both_succeed(default_kernel, tmp_path, start_harness):
+    runs = [start_harness(tmp_path / name, "boot", "--exec", "cat /proc/swaps") for name in ("one", "two")]
+    for run in runs:
+        stdout, stderr = run.proc.communicate(timeout=900)
+        assert run.proc.returncode == 0, stderr[-2000:]
         assert "/dev/vda" in stdout
     pids = {(tmp_path / name / "qemu.pid").read_text() for name in ("one", "two")}
     assert len(pids) == 2

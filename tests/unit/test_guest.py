@@ -1,6 +1,8 @@
 """harness/guest: the initramfs, keys and guest programs, checked with real tools (cpio, dropbearkey, gcc)."""
 import io
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +12,8 @@ from harness.guest import cpio, initramfs, keys
 from harness.spec import Dimm, NumaNode, Spec, VmSpec
 
 pytestmark = pytest.mark.unit
+
+LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu")
 
 
 def test_cpio_archive_is_read_back_by_gnu_cpio(tmp_path):
@@ -34,12 +38,33 @@ def test_initramfs_has_busybox_dropbear_and_its_libraries(tmp_path):
     for needed in ("init", "bin/busybox", "usr/sbin/dropbear", "usr/lib/sftp-server",
                    "lib64/ld-linux-x86-64.so.2", "root/.ssh/authorized_keys", "etc/harness/expect"):
         assert needed in listing
-    for lib in initramfs.shared_libraries("/usr/sbin/dropbear"):
-        assert str(lib).lstrip("/") in listing
+    for binary in ("/usr/sbin/dropbear", "/usr/lib/sftp-server"):
+        for lib in needed_libraries(binary):  # found by readelf, not by the code under test
+            assert any(f"{d}/{lib}".lstrip("/") in listing for d in LIB_DIRS), f"{binary} needs {lib}"
     assert image.swap_disk.stat().st_size == 512 * 1024 * 1024
     assert image.swap_disk.stat().st_blocks == 0  # sparse
     assert subprocess.run(["blkid", "-o", "value", "-s", "TYPE", str(image.scratch_disk)],
                           capture_output=True, text=True).stdout.strip() == "ext4"
+
+
+def needed_libraries(binary: str) -> set[str]:
+    """The DT_NEEDED names of `binary` and, transitively, of its libraries (found in LIB_DIRS);
+    the loader, which they name too, is its PT_INTERP path (checked on its own)."""
+    headers = subprocess.run(["readelf", "-l", binary], capture_output=True, text=True, check=True).stdout
+    loader = Path(re.search(r"program interpreter: (\S+)\]", headers).group(1)).name
+    found: set[str] = set()
+    todo = [binary]
+    while todo:
+        dynamic = subprocess.run(["readelf", "-d", todo.pop()], capture_output=True, text=True, check=True).stdout
+        for name in re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", dynamic):
+            if name not in found and name != loader:
+                found.add(name)
+                todo.append(next(f"{d}/{name}" for d in LIB_DIRS if Path(d, name).exists()))
+    return found
+
+
+def test_needed_libraries_reads_the_dynamic_section():
+    assert {"libc.so.6", "libz.so.1", "libcrypt.so.1"} <= needed_libraries("/usr/sbin/dropbear")
 
 
 def test_base_image_is_cached_by_content(monkeypatch):
@@ -55,6 +80,10 @@ def test_expectations_follow_the_topology(tmp_path):
     expect = entries["etc/harness/expect"].data.decode()
     assert "NODES=2" in expect and "NODE0_MEM_MIB=768" in expect and "NODE0_CPUS=0,2" in expect
     assert "SWAP_MIB=0" in expect and 'NODE1_DISTANCE=""' in expect
+    assert "NODE0_RESERVED_MIB=0" in expect and "NODE1_RESERVED_MIB=0" in expect
+    kasan = {e.path: e for e in initramfs.run_entries(vm, keys.make(tmp_path / "k"), reserved_mib=128)}
+    expect = kasan["etc/harness/expect"].data.decode()
+    assert "NODE0_RESERVED_MIB=128" in expect and "NODE1_RESERVED_MIB=0" in expect  # the shadow is on node 0
 
 
 def test_expectations_of_cpuless_and_memoryless_nodes(tmp_path):

@@ -67,8 +67,24 @@ def test_changed_series_restores_and_restamps_files(tree, tmp_path):
     other.write_text("--- a/Makefile\n+++ b/Makefile\n@@ -4 +4 @@\n-EXTRAVERSION = -rc1\n+EXTRAVERSION = -rc2\n")
     src = source.prepare(str(tree), None, (other,))
     restored = src.tree / "mm/migrate.c"
-    assert restored.read_text() == MIGRATE_C and restored.stat().st_mtime_ns >= first
+    assert restored.read_text() == MIGRATE_C and restored.stat().st_mtime_ns > first
     assert src.version == "6.1.99-rc2"
+
+
+def test_a_file_restored_after_other_series_is_newer_than_any_build_of_the_patched_one(tree, tmp_path):
+    """Build directories (one per config) share the private tree: one that last
+    compiled the marker version must see migrate.c change when it comes back,
+    whatever series other build directories used in between."""
+    patch = tmp_path / "marker.patch"
+    patch.write_text(MARKER_PATCH)
+    src = source.prepare(str(tree), None, (patch,))
+    built_marker = (src.tree / "mm/migrate.c").stat().st_mtime_ns  # a build dir compiles it now
+    other = tmp_path / "other.patch"
+    other.write_text("--- a/Makefile\n+++ b/Makefile\n@@ -4 +4 @@\n-EXTRAVERSION = -rc1\n+EXTRAVERSION = -rc2\n")
+    source.prepare(str(tree), None, (other,))  # another config's run
+    plain = source.prepare(str(tree), None, ())
+    assert (plain.tree / "mm/migrate.c").read_text() == MIGRATE_C
+    assert (plain.tree / "mm/migrate.c").stat().st_mtime_ns > built_marker
 
 
 def test_patch_that_does_not_apply_names_file_and_hunk(tree, tmp_path):
@@ -81,8 +97,15 @@ def test_patch_that_does_not_apply_names_file_and_hunk(tree, tmp_path):
 def test_patch_for_a_missing_file(tree, tmp_path):
     bad = tmp_path / "missing.patch"
     bad.write_text(MARKER_PATCH.replace("mm/migrate.c", "mm/nothere.c"))
-    with pytest.raises(SourceError, match="does not exist in the tree"):
+    with pytest.raises(SourceError, match="missing.patch does not apply: mm/nothere.c: the file does not exist"):
         source.prepare(str(tree), None, (bad,))
+
+
+def test_an_empty_patch_is_refused(tree, tmp_path):
+    empty = tmp_path / "empty.patch"
+    empty.write_text("")
+    with pytest.raises(SourceError, match="empty.patch changes no file: it is empty or holds no diff"):
+        source.prepare(str(tree), None, (empty,))
 
 
 @pytest.mark.parametrize("path, message", [("/does/not/exist", "does not exist"), ("/tmp", "not a Linux kernel tree")])
@@ -132,6 +155,17 @@ def test_check_names_dropped_and_unsatisfied_symbols(tree, tmp_path):
     config.check(final, config.read_fragment(frag), tree)
 
 
+def test_a_users_fragment_that_undoes_a_needed_option_is_named(tree, tmp_path):
+    ours, user = tmp_path / "numa.config", tmp_path / "mine.config"
+    ours.write_text("CONFIG_MIGRATION=y\n")
+    user.write_text("CONFIG_A=y\n# CONFIG_MIGRATION is not set\n")
+    final = tmp_path / ".config"
+    final.write_text("CONFIG_A=y\n# CONFIG_MIGRATION is not set\n")  # merge_config.sh: the last fragment wins
+    with pytest.raises(ConfigError) as err:
+        config.check(final, config.read_fragment(ours) + config.read_fragment(user), tree)
+    assert f"{user}, line 2: CONFIG_MIGRATION=n undoes CONFIG_MIGRATION=y (numa.config, line 1)" in str(err.value)
+
+
 def test_a_failed_series_still_restamps_what_the_last_one_touched(tree, tmp_path):
     good, bad = tmp_path / "good.patch", tmp_path / "bad.patch"
     good.write_text(MARKER_PATCH)
@@ -142,7 +176,7 @@ def test_a_failed_series_still_restamps_what_the_last_one_touched(tree, tmp_path
         source.prepare(str(tree), None, (bad,))
     plain = source.prepare(str(tree), None, ()).tree / "mm/migrate.c"
     assert plain.read_text() == MIGRATE_C
-    assert plain.stat().st_mtime_ns >= built_at  # newer than any object built from the patched file
+    assert plain.stat().st_mtime_ns > built_at  # newer than any object built from the patched file
 
 
 def test_a_source_edit_undone_with_its_old_mtime_is_rebuilt(tree):
@@ -158,9 +192,14 @@ def test_a_source_edit_undone_with_its_old_mtime_is_rebuilt(tree):
     built_at = edited.stat().st_mtime_ns + 1  # an object compiled from the edit, just after
     original.write_text(MIGRATE_C)
     os.utime(original, ns=old_times)
-    restored = source.prepare(str(tree), None, ()).tree / "mm/migrate.c"
+    again = source.prepare(str(tree), None, ())
+    restored = again.tree / "mm/migrate.c"
     assert restored.read_text() == MIGRATE_C
     assert restored.stat().st_mtime_ns > built_at
+    # and later runs leave it alone: nothing to rebuild
+    fresh = restored.stat().st_mtime_ns
+    assert source.prepare(str(tree), None, ()).generation == again.generation
+    assert restored.stat().st_mtime_ns == fresh
 
 
 def test_generation_moves_only_when_a_file_changed(tree):
@@ -168,3 +207,37 @@ def test_generation_moves_only_when_a_file_changed(tree):
     assert source.prepare(str(tree), None, ()).generation == first
     (tree / "mm/migrate.c").write_text(MIGRATE_C + "/* edited */\n")
     assert source.prepare(str(tree), None, ()).generation == first + 1
+
+
+def test_a_restored_file_stays_newer_than_objects_built_from_the_patch(tree, tmp_path):
+    """Two build directories share the tree: one built the patched file, the other
+    rebuilt the restored one. The next runs must not set the file's time back to
+    the source's, or make keeps the first directory's object of the patched file."""
+    os.utime(tree / "mm/migrate.c", (1e9, 1e9))  # a source file unpacked long ago
+    patch = tmp_path / "marker.patch"
+    patch.write_text(MARKER_PATCH)
+    patched = source.prepare(str(tree), None, (patch,)).tree / "mm/migrate.c"
+    built_at = patched.stat().st_mtime_ns  # build dir 1 compiles the patched file
+    source.prepare(str(tree), None, ())  # restored and restamped; build dir 2 compiles it
+    again = source.prepare(str(tree), None, ()).tree / "mm/migrate.c"  # then build dir 1 builds
+    assert again.read_text() == MIGRATE_C
+    assert again.stat().st_mtime_ns > built_at, "the restored file went back to the source's time"
+    assert source.prepare(str(tree), None, ()).generation == source.prepare(str(tree), None, ()).generation
+
+
+def test_extracting_a_tarball_logs_its_progress(tmp_path, caplog):
+    """Real tar and xz: progress in MiB of the size xz's index gives."""
+    data = tmp_path / "pkg"
+    data.mkdir()
+    (data / "blob").write_bytes(bytes(range(256)) * (25 << 12))
+    tarball = tmp_path / "pkg.tar.xz"
+    subprocess.run(["tar", "-cJf", str(tarball), "-C", str(tmp_path), "pkg"], check=True,
+                   env={**os.environ, "XZ_OPT": "-0"})
+    into = tmp_path / "into"
+    into.mkdir()
+    with caplog.at_level("INFO", logger="harness"):
+        source._extract(tarball, into)
+    assert (into / "pkg" / "blob").read_bytes() == (data / "blob").read_bytes()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines and all(line.startswith("extracting pkg.tar.xz: ") for line in lines)
+    assert "/25 MiB (" in lines[0]

@@ -15,10 +15,13 @@ NIGHTLY = REPO / "ci" / "nightly.yaml"
 
 def test_nightly_matrix_expands_to_every_combination():
     entries = matrix.expand(NIGHTLY)
-    assert [e.name for e in entries] == [f"source=linux-source-{v},vm={i}" for v in ("6.1", "6.12") for i in range(6)]
+    assert [e.name for e in entries] == [
+        *(f"source=linux-source-{v},vm={i}" for v in ("6.1", "6.12") for i in range(6)),
+        "profiles=debug-info-kasan-mm-debug"]
     assert entries[8].spec.kernel.source == "debian:linux-source-6.12"
     assert len(entries[8].spec.vm.numa) == 3
-    assert entries[0].spec.tests == ("boot", "workload", "module", "topology")
+    assert entries[0].spec.tests == ("boot", "workload", "module", "kselftest-mm", "topology")
+    assert [e.spec.kernel.profiles for e in entries[11:]] == [("debug-info",), ("debug-info", "kasan", "mm-debug")]
     # the topologies issue 13 asks for: 3 nodes with distances, CPU-less, memoryless, hot-removable
     vms = [e.spec.vm for e in entries[:6]]
     assert vms[2].distances and len(vms[2].numa) == 3
@@ -41,6 +44,9 @@ def test_bad_shard_and_matrix_specs(tmp_path):
     spec = tmp_path / "m.yaml"
     spec.write_text("matrix: {vm.swap: []}\n")
     with pytest.raises(SpecError, match="non-empty list"):
+        matrix.expand(spec)
+    spec.write_text("matrix: {vm.swap: [64M], include: [kernel.profiles]}\n")
+    with pytest.raises(SpecError, match="include needs a list of mappings"):
         matrix.expand(spec)
     spec.write_text("matrix: {vm.swap: [64M, lots]}\n")
     with pytest.raises(SpecError, match=r"\[swap=lots\].*'lots' is not a size"):

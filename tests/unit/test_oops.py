@@ -324,7 +324,8 @@ def test_excerpt_is_capped():
 
 
 # Real console logs, captured from the default 6.1 kernel under QEMU by
-# tests/unit/data/crashes/capture.sh (a module that crashes on purpose, sysrq).
+# tests/unit/data/crashes/capture.sh (a module that crashes on purpose, sysrq);
+# kasan.log from `harness run --profile kasan --patch tests/e2e/mutants/40-*.patch`.
 REAL = Path(__file__).parent / "data" / "crashes"
 
 
@@ -334,6 +335,8 @@ REAL = Path(__file__).parent / "data" / "crashes"
     ("null.log", "BUG: kernel NULL pointer dereference in crashmod_null_store.constprop.0",
      "BUG: kernel NULL pointer dereference", "---[ end trace"),
     ("hang.log", "INFO: task hung (blocked for more than 2 seconds): insmod", "INFO: task insmod:", "</TASK>"),
+    # mutant 40 under the kasan profile: the old folio read after it was freed
+    ("kasan.log", "KASAN: use-after-free in migrate_pages_batch", "BUG: KASAN: use-after-free", "=" * 66),
     # panic=-1: QEMU is gone before the kernel prints its "end Kernel panic" line
     ("panic.log", "Kernel panic - not syncing: sysrq triggered crash", "Kernel panic - not syncing",
      "Kernel Offset:"),

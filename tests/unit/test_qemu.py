@@ -1,10 +1,18 @@
-"""harness/vm/qemu.py: the QEMU command line rendered from the topology."""
+"""harness/vm/qemu.py: the QEMU command line rendered from the topology, and
+golden files of the example specs' command lines (data/golden/qemu/*.txt;
+UPDATE_GOLDEN=1 rewrites them)."""
+import os
+import shlex
 from pathlib import Path
 
 import pytest
 
-from harness.spec import Dimm, NumaNode, VmSpec
+from harness import matrix
+from harness.spec import Dimm, NumaNode, Spec, VmSpec, load
 from harness.vm import qemu
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN_QEMU = Path(__file__).parent / "data" / "golden" / "qemu"
 
 pytestmark = pytest.mark.unit
 
@@ -21,7 +29,8 @@ def test_qemu_command_line_from_topology():
     assert "-numa dist,src=0,dst=1,val=20" in joined
     assert "hostfwd=tcp:127.0.0.1:2222-:22" in joined and "restrict=on" in joined
     assert argv[argv.index("-append") + 1].startswith("console=ttyS0 panic=-1")
-    assert "-no-reboot" in argv and "-accel" not in argv
+    assert "-no-reboot" in argv and "-accel" not in argv  # one way to choose it: -machine's accel=
+    assert option(argv, "-machine") == ["q35,accel=tcg"] and option(argv, "-cpu") == ["max"]
 
 
 def test_qemu_noncontiguous_cpus_and_no_ssh():
@@ -61,3 +70,49 @@ def test_qemu_lower_tier_node_is_an_nvdimm():
     assert argv[argv.index("-m") + 1] == "512M,slots=2,maxmem=1152M"
     assert "node,nodeid=1" in argv and "nvdimm,id=nvdimm0,memdev=nv0,node=1" in argv
     assert argv.index("nvdimm,id=nvdimm0,memdev=nv0,node=1") < argv.index("pc-dimm,id=dimm0,memdev=dimm0,node=0")
+def option(argv: list[str], name: str) -> list[str]:
+    """Every value `name` is given in argv."""
+    return [argv[i + 1] for i, arg in enumerate(argv) if arg == name]
+
+
+@pytest.mark.parametrize("accel, cpu", [("kvm", "host"), ("tcg", "max")])
+def test_the_accelerator_asked_for_is_the_one_qemu_gets(accel, cpu):
+    argv = qemu.command_line(Spec().vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s"),
+                             scratch_disk=Path("/x"), accel=accel, ssh_port=None)
+    assert option(argv, "-machine") == [f"q35,accel={accel}"] and option(argv, "-cpu") == [cpu]
+    assert "-accel" not in argv and "-enable-kvm" not in argv  # no second, contradicting choice
+
+
+def example_specs() -> dict[str, Spec]:
+    """The README's default run, every spec under examples/ and every entry of ci/nightly.yaml
+    (each machine once, under its first name)."""
+    examples = {"default": Spec()}
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        examples[f"example-{path.stem}"] = load(path)
+    for entry in matrix.expand(REPO / "ci" / "nightly.yaml"):  # the kernel is no part of the command line
+        if entry.spec.vm not in [spec.vm for spec in examples.values()]:
+            examples[f"nightly-{entry.name}"] = entry.spec
+    return examples
+
+
+def one_option_per_line(argv: list[str]) -> str:
+    lines = [argv[0]]
+    for arg in argv[1:]:
+        if arg.startswith("-"):
+            lines.append(arg)
+        else:
+            lines[-1] += " " + shlex.quote(arg)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("name, accel", [(n, a) for n in example_specs() for a in ("kvm", "tcg")])
+def test_qemu_command_line_of_each_example_spec_is_golden(name, accel):
+    argv = qemu.command_line(example_specs()[name].vm, kernel=Path("/cache/bzImage"), initrd=Path("/run/initramfs.cpio"),
+                             swap_disk=Path("/run/swap.img"), scratch_disk=Path("/run/scratch.img"), accel=accel,
+                             ssh_port=2222)
+    golden = GOLDEN_QEMU / f"{name}-{accel}.txt"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(one_option_per_line(argv))
+    assert one_option_per_line(argv) == golden.read_text(), \
+        f"{golden} differs; if the change is intended, rerun with UPDATE_GOLDEN=1 and review the diff"

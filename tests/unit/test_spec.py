@@ -143,3 +143,15 @@ def test_sizes_and_cpus():
     assert spec.parse_size_mib("512MiB", "x") == 512
     assert spec.parse_cpus("0-1,4", "x") == (0, 1, 4)
     assert spec.parse_cpus([0, "2-3"], "x") == (0, 2, 3)
+
+
+def test_profiles_name_fragments_of_kernel_configs_profiles(tmp_path):
+    s = spec.load(write(tmp_path, "kernel: {profiles: [debug-info], configs: [x.config]}"))
+    assert s.kernel.profiles == ("debug-info",)
+    assert [f.name for f in s.kernel.fragments] == ["debug-info.config", "x.config"]
+    assert all(f.is_file() for f in s.kernel.fragments[:1])
+    with pytest.raises(SpecError, match=r"'kasn' is not a profile; known: .*debug-info"):
+        spec.load(write(tmp_path, "kernel: {profiles: [kasn]}"))
+    with pytest.raises(SpecError, match="--profile: 'nope' is not a profile"):
+        spec.with_overrides(spec.Spec(), profiles=["nope"])
+    assert spec.with_overrides(s, profiles=["debug-info"]).kernel.profiles == ("debug-info",)

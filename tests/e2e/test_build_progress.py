@@ -1,0 +1,34 @@
+"""Progress of a real kernel build as a CI log sees it (stderr not a terminal):
+plain `harness: build: N/TOTAL steps` lines, and not one control character."""
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from conftest import harness
+
+pytestmark = pytest.mark.e2e
+
+LINE = re.compile(r"^harness: build: (\d+)/(\d+) steps \((\d+)%\), \d+:\d\d elapsed(?:, about \d+:\d\d left)?$", re.M)
+
+
+def test_a_build_from_scratch_logs_plain_progress_lines(tmp_path):
+    # A config of its own, so the build starts from an empty build directory;
+    # only the release string differs from the default kernel, so ccache serves the objects.
+    fragment = tmp_path / "progress.config"
+    fragment.write_text(f'CONFIG_LOCALVERSION="-progress{int(time.time())}"\n')
+    done = harness("build", "--config", str(fragment), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    build_dir = Path(done.stdout.strip()).parents[3]
+    try:
+        assert "\x1b" not in done.stderr and "\r" not in done.stderr
+        steps = [int(m[1]) for m in LINE.finditer(done.stderr)]
+        assert len(steps) >= 5, done.stderr
+        assert steps == sorted(steps)
+        counted = int((build_dir / ".harness-steps").read_text())
+        assert counted >= steps[-1]
+    finally:
+        shutil.rmtree(build_dir)
