@@ -31,6 +31,12 @@ class NumaNode:
 
 
 TIERS = ("top", "lower")
+# How a tier: lower node's memory reaches a lower memory tier (vm.tiers): an nvdimm the guest
+# onlines through dax/kmem (6.1 and 6.12), or plain memory that ACPI HMAT describes as slower
+# (kernels that tier CPU-less nodes by HMAT: 6.10 and later).
+TIER_SOURCES = ("nvdimm", "hmat")
+HMAT_LATENCY_NS_PER_DISTANCE = 10  # a node's HMAT latency from an initiator: its distance (10 local) x 10 ns
+HMAT_BANDWIDTH_MBPS = {False: 20000, True: 5000}  # a target's HMAT bandwidth: top tier, lower tier
 
 
 @dataclass(frozen=True)
@@ -68,21 +74,48 @@ class VmSpec:
     append: str = ""  # extra kernel command line
     hotplug: tuple[Dimm, ...] = ()  # DIMMs onlined movable (memhp_default_state=online_movable)
     movable_mib: int = 0  # boot memory reserved for ZONE_MOVABLE (movablecore=)
+    tiers: str = "nvdimm"  # TIER_SOURCES: how the lower-tier nodes get their tier
+
+    def on_nvdimm(self, node: NumaNode) -> bool:
+        """Is this node's memory an nvdimm (a lower-tier node, tiers: nvdimm)?"""
+        return node.lower_tier and self.tiers == "nvdimm"
 
     @property
     def memory_mib(self) -> int:
         """Boot memory (QEMU's -m): the nodes' memory, without the DIMMs and nvdimms."""
-        return sum(node.mem_mib for node in self.numa if not node.lower_tier)
+        return sum(node.mem_mib for node in self.numa if not self.on_nvdimm(node))
 
     @property
     def nvdimms(self) -> tuple[Dimm, ...]:
         """The lower-tier nodes' memory, as nvdimms."""
-        return tuple(Dimm(n.mem_mib, i) for i, n in enumerate(self.numa) if n.lower_tier)
+        return tuple(Dimm(n.mem_mib, i) for i, n in enumerate(self.numa) if self.on_nvdimm(n))
+
+    @property
+    def lower_tier_nodes(self) -> tuple[int, ...]:
+        return tuple(i for i, n in enumerate(self.numa) if n.lower_tier)
+
+    def distance(self, i: int, j: int) -> int:
+        """The SLIT distance, the kernel's default (10 local, 20 remote) without a table."""
+        return self.distances[i][j] if self.distances else 10 if i == j else 20
+
+    def initiator(self, node: int) -> int:
+        """The node with CPUs nearest to `node` (itself if it has CPUs): its HMAT initiator."""
+        return min((i for i, n in enumerate(self.numa) if n.cpus), key=lambda i: (self.distance(i, node), i))
+
+    @property
+    def hmat(self) -> tuple[tuple[int, int, int, int], ...]:
+        """tiers: hmat: (initiator, target, latency ns, bandwidth MB/s) for every node with CPUs and every
+        node with memory: latency from the distance, bandwidth lower for a lower-tier target."""
+        if self.tiers != "hmat":
+            return ()
+        return tuple((i, t, self.distance(i, t) * HMAT_LATENCY_NS_PER_DISTANCE, HMAT_BANDWIDTH_MBPS[target.lower_tier])
+                     for i, initiator in enumerate(self.numa) if initiator.cpus
+                     for t, target in enumerate(self.numa) if target.mem_mib)
 
     def node_mib(self, node: int) -> int:
         """What node `node` holds once the guest is up: its memory and its DIMMs (of an
         nvdimm, dax/kmem onlines whole memory blocks after the device's info block: one less)."""
-        mem = self.numa[node].mem_mib - (BLOCK_MIB if self.numa[node].lower_tier else 0)
+        mem = self.numa[node].mem_mib - (BLOCK_MIB if self.on_nvdimm(self.numa[node]) else 0)
         return mem + sum(d.mem_mib for d in self.hotplug if d.node == node)
 
     @property
@@ -269,8 +302,8 @@ def _kernel(data: object, base: Path, where: str) -> KernelSpec:
 
 
 def _vm(data: object, where: str) -> VmSpec:
-    d = _check_keys(data, {"memory", "cpus", "numa", "distances", "swap", "accel", "append", "hotplug", "movable"},
-                    where)
+    d = _check_keys(data, {"memory", "cpus", "numa", "distances", "swap", "accel", "append", "hotplug", "movable",
+                           "tiers"}, where)
     default = VmSpec()
     cpus = d.get("cpus", default.cpus)
     if not isinstance(cpus, int) or cpus < 1:
@@ -292,6 +325,7 @@ def _vm(data: object, where: str) -> VmSpec:
         append=str(d.get("append", "")),
         hotplug=_hotplug(d.get("hotplug"), len(numa), f"{where}.hotplug"),
         movable_mib=_blocks(d["movable"], f"{where}.movable") if d.get("movable") not in (None, 0) else 0,
+        tiers=str(d.get("tiers", "nvdimm")),
     )
     _check_topology(vm, d.get("memory"), where)
     return vm
@@ -375,6 +409,10 @@ def _check_topology(vm: VmSpec, memory: object, where: str) -> None:
     if vm.movable_mib >= vm.memory_mib:
         raise SpecError(f"{where}.movable: {vm.movable_mib}M leaves no memory for the kernel "
                         f"(the nodes have {vm.memory_mib}M)")
+    if vm.tiers not in TIER_SOURCES:
+        raise SpecError(f"{where}.tiers: '{vm.tiers}' is not one of {', '.join(TIER_SOURCES)}")
+    if vm.tiers == "hmat" and not vm.lower_tier_nodes:
+        raise SpecError(f"{where}.tiers: hmat describes the nodes with tier: lower in ACPI HMAT; no node has it")
     if vm.accel not in ("auto", "kvm", "tcg"):
         raise SpecError(f"{where}.accel: '{vm.accel}' is not one of auto, kvm, tcg")
 

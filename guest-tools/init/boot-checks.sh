@@ -26,8 +26,9 @@ while [ $i -lt "$NODES" ]; do
     [ "$mem" -eq 0 ] && topology=$((topology + 1))
     [ -z "$cpus" ] && topology=$((topology + 1))
     [ -n "$distance" ] && topology=$((topology + 1))
-    eval hotplug=\$NODE${i}_HOTPLUG_MIB
+    eval hotplug=\$NODE${i}_HOTPLUG_MIB hmat=\$NODE${i}_HMAT
     [ "$hotplug" -gt 0 ] && topology=$((topology + 1))
+    [ -n "$hmat" ] && topology=$((topology + 1))
     i=$((i + 1))
 done
 [ "$MOVABLE_MIB" -gt 0 ] && topology=$((topology + 1))
@@ -89,10 +90,28 @@ while [ $i -lt "$NODES" ]; do
         if [ "$movable" -ge "$want_hotplug" ]; then s=OK; else s=FAIL; fi
         result $s node${i}_removable "node $i: expected >= $want_hotplug MiB in online Movable blocks, found $movable MiB"
     fi
+    eval want_hmat=\$NODE${i}_HMAT
+    if [ -n "$want_hmat" ]; then
+        # ACPI HMAT reached the kernel: the best initiator's latency (ns) and bandwidth (MB/s) to this node
+        a=/sys/devices/system/node/node$i/access0/initiators
+        hmat="$(cat $a/read_latency 2>/dev/null) $(cat $a/read_bandwidth 2>/dev/null)"
+        if [ "$hmat" = "$want_hmat" ]; then s=OK; else s=FAIL; fi
+        result $s node${i}_hmat "node $i: expected HMAT read latency and bandwidth $want_hmat, found $hmat"
+    fi
     i=$((i + 1))
 done
 
+# kernel_at_least MAJOR MINOR
+kernel_at_least() {
+    v=$(uname -r) major=${v%%.*} rest=${v#*.}
+    minor=${rest%%[!0-9]*}
+    [ "$major" -gt "$1" ] || { [ "$major" -eq "$1" ] && [ "$minor" -ge "$2" ]; }
+}
 for i in $LOWER_TIER_NODES; do
+    if [ "$TIERS" = hmat ] && ! kernel_at_least 6 10; then
+        skip node${i}_lower_tier "needs: a kernel that tiers CPU-less nodes by ACPI HMAT (6.10 or later; this is $(uname -r))"
+        continue
+    fi
     top=$(tier_of 0) tier=$(tier_of $i)
     if [ "$tier" -gt "$top" ] && [ "$top" -ge 0 ]; then s=OK; else s=FAIL; fi
     result $s node${i}_lower_tier "node $i: expected a lower memory tier than node 0's (memory_tier$top), found memory_tier$tier"

@@ -96,11 +96,12 @@ def run_entries(vm: VmSpec, keys: RunKeys, reserved_mib: int = 0) -> list[cpio.E
     """`reserved_mib`: memory the kernel takes from the first node beyond the usual (KASAN's shadow)."""
     nodes = [{"mem_mib": vm.node_mib(i), "cpulist": ",".join(cpu_ranges(n.cpus)),
               "reserved_mib": reserved_mib * (i == 0), "hotplug_mib": sum(d.mem_mib for d in vm.hotplug if d.node == i),
-              "distance": " ".join(map(str, vm.distances[i])) if vm.distances else ""}
+              "distance": " ".join(map(str, vm.distances[i])) if vm.distances else "",
+              "hmat": next((f"{lat} {bw}" for ini, t, lat, bw in vm.hmat if t == i and ini == vm.initiator(i)), "")}
              for i, n in enumerate(vm.numa)]
     expect = _templates.get_template("expect.j2").render(
         nodes=nodes, movable_mib=vm.movable_mib + sum(d.mem_mib for d in vm.hotplug),
-        lower_tier_nodes=" ".join(str(d.node) for d in vm.nvdimms),
+        lower_tier_nodes=" ".join(map(str, vm.lower_tier_nodes)), tiers=vm.tiers,
         swap_mib=vm.swap_mib, mem_tolerance_pct=MEM_TOLERANCE_PCT,
         swap_dev=disks.SWAP_DEV, scratch_dev=disks.SCRATCH_DEV, scratch_mount=disks.SCRATCH_MOUNT)
     return [

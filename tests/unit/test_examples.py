@@ -20,4 +20,4 @@ def test_example_spec_loads_and_renders(path):
     s = spec.load(path)
     argv = qemu.command_line(s.vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s"),
                              scratch_disk=Path("/x"), accel="tcg", ssh_port=2222)
-    assert argv.count("-numa") == len(s.vm.numa) + sum(len(r) - 1 for r in s.vm.distances or ())
+    assert argv.count("-numa") == len(s.vm.numa) + sum(len(r) - 1 for r in s.vm.distances or ()) + 2 * len(s.vm.hmat)

@@ -109,6 +109,13 @@ def test_expectations_of_a_lower_tier_node(tmp_path):
     assert 'LOWER_TIER_NODES="1"' in expect and "NODE1_MEM_MIB=384" in expect and "NODE1_CPUS=\n" in expect
 
 
+def test_expectations_of_a_lower_tier_node_from_hmat(tmp_path):
+    vm = VmSpec(cpus=2, numa=(NumaNode(512, (0, 1)), NumaNode(512, (), True)), tiers="hmat")
+    expect = {e.path: e for e in initramfs.run_entries(vm, keys.make(tmp_path))}["etc/harness/expect"].data.decode()
+    assert 'LOWER_TIER_NODES="1"' in expect and "TIERS=hmat" in expect and "NODE1_MEM_MIB=512" in expect
+    assert 'NODE0_HMAT="100 20000"' in expect and 'NODE1_HMAT="200 5000"' in expect  # from node 1's initiator, 0
+
+
 def test_host_key_public_half_matches_dropbear(tmp_path):
     run_keys = keys.make(tmp_path)
     assert run_keys.host_public.startswith("ssh-ed25519 ")

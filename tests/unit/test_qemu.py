@@ -70,6 +70,18 @@ def test_qemu_lower_tier_node_is_an_nvdimm():
     assert argv[argv.index("-m") + 1] == "512M,slots=2,maxmem=1152M"
     assert "node,nodeid=1" in argv and "nvdimm,id=nvdimm0,memdev=nv0,node=1" in argv
     assert argv.index("nvdimm,id=nvdimm0,memdev=nv0,node=1") < argv.index("pc-dimm,id=dimm0,memdev=dimm0,node=0")
+def test_qemu_lower_tier_node_from_hmat():
+    vm = VmSpec(cpus=2, numa=(NumaNode(512, (0, 1)), NumaNode(512, (), True)), tiers="hmat")
+    argv = qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s"), scratch_disk=Path("/x"),
+                             accel="tcg", ssh_port=None)
+    assert option(argv, "-machine") == ["q35,accel=tcg,hmat=on"] and option(argv, "-m") == ["1024M"]
+    numa = option(argv, "-numa")
+    assert numa[:2] == ["node,nodeid=0,memdev=mem0,cpus=0-1", "node,nodeid=1,memdev=mem1,initiator=0"]
+    assert "hmat-lb,initiator=0,target=1,hierarchy=memory,data-type=access-latency,latency=200" in numa
+    assert "hmat-lb,initiator=0,target=1,hierarchy=memory,data-type=access-bandwidth,bandwidth=5000M" in numa
+    assert len(numa) == 2 + 4 and "nvdimm" not in " ".join(argv)
+
+
 def option(argv: list[str], name: str) -> list[str]:
     """Every value `name` is given in argv."""
     return [argv[i + 1] for i, arg in enumerate(argv) if arg == name]

@@ -71,6 +71,25 @@ def test_lower_tier_node_is_an_nvdimm(tmp_path):
     assert s.vm.memory_mib == 1024 and s.vm.node_mib(1) == 384
 
 
+def test_lower_tier_node_from_hmat(tmp_path):
+    s = spec.load(write(tmp_path, """
+        vm:
+          cpus: 2
+          numa: [{mem: 1G, cpus: 0}, {mem: 1G, cpus: 1}, {mem: 512M, tier: lower}]
+          distances: [[10, 20, 40], [20, 10, 30], [40, 30, 10]]
+          tiers: hmat
+    """))
+    assert s.vm.nvdimms == () and s.vm.memory_mib == 2560 and s.vm.node_mib(2) == 512  # plain memory
+    assert s.vm.lower_tier_nodes == (2,) and s.vm.initiator(2) == 1  # the nearest node with CPUs
+    assert s.vm.hmat == ((0, 0, 100, 20000), (0, 1, 200, 20000), (0, 2, 400, 5000),
+                         (1, 0, 200, 20000), (1, 1, 100, 20000), (1, 2, 300, 5000))
+    assert spec.VmSpec().hmat == () and spec.VmSpec().distance(0, 1) == 20
+    with pytest.raises(SpecError, match=r"vm.tiers: 'acpi' is not one of nvdimm, hmat"):
+        spec.load(write(tmp_path, "vm: {tiers: acpi}"))
+    with pytest.raises(SpecError, match=r"vm.tiers: hmat describes the nodes with tier: lower .* no node has it"):
+        spec.load(write(tmp_path, "vm: {tiers: hmat}"))
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path):
     path = write(tmp_path, "vm:\n  cpus: 4\n  numa: [unclosed\n")
     with pytest.raises(SpecError, match=r"spec.yaml, line \d+.*YAML syntax error"):
