@@ -669,17 +669,6 @@ struct where {
 	long top, far, swapped, other;
 };
 
-/* Node's MemFree in kB (/sys/devices/system/node/nodeN/meminfo), -1 if unreadable. */
-static long node_free_kb(int node)
-{
-	char path[96], buf[4096];
-	snprintf(path, sizeof(path), NODE_DIR "node%d/meminfo", node);
-	if (sysfs_read(path, buf, sizeof(buf)))
-		return -1;
-	char *line = strstr(buf, "MemFree:");
-	return line ? strtol(line + 8, NULL, 10) : -1;
-}
-
 /* n cold pages on node top, then more memory asked of top than it has free (MPOL_BIND), so
  * that reclaim runs on top (kswapd, then direct reclaim); where the cold pages are then. */
 static struct where reclaim_cold(int top, int far, size_t n, uint64_t seed, char **region)

@@ -537,6 +537,16 @@ long status_get_kb(pid_t pid, const char *field)
 	return val;
 }
 
+long node_free_kb(int node)
+{
+	char path[96], buf[4096];
+	snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/meminfo", node);
+	if (sysfs_read(path, buf, sizeof(buf)))
+		return -1;
+	const char *p = strstr(buf, "MemFree:");
+	return p ? strtol(p + 8, NULL, 10) : -1;
+}
+
 long long vmstat_get(const char *name)
 {
 	static char buf[1 << 16];
