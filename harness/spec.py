@@ -27,7 +27,7 @@ DEFAULT_SOURCE = "debian:linux-source-6.1"
 class NumaNode:
     mem_mib: int  # 0: a memoryless node (CPUs only)
     cpus: tuple[int, ...]  # (): a CPU-less node (memory only)
-    lower_tier: bool = False  # tier: lower: its memory is an nvdimm the guest onlines through dax/kmem
+    lower_tier: bool = False  # tier: lower: its memory in a lower memory tier (made as vm.tiers says)
 
 
 TIERS = ("top", "lower")
