@@ -502,16 +502,6 @@ int case_kinds_x_apis(void)
 
 /* ---------------------------------------------------------- kinds_short_target */
 
-static long node_free_kb(int node)
-{
-	char path[96], buf[4096];
-	snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/meminfo", node);
-	if (sysfs_read(path, buf, sizeof(buf)))
-		return -1;
-	const char *p = strstr(buf, "MemFree:");
-	return p ? strtol(p + 8, NULL, 10) : -1;
-}
-
 /* Fill `node` with free hugetlb pool pages (they cannot be reclaimed, moved or used for
  * anything else), all reserved by a mapping of this process so that no migration can take
  * one, and give back `margin_huge` of them to the buddy allocator. Returns the reservation
@@ -591,6 +581,8 @@ int case_kinds_short_target(void)
 	const int A = g_node_a, B = g_node_b;
 	if (hugepages_node(B, "nr_hugepages") < 0)
 		return skip("no 2 MiB hugetlb pages to fill the target node with (CONFIG_HUGETLBFS)");
+	if (node_has_movable_zone(B)) /* hugetlb pages never come from ZONE_MOVABLE: it stays free */
+		return skip("needs: node %d without ZONE_MOVABLE (hugetlb pages cannot fill it)", B);
 	size_t len;
 	drop_caches(); /* page cache on B would be reclaimed to make room: the fill takes it now */
 	few_pcp_pages(); /* else node B drains thousands of free pages from them when "full" */

@@ -449,6 +449,8 @@ int case_numa_balancing(void)
 	const int A = g_node_a, B = g_node_b;
 	if (access("/proc/sys/kernel/numa_balancing", W_OK))
 		return skip("no /proc/sys/kernel/numa_balancing (CONFIG_NUMA_BALANCING?)");
+	if (!node_has_cpus(B)) /* the worker touches its pages from B's CPUs */
+		return skip("needs: CPUs on node %d (a CPU-less node)", B);
 	/* Scan quickly (the knobs are in debugfs with CONFIG_SCHED_DEBUG from 5.13, sysctls
 	 * before; without either the defaults: a first scan after about 1 s of runtime). */
 	const char *knob[][2] = { { "scan_delay_ms", "0" }, { "scan_period_min_ms", "10" },

@@ -132,7 +132,7 @@ static int read_file(const char *path, char *buf, size_t n)
 }
 
 /* A kernel list file such as "0-1,4" into up to `max` numbers; how many, or -1. */
-static int read_list(const char *path, int *out, int max)
+int read_list(const char *path, int *out, int max)
 {
 	char buf[256];
 	if (read_file(path, buf, sizeof(buf)) <= 0)
@@ -218,6 +218,14 @@ int bind_task_to(int node)
 	if (r)
 		failf("set_mempolicy(MPOL_BIND, {%d}) = %ld (%s), expected 0", node, r, errname(errno));
 	return (int)r;
+}
+
+int node_has_cpus(int node)
+{
+	char path[96];
+	int cpus[CPU_SETSIZE];
+	snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/cpulist", node);
+	return read_list(path, cpus, CPU_SETSIZE) > 0;
 }
 
 int run_on_node_cpus(int node)
@@ -527,6 +535,16 @@ long status_get_kb(pid_t pid, const char *field)
 	}
 	free(buf);
 	return val;
+}
+
+long node_free_kb(int node)
+{
+	char path[96], buf[4096];
+	snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/meminfo", node);
+	if (sysfs_read(path, buf, sizeof(buf)))
+		return -1;
+	const char *p = strstr(buf, "MemFree:");
+	return p ? strtol(p + 8, NULL, 10) : -1;
 }
 
 long long vmstat_get(const char *name)

@@ -56,8 +56,10 @@ def command_line(vm: VmSpec, *, kernel: Path, initrd: Path, swap_disk: Path, scr
     distances = [(i, j, v) for i, row in enumerate(vm.distances or ()) for j, v in enumerate(row) if i != j]
     text = template.render(
         accel=accel, cpus=vm.cpus, memory_mib=vm.memory_mib, distances=distances,
-        numa=[{"mem_mib": n.mem_mib, "cpu_ranges": cpu_ranges(n.cpus)} for n in vm.numa],
-        kernel=kernel, initrd=initrd, cmdline=f"{CMDLINE} {vm.append}".strip(),
+        numa=[{"mem_mib": 0 if vm.on_nvdimm(n) else n.mem_mib, "cpu_ranges": cpu_ranges(n.cpus),
+               "initiator": vm.initiator(i) if vm.hmat and not n.cpus else None} for i, n in enumerate(vm.numa)],
+        dimms=vm.hotplug, nvdimms=vm.nvdimms, hmat=vm.hmat, kernel=kernel, initrd=initrd,
+        cmdline=" ".join(filter(None, (CMDLINE, vm.kernel_args, vm.append))),
         swap_disk=swap_disk, scratch_disk=scratch_disk, ssh_port=ssh_port,
     )
     argv = [QEMU]
