@@ -591,16 +591,17 @@ int case_kinds_short_target(void)
 		return FAIL;
 	/* What the huge fill could not take (free memory in blocks under 2 MiB, beside the
 	 * slab pages earlier cases left on B) varies from boot to boot: 7498 pages were left
-	 * once, and all of 2048 pages moved. Move 8 MiB more than B has free. */
+	 * once, and all of 2048 pages moved. Move 8 MiB more than B has free; and more huge
+	 * pages than compaction could make 2 MiB blocks of from it (4 of 4 moved once). */
 	long left = node_free_kb(B) / 4;
-	size_t small_units = (size_t)(left > 0 ? left : 0) + 2048;
+	size_t small_units = (size_t)(left > 0 ? left : 0) + 2048, huge_units = small_units / (HPAGE / PAGE);
 	int cells = 0;
 	for (int k = 0; k < NKINDS; k++) {
 		/* Pages node B cannot reclaim to make room (with swap, the others get room by
 		 * reclaim on B: see the README). */
 		if (!kinds[k].unreclaimable)
 			continue;
-		size_t units = strcmp(kinds[k].name, "hugetlb") ? small_units : 4;
+		size_t units = strcmp(kinds[k].name, "hugetlb") ? small_units : huge_units;
 		struct region r;
 		double t0 = now_s();
 		int v = region_setup(&kinds[k], &r, units, 950 + k);
