@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from harness.groups import boot, kselftest, module, script, workload
+from harness.groups import boot, kselftest, module, script, topology, workload
 from harness.groups.guest import Ended, GroupRun, Guest, killed, not_run, qemu_killed, stop_reason
 from harness.kernel.build import KernelBuild
 from harness.spec import GroupEntry, ScriptGroup, Spec, group_name
@@ -44,6 +44,7 @@ KINDS: tuple[GroupKind, ...] = (
     GroupKind("boot", boot.prepare, boot.run, default=True, after_failed_boot=True),
     GroupKind("workload", workload.prepare, script.run, default=True),
     GroupKind("module", module.prepare, module.run, default=True, timeout=module.TIMEOUT_S),
+    GroupKind("topology", topology.prepare, script.run, default=False),
     GroupKind("script", script.prepare, script.run, default=False, by_name=False),
     GroupKind("kselftest-mm", kselftest.prepare, kselftest.run, default=False, chooses=True),
 )

@@ -48,6 +48,7 @@ class Program:
     name: str  # the group's
     path: Path  # on the host
     timeout: float | None = None  # default: the group kind's time limit (the spec's timeouts.test)
+    args: tuple[str, ...] = ()  # its command-line arguments
     cases: tuple[str, ...] = ()  # its tests' names in order, if it lists them: for those never reported
 
 
@@ -110,7 +111,8 @@ def run(guest: Guest, program: Program) -> GroupRun:
     progress = Progress(program.name, ktap_file, guest.vm.console.line_count)
     log.info("%s: running %s (timeout %.0f s)", program.name, program.path.name, timeout)
     try:
-        watched = run_watched(guest, f"cd {GUEST_DIR} && {remote}", timeout, progress, dump_as=program.name)
+        line = " ".join((f"cd {GUEST_DIR} && {remote}", *program.args))
+        watched = run_watched(guest, line, timeout, progress, dump_as=program.name)
     finally:
         progress.close()
     result = with_durations(parse(ktap.numbered_lines(ktap_file), program.name, ktap_file.name, program.cases),

@@ -16,9 +16,14 @@ NAME = "workload"
 
 
 def prepare(entry: GroupEntry, kernel: KernelBuild, log: IO[str], keep: Path) -> Program:
-    """The binary's path is keyed by its sources' content: no parallel run rewrites it.
-    It lists its cases (static, it runs on the host too): a case a hang or crash
-    kept from reporting is named, not 'test N (missing)'."""
+    return program(NAME, (), log)
+
+
+def program(name: str, args: tuple[str, ...], log: IO[str]) -> Program:
+    """The suite run with `args`. The binary's path is keyed by its sources' content:
+    no parallel run rewrites it. It lists its cases (static, it runs on the host
+    too): a case a hang or crash kept from reporting is named, not 'test N (missing)'."""
     binary = compiler.workload(log)
-    listed = run([str(binary), "--list"], error=GuestError, what="listing the workload's cases", log=log, timeout=30)
-    return Program(NAME, binary, cases=tuple(listed.split()))
+    listed = run([str(binary), *args, "--list"], error=GuestError, what=f"listing the {name} cases", log=log,
+                 timeout=30)
+    return Program(name, binary, args=args, cases=tuple(listed.split()))
