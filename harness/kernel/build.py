@@ -30,12 +30,22 @@ FIRST_ESTIMATE = 1700  # kbuild steps of our 6.1 config from scratch (1702 count
 
 @dataclass(frozen=True)
 class KernelBuild:
-    bzimage: Path
+    image: Path  # what QEMU boots (-kernel): vmlinux through its PVH entry point, else bzImage
     build_dir: Path
     config_path: Path
     release: str  # `uname -r` of the built kernel
     source: KernelSource
     vmlinux: Path  # with its symbols (and debug info, with the debug-info profile)
+
+
+def pvh(config: Path) -> bool:
+    """QEMU can boot this kernel's ELF vmlinux directly (CONFIG_PVH): no bzImage needed."""
+    return kconfig.read_config(config).get("CONFIG_PVH") == "y"
+
+
+def targets(config: Path) -> list[str]:
+    """What a run needs built: vmlinux and the modules (test_hmm.ko), plus bzImage without PVH."""
+    return ["vmlinux", "modules"] if pvh(config) else ["all"]
 
 
 def make_vars() -> list[str]:
@@ -99,7 +109,8 @@ def build(source: KernelSource, extra_fragments: tuple[Path, ...], out_dir: Path
         if built.current():
             log.write("harness: no source file changed since the last build: make skipped\n")
         else:
-            argv = ["make", "-C", str(source.tree), f"O={build_dir}", *make_vars(), f"-j{os.cpu_count() or 2}", "all"]
+            argv = ["make", "-C", str(source.tree), f"O={build_dir}", *make_vars(), f"-j{os.cpu_count() or 2}",
+                    *targets(config)]
             total = expected_steps(build_dir)
             try:
                 with Progress("build", total, "steps") as progress:
@@ -113,7 +124,7 @@ def build(source: KernelSource, extra_fragments: tuple[Path, ...], out_dir: Path
                 raise BuildError(f"the kernel build failed (full log: {log_path}):\n"
                                  f"{first_errors(log_path.read_text(errors='replace'))}") from None
             built.write()
-    bzimage = build_dir / "arch/x86/boot/bzImage"
+    image = build_dir / ("vmlinux" if pvh(config) else "arch/x86/boot/bzImage")
     release = (build_dir / "include/config/kernel.release").read_text().strip()
-    return KernelBuild(bzimage=bzimage, build_dir=build_dir, config_path=config, release=release, source=source,
+    return KernelBuild(image=image, build_dir=build_dir, config_path=config, release=release, source=source,
                        vmlinux=build_dir / "vmlinux")
