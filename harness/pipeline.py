@@ -45,7 +45,7 @@ STAGES = ("wait", "source", "build", "assets", "image", "boot", "tests")
 WORK = ("wait", "build", "assets", "boot", "tests")  # not the harness's own: `overhead` is the rest of `total`
 
 
-def _source_lock(spec: Spec) -> contextlib.AbstractContextManager[None]:
+def source_lock(spec: Spec) -> contextlib.AbstractContextManager[None]:
     """Runs on the same source share its private tree and build: they take turns
     (`debian:linux-source-6.1` and the path it is extracted to are one source)."""
     return cache.locked(f"source-{cache.digest(str(ksource.origin_path(spec.kernel.source)))}")
@@ -74,7 +74,7 @@ def _build(spec: Spec, out_dir: Path, timings: dict[str, float]) -> kbuild.Kerne
 
 
 def build_kernel(spec: Spec, out_dir: Path) -> kbuild.KernelBuild:
-    with disk_full_is_an_error(), _source_lock(spec):
+    with disk_full_is_an_error(), source_lock(spec):
         return _build(spec, out_dir, {})
 
 
@@ -86,7 +86,7 @@ def prepare(spec: Spec, out_dir: Path, scratch: Path, with_assets: bool = True,
     timings = {} if timings is None else timings
     with disk_full_is_an_error(), contextlib.ExitStack() as held:
         with clocked(timings, "wait"):
-            held.enter_context(_source_lock(spec))
+            held.enter_context(source_lock(spec))
         kb = _build(spec, out_dir, timings)
         assets: Assets = {}
         if with_assets:
