@@ -93,8 +93,7 @@ def prepare(spec: Spec, out_dir: Path, scratch: Path, with_assets: bool = True,
             with (out_dir / "build.log").open("a") as build_log, clocked(timings, "assets"):
                 assets = {group_name(g): groups.kind_of(g).prepare(g, kb, build_log, scratch) for g in spec.tests}
         vmlinux = _linked(kb.vmlinux, scratch / "vmlinux")
-        image = vmlinux if kb.image == kb.vmlinux else Path(shutil.copy2(kb.image, scratch / kb.image.name))
-    return replace(kb, image=image, vmlinux=vmlinux), assets
+    return replace(kb, vmlinux=vmlinux), assets
 
 
 def _linked(path: Path, to: Path) -> Path:
@@ -120,14 +119,16 @@ def scratch_dir() -> Iterator[Path]:
 
 @contextlib.contextmanager
 def booted(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path, scratch: Path,
-           timings: dict[str, float] | None = None) -> Iterator[qemu.Vm[CrashReport]]:
-    """Assemble the guest and boot it; QEMU is stopped when the block ends."""
+           timings: dict[str, float] | None = None, preload: tuple[Path, ...] = ()) -> Iterator[qemu.Vm[CrashReport]]:
+    """Assemble the guest (with `preload`: files the groups push) and boot it;
+    QEMU is stopped when the block ends."""
     kasan = kconfig.read_config(kb.config_path).get("CONFIG_KASAN") == "y"
     shadow = spec.vm.memory_mib // 8 if kasan else 0  # KASAN's shadow: 1/8 of memory, from the first node
     with clocked({} if timings is None else timings, "image"):
-        image = initramfs.assemble(spec.vm, keys.make(scratch / "keys"), scratch, reserved_mib=shadow)
+        image = initramfs.assemble(spec.vm, keys.make(scratch / "keys"), scratch, reserved_mib=shadow,
+                                   preload=preload)
     console_log = out_dir / "console.log"
-    vm = qemu.boot(spec.vm, kb.image, image, console_log, spec.timeouts.boot, CRASHES)
+    vm = qemu.boot(spec.vm, kb.vmlinux, image, console_log, spec.timeouts.boot, CRASHES)
     with vm:
         (out_dir / "qemu.pid").write_text(f"{vm.pid}\n")
         log.info("boot: %s in %.1f s under %s (console: %s)",
@@ -223,8 +224,9 @@ def _run(spec: Spec, out_dir: Path, scratch: Path, so_far: SoFar) -> RunResult:
     kb, assets = prepare(spec, out_dir, scratch, timings=timings)
     so_far.kb = kb
     pending, results = so_far.pending, so_far.results
+    preload = tuple(dict.fromkeys(p for g in spec.tests for p in groups.kind_of(g).pushes(assets[group_name(g)])))
     while True:
-        with booted(spec, kb, out_dir, scratch, timings) as vm, guest(spec, vm, out_dir) as handed:
+        with booted(spec, kb, out_dir, scratch, timings, preload) as vm, guest(spec, vm, out_dir) as handed:
             so_far.vm = vm
             timings["boot"] += vm.boot_seconds
             timings.setdefault("boot_to_first_result", vm.first_result_seconds or 0.0)

@@ -45,6 +45,10 @@ class Program:
     timeout: float | None = None  # default: the group kind's time limit (the spec's timeouts.test)
 
 
+def pushes(program: Program) -> tuple[Path, ...]:
+    return (program.path,)
+
+
 def prepare(entry: GroupEntry, kernel: KernelBuild, log: IO[str], keep: Path) -> Program:
     assert isinstance(entry, ScriptGroup)  # the table dispatches mappings here, names elsewhere
     return Program(entry.name, entry.script, entry.timeout)

@@ -48,6 +48,20 @@ def test_initramfs_has_busybox_dropbear_and_its_libraries(tmp_path):
                           capture_output=True, text=True).stdout.strip() == "ext4"
 
 
+def test_preloaded_files_are_in_the_run_part_executable(tmp_path):
+    """What the groups push rides in the initramfs: GNU cpio unpacks it with its content and mode."""
+    program = tmp_path / "migrate_suite-abc"
+    program.write_bytes(b"\x7fELF payload")
+    image = initramfs.assemble(Spec().vm, keys.make(tmp_path / "keys"), tmp_path, preload=(program,))
+    assert image.preloaded == {program: f"/{initramfs.PRELOAD_DIR}/migrate_suite-abc"}
+    run_part = image.initramfs.read_bytes()[initramfs.base_image().stat().st_size:]
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["cpio", "-id", "--quiet"], input=run_part, cwd=unpacked, check=True)
+    landed = unpacked / initramfs.PRELOAD_DIR / "migrate_suite-abc"
+    assert landed.read_bytes() == b"\x7fELF payload" and landed.stat().st_mode & 0o777 == 0o755
+
+
 def needed_libraries(binary: str) -> set[str]:
     """The DT_NEEDED names of `binary` and, transitively, of its libraries (found in LIB_DIRS);
     the loader, which they name too, is its PT_INTERP path (checked on its own)."""
@@ -123,7 +137,7 @@ def test_module_is_rebuilt_only_when_a_header_it_includes_or_the_exports_change(
     (work / ".migrate_test.o.cmd").write_text(
         f"deps_migrate_test.o := \\\n    $(wildcard include/config/NUMA) \\\n  {header} \\\n"
         "  include/generated/autoconf.h \\\n\nmigrate_test.o: $(deps_migrate_test.o)\n")
-    kb = KernelBuild(build / "vmlinux", build, build / ".config", "6.1", KernelSource(tree, "", "6.1", None, ()),
+    kb = KernelBuild(build, build / ".config", "6.1", KernelSource(tree, "", "6.1", None, ()),
                      build / "vmlinux")
     sources = [tmp_path / "migrate_test.c"]
     sources[0].write_text("int x;\n")
