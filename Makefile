@@ -35,7 +35,7 @@ test-kernel: setup
 	$(PYTHON) -m harness.cli run $(HARNESS_ARGS)
 
 test: setup
-	$(PYTHON) -m pytest -ra -m "not slow" $(PYTEST_ARGS) tests
+	$(PYTHON) -m pytest -ra --durations=25 -m "not slow" $(PYTEST_ARGS) tests
 
 # Tests that need a full build of another config (debug info): about 10 minutes more.
 test-slow: setup

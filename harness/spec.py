@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,29 @@ DEFAULT_SOURCE = "debian:linux-source-6.1"
 
 @dataclass(frozen=True)
 class NumaNode:
+    mem_mib: int  # 0: a memoryless node (CPUs only)
+    cpus: tuple[int, ...]  # (): a CPU-less node (memory only)
+    lower_tier: bool = False  # tier: lower: its memory in a lower memory tier (made as vm.tiers says)
+
+
+TIERS = ("top", "lower")
+# How a tier: lower node's memory reaches a lower memory tier (vm.tiers): an nvdimm the guest
+# onlines through dax/kmem (6.1 and 6.12), or plain memory that ACPI HMAT describes as slower
+# (kernels that tier CPU-less nodes by HMAT: 6.10 and later).
+TIER_SOURCES = ("nvdimm", "hmat")
+HMAT_LATENCY_NS_PER_DISTANCE = 10  # a node's HMAT latency from an initiator: its distance (10 local) x 10 ns
+HMAT_BANDWIDTH_MBPS = {False: 20000, True: 5000}  # a target's HMAT bandwidth: top tier, lower tier
+
+
+@dataclass(frozen=True)
+class Dimm:
+    """A pc-dimm plugged in at boot; the guest onlines it as ZONE_MOVABLE (removable)."""
+
     mem_mib: int
-    cpus: tuple[int, ...]
+    node: int
+
+
+BLOCK_MIB = 128  # x86_64's memory block: the unit memory goes on- and offline in
 
 
 @dataclass(frozen=True)
@@ -51,10 +72,67 @@ class VmSpec:
     swap_mib: int = 512
     accel: str = "auto"  # auto | kvm | tcg
     append: str = ""  # extra kernel command line
+    hotplug: tuple[Dimm, ...] = ()  # DIMMs onlined movable (memhp_default_state=online_movable)
+    movable_mib: int = 0  # boot memory reserved for ZONE_MOVABLE (movablecore=)
+    tiers: str = "nvdimm"  # TIER_SOURCES: how the lower-tier nodes get their tier
+
+    def on_nvdimm(self, node: NumaNode) -> bool:
+        """Is this node's memory an nvdimm (a lower-tier node, tiers: nvdimm)?"""
+        return node.lower_tier and self.tiers == "nvdimm"
 
     @property
     def memory_mib(self) -> int:
-        return sum(node.mem_mib for node in self.numa)
+        """Boot memory (QEMU's -m): the nodes' memory, without the DIMMs and nvdimms."""
+        return sum(node.mem_mib for node in self.numa if not self.on_nvdimm(node))
+
+    @property
+    def nvdimms(self) -> tuple[Dimm, ...]:
+        """The lower-tier nodes' memory, as nvdimms."""
+        return tuple(Dimm(n.mem_mib, i) for i, n in enumerate(self.numa) if self.on_nvdimm(n))
+
+    @property
+    def lower_tier_nodes(self) -> tuple[int, ...]:
+        return tuple(i for i, n in enumerate(self.numa) if n.lower_tier)
+
+    def distance(self, i: int, j: int) -> int:
+        """The SLIT distance, the kernel's default (10 local, 20 remote) without a table."""
+        return self.distances[i][j] if self.distances else 10 if i == j else 20
+
+    def initiator(self, node: int) -> int:
+        """The node with CPUs nearest to `node` (itself if it has CPUs): its HMAT initiator."""
+        return min((i for i, n in enumerate(self.numa) if n.cpus), key=lambda i: (self.distance(i, node), i))
+
+    @property
+    def hmat(self) -> tuple[tuple[int, int, int, int], ...]:
+        """tiers: hmat: (initiator, target, latency ns, bandwidth MB/s) for every node with CPUs and every
+        node with memory: latency from the distance, bandwidth lower for a lower-tier target."""
+        if self.tiers != "hmat":
+            return ()
+        return tuple((i, t, self.distance(i, t) * HMAT_LATENCY_NS_PER_DISTANCE, HMAT_BANDWIDTH_MBPS[target.lower_tier])
+                     for i, initiator in enumerate(self.numa) if initiator.cpus
+                     for t, target in enumerate(self.numa) if target.mem_mib)
+
+    def node_mib(self, node: int) -> int:
+        """What node `node` holds once the guest is up: its memory and its DIMMs (of an
+        nvdimm, dax/kmem onlines whole memory blocks after the device's info block: one less)."""
+        mem = self.numa[node].mem_mib - (BLOCK_MIB if self.on_nvdimm(self.numa[node]) else 0)
+        return mem + sum(d.mem_mib for d in self.hotplug if d.node == node)
+
+    @property
+    def topology_fields(self) -> tuple[str, ...]:
+        """The topology fields this machine uses (each needs the `topology` config profile)."""
+        used = {"a memoryless node (mem: 0)": any(not n.mem_mib for n in self.numa),
+                "a CPU-less node (no cpus)": any(not n.cpus for n in self.numa),
+                "tier: lower": any(n.lower_tier for n in self.numa),
+                "vm.hotplug": bool(self.hotplug), "vm.movable": bool(self.movable_mib)}
+        return tuple(name for name, on in used.items() if on)
+
+    @property
+    def kernel_args(self) -> str:
+        """The kernel command line the topology needs."""
+        args = ["memhp_default_state=online_movable"] if self.hotplug else []
+        args += [f"movablecore={self.movable_mib}M"] if self.movable_mib else []
+        return " ".join(args)
 
 
 @dataclass(frozen=True)
@@ -109,6 +187,29 @@ class Spec:
     tests: tuple[GroupEntry, ...] = field(default_factory=default_groups)
     timeouts: Timeouts = field(default_factory=Timeouts)
     after_crash: str = "stop"  # stop | reboot: what to do with the groups left after a crash or hang
+
+
+def _topology_needs(spec: Spec) -> tuple[str, ...]:
+    group = ("the topology group",) if "topology" in map(group_name, spec.tests) else ()
+    return group + spec.vm.topology_fields
+
+
+# Config profiles a spec gets without naming them: profile -> what in a spec needs it
+# (the reasons it has, none if it needs no such kernel). The default spec needs none.
+IMPLIED_PROFILES: dict[str, Callable[[Spec], tuple[str, ...]]] = {
+    "topology": _topology_needs,  # memory hotplug and hot-remove, nvdimm/dax/kmem, ACPI HMAT, io_uring
+}
+
+
+def implied_profiles(spec: Spec) -> dict[str, tuple[str, ...]]:
+    """The profiles `spec` needs, each with why, from IMPLIED_PROFILES."""
+    return {name: why for name, needs in IMPLIED_PROFILES.items() if (why := needs(spec))}
+
+
+def with_implied_profiles(spec: Spec) -> Spec:
+    """`spec` with the profiles it needs added after those it names."""
+    added = tuple(name for name in implied_profiles(spec) if name not in spec.kernel.profiles)
+    return replace(spec, kernel=replace(spec.kernel, profiles=spec.kernel.profiles + added)) if added else spec
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
@@ -201,7 +302,8 @@ def _kernel(data: object, base: Path, where: str) -> KernelSpec:
 
 
 def _vm(data: object, where: str) -> VmSpec:
-    d = _check_keys(data, {"memory", "cpus", "numa", "distances", "swap", "accel", "append"}, where)
+    d = _check_keys(data, {"memory", "cpus", "numa", "distances", "swap", "accel", "append", "hotplug", "movable",
+                           "tiers"}, where)
     default = VmSpec()
     cpus = d.get("cpus", default.cpus)
     if not isinstance(cpus, int) or cpus < 1:
@@ -212,11 +314,7 @@ def _vm(data: object, where: str) -> VmSpec:
             raise SpecError(f"{where}.numa: expected a non-empty list of nodes")
         nodes = []
         for i, node in enumerate(d["numa"]):
-            n = _check_keys(node, {"mem", "cpus"}, f"{where}.numa[{i}]")
-            if "mem" not in n or "cpus" not in n:
-                raise SpecError(f"{where}.numa[{i}]: each node needs 'mem' and 'cpus'")
-            nodes.append(NumaNode(parse_size_mib(n["mem"], f"{where}.numa[{i}].mem"),
-                                  parse_cpus(n["cpus"], f"{where}.numa[{i}].cpus")))
+            nodes.append(_node(node, f"{where}.numa[{i}]"))
         numa = tuple(nodes)
     vm = VmSpec(
         cpus=cpus,
@@ -225,9 +323,54 @@ def _vm(data: object, where: str) -> VmSpec:
         swap_mib=0 if d.get("swap") in (0, False) else parse_size_mib(d.get("swap", "512M"), f"{where}.swap"),
         accel=str(d.get("accel", "auto")),
         append=str(d.get("append", "")),
+        hotplug=_hotplug(d.get("hotplug"), len(numa), f"{where}.hotplug"),
+        movable_mib=_blocks(d["movable"], f"{where}.movable") if d.get("movable") not in (None, 0) else 0,
+        tiers=str(d.get("tiers", "nvdimm")),
     )
     _check_topology(vm, d.get("memory"), where)
     return vm
+
+
+def _node(data: object, where: str) -> NumaNode:
+    """A node: `mem` (0 for a memoryless node) and `cpus` ([] or omitted for a CPU-less node)."""
+    n = _check_keys(data, {"mem", "cpus", "tier"}, where)
+    if "mem" not in n:
+        raise SpecError(f"{where}: each node needs 'mem' (write mem: 0 for a memoryless node)")
+    mem = 0 if n["mem"] in (0, "0") else parse_size_mib(n["mem"], f"{where}.mem")
+    cpus = parse_cpus([] if n.get("cpus") is None else n["cpus"], f"{where}.cpus")
+    tier = str(n.get("tier", "top"))
+    if tier not in TIERS:
+        raise SpecError(f"{where}.tier: '{tier}' is not one of {', '.join(TIERS)}")
+    if tier == "lower" and (cpus or _blocks(n["mem"], f"{where}.mem") < 2 * BLOCK_MIB):
+        raise SpecError(f"{where}: a lower-tier node is far memory: no cpus, and mem of at least "
+                        f"{2 * BLOCK_MIB}M in whole {BLOCK_MIB}M blocks (dax/kmem loses the first block)")
+    return NumaNode(mem, cpus, tier == "lower")
+
+
+def _blocks(value: object, where: str) -> int:
+    """A size in whole memory blocks (what the kernel can offline), in MiB."""
+    mib = parse_size_mib(value, where)
+    if mib % BLOCK_MIB:
+        raise SpecError(f"{where}: {mib}M is not a whole number of {BLOCK_MIB}M memory blocks")
+    return mib
+
+
+def _hotplug(value: object, nodes: int, where: str) -> tuple[Dimm, ...]:
+    """`hotplug: [{mem: 256M, node: 1}, ...]`: DIMMs plugged in at boot."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SpecError(f"{where}: expected a list of DIMMs such as [{{mem: 256M, node: 1}}]")
+    dimms = []
+    for i, item in enumerate(value):
+        d = _check_keys(item, {"mem", "node"}, f"{where}[{i}]")
+        if "mem" not in d or "node" not in d:
+            raise SpecError(f"{where}[{i}]: each DIMM needs 'mem' and 'node'")
+        node = d["node"]
+        if not isinstance(node, int) or isinstance(node, bool) or not 0 <= node < nodes:
+            raise SpecError(f"{where}[{i}].node: {node!r} is not a node of vm.numa (0..{nodes - 1})")
+        dimms.append(Dimm(_blocks(d["mem"], f"{where}[{i}].mem"), node))
+    return tuple(dimms)
 
 
 def _distances(value: object, nodes: int, where: str) -> tuple[tuple[int, ...], ...] | None:
@@ -243,6 +386,12 @@ def _distances(value: object, nodes: int, where: str) -> tuple[tuple[int, ...], 
 
 
 def _check_topology(vm: VmSpec, memory: object, where: str) -> None:
+    if not vm.memory_mib:
+        raise SpecError(f"{where}.numa: every node has mem: 0; at least one node needs memory")
+    for i, node in enumerate(vm.numa):
+        if not vm.node_mib(i) and not node.cpus:
+            raise SpecError(f"{where}.numa[{i}]: a node needs memory, CPUs or a DIMM (vm.hotplug); "
+                            "this one has none")
     if memory is not None:
         total = parse_size_mib(memory, f"{where}.memory")
         if total != vm.memory_mib:
@@ -257,6 +406,13 @@ def _check_topology(vm: VmSpec, memory: object, where: str) -> None:
             f"{where}: the NUMA nodes' cpus must cover 0-{vm.cpus - 1} exactly once each; "
             f"they list {assigned}"
         )
+    if vm.movable_mib >= vm.memory_mib:
+        raise SpecError(f"{where}.movable: {vm.movable_mib}M leaves no memory for the kernel "
+                        f"(the nodes have {vm.memory_mib}M)")
+    if vm.tiers not in TIER_SOURCES:
+        raise SpecError(f"{where}.tiers: '{vm.tiers}' is not one of {', '.join(TIER_SOURCES)}")
+    if vm.tiers == "hmat" and not vm.lower_tier_nodes:
+        raise SpecError(f"{where}.tiers: hmat describes the nodes with tier: lower in ACPI HMAT; no node has it")
     if vm.accel not in ("auto", "kvm", "tcg"):
         raise SpecError(f"{where}.accel: '{vm.accel}' is not one of auto, kvm, tcg")
 
@@ -323,13 +479,13 @@ def from_dict(data: object, base: Path, where: str = "spec") -> Spec:
     d = _check_keys(data, {"kernel", "vm", "tests", "timeouts", "after_crash"}, where)
     if d.get("after_crash", "stop") not in ("stop", "reboot"):
         raise SpecError(f"{where}: after_crash: '{d['after_crash']}' is not one of stop, reboot")
-    return Spec(
+    return with_implied_profiles(Spec(
         kernel=_kernel(d.get("kernel"), base, f"{where}: kernel"),
         vm=_vm(d.get("vm"), f"{where}: vm"),
         tests=_tests(d.get("tests"), base, f"{where}: tests"),
         timeouts=_timeouts(d.get("timeouts"), f"{where}: timeouts"),
         after_crash=d.get("after_crash", "stop"),
-    )
+    ))
 
 
 def read(path: Path) -> object:

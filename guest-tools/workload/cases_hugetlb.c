@@ -7,7 +7,10 @@
  *   the old page, which leaves the pool when freed: the page takes its pool slot along;
  * - neither a free huge page nor memory for one: -ENOMEM (kinds_short_target);
  * - an address inside the huge page (not its head): 6.1's add_page_for_migration() only
- *   isolates the head page and leaves the -EACCES it had set for the mapcount check. */
+ *   isolates the head page and leaves the -EACCES it had set for the mapcount check; 6.12's
+ *   add_folio_for_migration() finds the folio of any address (folio_walk_start()) and
+ *   isolates it (__add_folio_for_migration(): isolate_hugetlb(folio)): that whole huge page
+ *   moves, the other one stays. */
 #include "suite.h"
 
 #include <sys/mman.h>
@@ -87,7 +90,13 @@ int case_hugetlb_move(void)
 	if (!kernel_at_least(6, 2))
 		CHECK(ret == 0 && s1 == -EACCES, "move_pages by a tail address returned %ld, status %s, expected 0 and "
 		      "-EACCES (6.1 isolates hugetlb pages by their head only)", ret, statusname(s1));
-	expect_on_node("after move_pages by a tail address", 0, p, NP, s1 == A ? A : B);
+	if (kernel_at_least(6, 12))
+		CHECK(ret == 0 && s1 == A, "move_pages by a tail address returned %ld, status %s, expected 0 and node %d "
+		      "(6.12 moves the folio of any address)", ret, statusname(s1), A);
+	/* Only the huge page holding the address moves (or none); the other stays on B. */
+	expect_on_node("after move_pages by a tail address: its huge page", 0, p, NP / K, s1 == A ? A : B);
+	expect_on_node("after move_pages by a tail address: the other huge page", 0, p + HPAGE, NP / K, B);
+	check_pattern("after move_pages by a tail address", p, 0, NP, 61);
 	if (s1 == A) { /* a kernel that moves by any address: put it back */
 		back = B;
 		sys_move_pages(0, 1, &tail, &back, &s1, MPOL_MF_MOVE);

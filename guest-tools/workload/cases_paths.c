@@ -103,6 +103,38 @@ static long node_room(int node)
 
 /* ------------------------------------------------------------------ compaction */
 
+/* Free blocks of 2 MiB (order 9) or more on node, counted in 2 MiB blocks (/proc/buddyinfo). */
+static long free_2m_blocks(int node)
+{
+	FILE *f = fopen("/proc/buddyinfo", "re");
+	char line[512];
+	long n = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		int nd, off = 0, used, order = 0;
+		long count;
+		if (sscanf(line, "Node %d, zone %*s%n", &nd, &off) < 1 || !off || nd != node)
+			continue;
+		for (char *p = line + off; sscanf(p, "%ld%n", &count, &used) == 1; p += used, order++)
+			n += order >= 9 ? count << (order - 9) : 0;
+	}
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* A fresh 2 MiB THP region faulted (one byte) while bound to node: 1 if a huge page backs
+ * it (smaps AnonHugePages), 0 if the fault fell back to a small page. */
+static int thp_fault_on(int node)
+{
+	char *r = map_thp_region();
+	if (!r)
+		return -1;
+	bind_task_to(node);
+	r[0] = 1;
+	bind_task_to(-1);
+	return smaps_get_kb(0, (unsigned long)r, "AnonHugePages") == 2048;
+}
+
 /* Node C is made small and fragmented: its free 2 MiB blocks go to the hugetlb pool
  * (compaction leaves hugetlb pages alone) except K + SPARE, and our pages fill K of them.
  * In the lower half of those blocks (by PFN) every page of ours with an odd PFN is freed
@@ -127,6 +159,7 @@ int case_compaction(void)
 		return skip("no hugetlb pool on node %d (CONFIG_HUGETLBFS?): it fills the node", C);
 	setting_write("/proc/sys/vm/compaction_proactiveness", "0"); /* 5.9+: no compaction on its own */
 	low_watermarks();
+	few_pcp_pages();
 	long room = node_room(C);
 	long fill = (room - (K + SPARE) * (long)NR_PAGES_PER_HPAGE) / (long)NR_PAGES_PER_HPAGE;
 	long huge = hugetlb_node_set(C, huge0 + (fill > 0 ? fill : 0));
@@ -156,6 +189,20 @@ int case_compaction(void)
 	if (pages_not_on(kept, nk, C, "precondition: our pages on node C"))
 		goto out;
 
+	/* A THP fault must fall back before compaction and get a huge page after. With defrag
+	 * "never" a THP fault takes a free 2 MiB block or falls back, and never compacts or
+	 * reclaims itself: THPs of ours take the node's free blocks until one fault falls back. */
+	int thp = thp_available() && !setting_write("/sys/kernel/mm/transparent_hugepage/defrag", "never");
+	if (thp) {
+		int absorbed = 0, huge;
+		while ((huge = thp_fault_on(C)) == 1 && absorbed < 256)
+			absorbed++;
+		diag("%d THPs of ours took node %d's free 2 MiB blocks, then a THP fault fell back; free 2 MiB blocks "
+		     "left (buddyinfo): %ld", absorbed, C, free_2m_blocks(C));
+		CHECK(huge == 0, "a THP fault on node %d after %d huge ones got %s, expected the node to run out of free "
+		      "2 MiB blocks", C, absorbed, huge == 1 ? "a huge page" : "no mapping");
+	}
+
 	const char *ctr[] = { "compact_migrate_scanned", "compact_free_scanned", "compact_isolated", "pgmigrate_success" };
 	long long c0[4], d[4];
 	for (int i = 0; i < 4; i++)
@@ -176,8 +223,16 @@ int case_compaction(void)
 		d[i] = vmstat_get(ctr[i]) - c0[i];
 	diag("%zu of our %zu pages got a new PFN; %s +%lld, %s +%lld, %s +%lld, %s +%lld", moved, nk, ctr[0], d[0],
 	     ctr[1], d[1], ctr[2], d[2], ctr[3], d[3]);
-	CHECK(moved >= 256, "%zu of our pages have a new PFN after compaction, expected >= 256 (at least the kept "
-	      "pages of our lowest block)", moved);
+	CHECK(moved * 2 >= nk, "%zu of our %zu kept pages have a new PFN after compaction, expected at least half "
+	      "(the lower blocks' pages move into the upper blocks)", moved, nk);
+	if (thp) {
+		long blocks = free_2m_blocks(C);
+		int huge = thp_fault_on(C);
+		diag("after compaction: %ld free 2 MiB blocks on node %d (buddyinfo); a THP fault got %s", blocks, C,
+		     huge == 1 ? "a huge page" : "small pages");
+		CHECK(huge == 1, "a THP fault on node %d after compacting it got small pages (%ld free 2 MiB blocks), "
+		      "expected a huge page: the blocks our pages left are free", C, blocks);
+	}
 	for (int i = 0; i < 3; i++)
 		CHECK(d[i] > 0, "%s grew by %lld, expected > 0", ctr[i], d[i]);
 	CHECK(d[3] >= (long long)moved, "pgmigrate_success grew by %lld, expected >= %zu (our moved pages)", d[3], moved);
@@ -394,6 +449,8 @@ int case_numa_balancing(void)
 	const int A = g_node_a, B = g_node_b;
 	if (access("/proc/sys/kernel/numa_balancing", W_OK))
 		return skip("no /proc/sys/kernel/numa_balancing (CONFIG_NUMA_BALANCING?)");
+	if (!node_has_cpus(B)) /* the worker touches its pages from B's CPUs */
+		return skip("needs: CPUs on node %d (a CPU-less node)", B);
 	/* Scan quickly (the knobs are in debugfs with CONFIG_SCHED_DEBUG from 5.13, sysctls
 	 * before; without either the defaults: a first scan after about 1 s of runtime). */
 	const char *knob[][2] = { { "scan_delay_ms", "0" }, { "scan_period_min_ms", "10" },

@@ -6,6 +6,8 @@
  * own (its own process group) under a deadline; a case that overruns it is killed
  * and reported "not ok". Usage: migrate_suite [CASE_NAME]   (one case; the others are
  * reported "# SKIP not selected"), or migrate_suite --list (the case names, one per line).
+ * With --topology first, the same for the topology suite (cases that need 3+ nodes, memoryless
+ * or CPU-less nodes: each row says what it needs; an unmet need is a skip naming it).
  */
 #include "suite.h"
 
@@ -19,7 +21,7 @@ struct tcase {
 	int timeout_s;
 };
 
-static const struct tcase cases[] = {
+static const struct tcase workload_cases[] = {
 	{ "anon_move_pages", case_anon_move_pages, 30 },
 	{ "migrate_pages_other_process", case_migrate_pages_other_process, 30 },
 	{ "mbind_move", case_mbind_move, 30 },
@@ -44,7 +46,32 @@ static const struct tcase cases[] = {
 	{ "kinds_x_apis", case_kinds_x_apis, 60 },
 	{ "kinds_short_target", case_kinds_short_target, 90 },
 };
-#define NCASES ((int)(sizeof(cases) / sizeof(cases[0])))
+
+static const struct tcase topology_cases[] = {
+	{ "three_node_migrate_pages", case_three_node_migrate_pages, 30 },
+	{ "memoryless_target", case_memoryless_target, 30 },
+	{ "memoryless_local_alloc", case_memoryless_local_alloc, 30 },
+	{ "cpuless_place_move", case_cpuless_place_move, 30 },
+	{ "memory_offline", case_memory_offline, 60 },
+	{ "longterm_pin", case_longterm_pin, 30 },
+	{ "demotion", case_demotion, 120 },
+};
+/* What each topology case needs of the machine (TOPO_*), row by row. */
+static const unsigned topology_needs[] = {
+	TOPO_3_MEM_NODES,
+	TOPO_MEMORYLESS,
+	TOPO_MEMORYLESS,
+	TOPO_CPULESS,
+	TOPO_REMOVABLE,
+	TOPO_REMOVABLE,
+	TOPO_LOWER_TIER,
+};
+
+#define LEN(a) ((int)(sizeof(a) / sizeof((a)[0])))
+_Static_assert(LEN(topology_cases) == LEN(topology_needs), "one need per topology case");
+static const struct tcase *cases = workload_cases; /* the suite chosen */
+static const unsigned *needs;                      /* its needs, or NULL: none */
+static int NCASES = LEN(workload_cases);
 
 enum { STUCK = 3 };         /* run_case(): the case is stuck in the kernel (and the exit status) */
 #define KILL_GRACE_S 3.0    /* after SIGKILL, a task still alive this long is stuck in the kernel */
@@ -118,6 +145,8 @@ static int run_case(const struct tcase *c, char *reason)
 		g_skip_reason = reason;
 		if (g_nr_mem_nodes < 2) /* every case moves pages between two nodes */
 			_exit(skip("needs 2 NUMA nodes with memory, found %d", g_nr_mem_nodes));
+		if (needs && topology_unmet(needs[c - cases], reason, 256))
+			_exit(SKIP);
 		int r = c->fn();
 		if (r == SKIP && g_failures) /* a failed check wins over a later skip */
 			diag("the case then asked to skip (%s), but a check had failed: reported as a failure", reason);
@@ -156,6 +185,13 @@ int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	setvbuf(stderr, NULL, _IOLBF, 0);
+	if (argc > 1 && !strcmp(argv[1], "--topology")) {
+		cases = topology_cases;
+		needs = topology_needs;
+		NCASES = LEN(topology_cases);
+		argv++;
+		argc--;
+	}
 	const char *only = argc > 1 ? argv[1] : NULL;
 	if (only && !strcmp(only, "--list")) {
 		for (int i = 0; i < NCASES; i++)

@@ -136,6 +136,16 @@ int zone_of_pfn(uint64_t pfn, struct zone_info *out)
 	return -1;
 }
 
+int node_has_movable_zone(int node)
+{
+	struct zone_info z[16];
+	int n = zones_get(z, 16);
+	for (int i = 0; i < n; i++)
+		if (z[i].node == node && !strcmp(z[i].name, "Movable") && z[i].spanned > 0)
+			return 1;
+	return 0;
+}
+
 static void hugetlb_path(int node, char *path, size_t n)
 {
 	snprintf(path, n, "/sys/devices/system/node/node%d/hugepages/hugepages-2048kB/nr_hugepages", node);

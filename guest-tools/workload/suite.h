@@ -49,6 +49,18 @@ extern char *g_skip_reason; /* shared with the runner (MAP_SHARED) */
 
 int kernel_at_least(int major, int minor);
 void detect_machine(void);
+int read_list(const char *path, int *out, int max); /* a kernel list file ("0-1,4"): how many, -1 */
+
+/* What a case of the topology suite needs of the machine (cases_topology.c). */
+enum {
+	TOPO_3_MEM_NODES = 1 << 0, /* three nodes with memory */
+	TOPO_MEMORYLESS = 1 << 1,  /* a node online with CPUs but no memory */
+	TOPO_CPULESS = 1 << 2,     /* a node with memory but no CPUs */
+	TOPO_REMOVABLE = 1 << 3,   /* an online memory block in ZONE_MOVABLE */
+	TOPO_LOWER_TIER = 1 << 4,  /* a node with memory in a lower memory tier than a node with CPUs */
+};
+/* 0 when the machine offers every need, else 1 and "needs: ... (found ...)" in why. */
+int topology_unmet(unsigned needs, char *why, size_t n);
 
 /* ---- output ---- */
 void diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -72,6 +84,7 @@ void nodemask_of(unsigned long mask[2], int node); /* mask with one node (node <
 int bind_task_to(int node);
 /* Restrict the CPUs of this task to those of `node` (node < 0: all CPUs). */
 int run_on_node_cpus(int node);
+int node_has_cpus(int node); /* 0 for a CPU-less node */
 
 /* ---- memory regions ---- */
 /* n pages at a fresh address, in a VMA of their own (PROT_NONE guard pages around it
@@ -120,6 +133,7 @@ static inline int expect_numa_maps(const char *what, pid_t pid, void *addr, int 
 long numa_maps_pages_on(pid_t pid, int node, int print_limit);
 long smaps_get_kb(pid_t pid, unsigned long addr, const char *field);
 long status_get_kb(pid_t pid, const char *field); /* /proc/pid/status */
+long node_free_kb(int node); /* MemFree of nodeN/meminfo in kB, -1 if unreadable */
 long long vmstat_get(const char *name);
 void vmstat_refresh(void); /* fold per-cpu node counters (stat_refresh) */
 struct isolated {
@@ -169,6 +183,7 @@ void helper_quit(struct helper *h, const char *what); /* and expect exit status 
 uint64_t pfn_of(const void *addr);                             /* /proc/self/pagemap (root); 0: not present */
 int pfns_of(const void *base, size_t npages, uint64_t *out); /* the same for npages; 0 ok */
 #define KPF_HWPOISON_BIT 19                                   /* include/uapi/linux/kernel-page-flags.h */
+#define KPF_SLAB_BIT 7
 int kpageflag(uint64_t pfn, int bit);                         /* /proc/kpageflags: 1, 0, or -1 */
 long long meminfo_kb(const char *field);                      /* /proc/meminfo, e.g. "HardwareCorrupted" */
 /* Free blocks of order >= min_order on node (/proc/buddyinfo), in units of 2^min_order pages. */
@@ -180,6 +195,7 @@ struct zone_info {
 };
 int zones_get(struct zone_info *out, int max); /* /proc/zoneinfo; how many */
 int zone_of_pfn(uint64_t pfn, struct zone_info *out); /* 0 ok */
+int node_has_movable_zone(int node);                    /* ZONE_MOVABLE spans some of it */
 long hugetlb_node_pages(int node);              /* 2 MiB pages in node's pool, -1 */
 long hugetlb_node_set(int node, long count);    /* ask for count; returns how many it has, -1 */
 int run_on_cpu_of(int node);                    /* pin this task to node's first CPU */
@@ -193,6 +209,9 @@ int thp_available(void);    /* THP "enabled" is not [never] */
 #define REASON_MEMORY_FAILURE "memory_failure" /* MR_MEMORY_FAILURE: soft offline */
 #define REASON_NUMA_MISPLACED "numa_misplaced" /* MR_NUMA_MISPLACED: NUMA balancing */
 #define REASON_CONTIG_RANGE "contig_range"     /* MR_CONTIG_RANGE: alloc_contig_range(), CMA */
+#define REASON_MEMORY_HOTPLUG "memory_hotplug" /* MR_MEMORY_HOTPLUG: a memory block going offline */
+#define REASON_LONGTERM_PIN "longterm_pin"     /* MR_LONGTERM_PIN: FOLL_LONGTERM out of ZONE_MOVABLE */
+#define REASON_DEMOTION "demotion"             /* MR_DEMOTION: reclaim into a lower memory tier */
 void trace_setup(void);    /* at suite start; says once if tracing is unavailable */
 void trace_teardown(void); /* at the end: the event off again */
 int trace_available(void);
@@ -218,6 +237,7 @@ int sysfs_read(const char *path, char *buf, size_t n); /* trailing newlines cut;
 long sysfs_long(const char *path);                     /* -1 if unreadable */
 int sysfs_write(const char *path, const char *val);    /* 0 ok, errno kept */
 int setting_write(const char *path, const char *val); /* remembers the old value first */
+void few_pcp_pages(void); /* per-CPU free lists at their floor for the case (util.c) */
 int setting_write_long(const char *path, long val);
 int setting_mkdir(const char *path); /* a directory removed after the case (cgroups) */
 
@@ -231,7 +251,9 @@ struct facts {
 	long smaps[NSMAPS], status[NSTATUS];
 	long long node[2][9]; /* nodes A and B: the per-node counters */
 };
-int facts_take(struct facts *f, void *base, size_t npages); /* as root; 0 ok */
+void facts_settle(void); /* first: our own pages faulted, so only a migration changes the counters */
+int facts_take(struct facts *f, void *base, size_t npages); /* as root; 0 ok; not ->status */
+void facts_status(long status[NSTATUS]);                    /* right before and after the call */
 void facts_free(struct facts *f);
 uint64_t facts_pfn(const struct facts *f, size_t i);
 int facts_soft_dirty(const struct facts *f, size_t i);
@@ -269,6 +291,13 @@ int group_tasks(pid_t pgrp, struct task_info *out, int max);
 void kernel_stack(struct task_info *t); /* fills stack and top */
 
 /* ---- cases ---- */
+int case_three_node_migrate_pages(void); /* the topology suite (migrate_suite --topology) */
+int case_memoryless_target(void);
+int case_memoryless_local_alloc(void);
+int case_cpuless_place_move(void);
+int case_memory_offline(void);
+int case_longterm_pin(void);
+int case_demotion(void);
 int case_anon_move_pages(void);
 int case_migrate_pages_other_process(void);
 int case_mbind_move(void);

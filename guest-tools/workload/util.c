@@ -132,7 +132,7 @@ static int read_file(const char *path, char *buf, size_t n)
 }
 
 /* A kernel list file such as "0-1,4" into up to `max` numbers; how many, or -1. */
-static int read_list(const char *path, int *out, int max)
+int read_list(const char *path, int *out, int max)
 {
 	char buf[256];
 	if (read_file(path, buf, sizeof(buf)) <= 0)
@@ -218,6 +218,14 @@ int bind_task_to(int node)
 	if (r)
 		failf("set_mempolicy(MPOL_BIND, {%d}) = %ld (%s), expected 0", node, r, errname(errno));
 	return (int)r;
+}
+
+int node_has_cpus(int node)
+{
+	char path[96];
+	int cpus[CPU_SETSIZE];
+	snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/cpulist", node);
+	return read_list(path, cpus, CPU_SETSIZE) > 0;
 }
 
 int run_on_node_cpus(int node)
@@ -527,6 +535,16 @@ long status_get_kb(pid_t pid, const char *field)
 	}
 	free(buf);
 	return val;
+}
+
+long node_free_kb(int node)
+{
+	char path[96], buf[4096];
+	snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/meminfo", node);
+	if (sysfs_read(path, buf, sizeof(buf)))
+		return -1;
+	const char *p = strstr(buf, "MemFree:");
+	return p ? strtol(p + 8, NULL, 10) : -1;
 }
 
 long long vmstat_get(const char *name)
@@ -869,3 +887,23 @@ int page_out_all(char *r, size_t n)
 	return ok;
 }
 
+/* A page freed goes to its CPU's per-CPU list first; compaction's free scanner only takes
+ * pages from the buddy allocator (isolate_freepages_block(): PageBuddy), and a node's
+ * compaction never drains those lists. From 6.7 their size is tuned automatically up to
+ * an eighth of the zone per node's CPUs (6.12 zone_set_pageset_high_and_batch(): high_max
+ * from MIN_PERCPU_PAGELIST_HIGH_FRACTION; seen: 8354 pages on one CPU's list, 16118 its
+ * high): the pages a case frees to fragment a node stay hidden there (compaction), and a
+ * node that looks full drains them into room when an allocation fails (kinds_short_target,
+ * __alloc_pages_direct_reclaim(): drain_all_pages()). A manual
+ * percpu_pagelist_high_fraction turns the tuning off; this large one keeps each list at its
+ * floor (4 batches, about 250 pages), on 6.1 too. Lists already longer shrink by each
+ * stat_refresh (decay_pcp_high() on every CPU: high down by an eighth, the pages above it
+ * freed): 32 of them bring 16118 down to the floor (6.1 has no decay: nothing to undo). */
+void few_pcp_pages(void)
+{
+	if (setting_write("/proc/sys/vm/percpu_pagelist_high_fraction", "1000000"))
+		failf("writing 1000000 to /proc/sys/vm/percpu_pagelist_high_fraction: %s, expected success",
+		      errname(errno));
+	for (int i = 0; i < 32; i++)
+		sysfs_write("/proc/sys/vm/stat_refresh", "1");
+}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from harness.groups import boot, kselftest, module, script, workload
+from harness.groups import boot, kselftest, module, script, topology, workload
 from harness.groups.guest import Ended, GroupRun, Guest, not_run, stop_reason
 from harness.kernel.build import KernelBuild
 from harness.spec import GroupEntry, ScriptGroup, Spec, group_name
@@ -45,6 +45,7 @@ KINDS: tuple[GroupKind, ...] = (
     GroupKind("boot", boot.prepare, boot.run, default=True, after_failed_boot=True),
     GroupKind("workload", workload.prepare, script.run, default=True, pushes=script.pushes),
     GroupKind("module", module.prepare, module.run, default=True, timeout=module.TIMEOUT_S, pushes=module.pushes),
+    GroupKind("topology", topology.prepare, script.run, default=False, pushes=script.pushes),
     GroupKind("script", script.prepare, script.run, default=False, by_name=False, pushes=script.pushes),
     GroupKind("kselftest-mm", kselftest.prepare, kselftest.run, default=False, chooses=True),
 )

@@ -43,6 +43,7 @@ class Program:
     name: str  # the group's
     path: Path  # on the host
     timeout: float | None = None  # default: the group kind's time limit (the spec's timeouts.test)
+    args: tuple[str, ...] = ()  # its command-line arguments
 
 
 def pushes(program: Program) -> tuple[Path, ...]:
@@ -104,7 +105,8 @@ def run(guest: Guest, program: Program) -> GroupRun:
     progress = Progress(program.name, ktap_file, guest.vm.console.line_count)
     log.info("%s: running %s (timeout %.0f s)", program.name, program.path.name, timeout)
     try:
-        watched = run_watched(guest, f"cd {GUEST_DIR} && {remote}", timeout, progress, dump_as=program.name)
+        line = " ".join((f"cd {GUEST_DIR} && {remote}", *program.args))
+        watched = run_watched(guest, line, timeout, progress, dump_as=program.name)
     finally:
         progress.close()
     lines = list(enumerate(ktap_file.read_text(errors="replace").splitlines(), 1))

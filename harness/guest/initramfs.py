@@ -75,8 +75,8 @@ def _base_entries() -> list[cpio.Entry]:
     _add_file(entries, seen, "bin/busybox", Path(busybox).read_bytes(), 0o755)
     init = _templates.get_template("init.j2").render(marker=MARKER, hostname="guest")
     _add_file(entries, seen, "init", init.encode(), 0o755)
-    _add_file(entries, seen, "usr/lib/harness/boot-checks.sh",
-              (GUEST_TOOLS / "init" / "boot-checks.sh").read_bytes(), 0o755)
+    for script in ("boot-checks.sh", "tiers.sh"):
+        _add_file(entries, seen, f"usr/lib/harness/{script}", (GUEST_TOOLS / "init" / script).read_bytes(), 0o755)
     for name, text in ETC_FILES.items():
         _add_file(entries, seen, name, text.encode(), 0o644)
     for inside, host in _ssh_binaries().items():
@@ -95,10 +95,15 @@ def base_image() -> Path:
 
 def run_entries(vm: VmSpec, keys: RunKeys, reserved_mib: int = 0) -> list[cpio.Entry]:
     """`reserved_mib`: memory the kernel takes from the first node beyond the usual (KASAN's shadow)."""
-    nodes = [{"mem_mib": n.mem_mib, "cpulist": ",".join(cpu_ranges(n.cpus)), "reserved_mib": reserved_mib * (i == 0)}
+    nodes = [{"mem_mib": vm.node_mib(i), "cpulist": ",".join(cpu_ranges(n.cpus)),
+              "reserved_mib": reserved_mib * (i == 0), "hotplug_mib": sum(d.mem_mib for d in vm.hotplug if d.node == i),
+              "distance": " ".join(map(str, vm.distances[i])) if vm.distances else "",
+              "hmat": next((f"{lat} {bw}" for ini, t, lat, bw in vm.hmat if t == i and ini == vm.initiator(i)), "")}
              for i, n in enumerate(vm.numa)]
     expect = _templates.get_template("expect.j2").render(
-        nodes=nodes, swap_mib=vm.swap_mib, mem_tolerance_pct=MEM_TOLERANCE_PCT,
+        nodes=nodes, movable_mib=vm.movable_mib + sum(d.mem_mib for d in vm.hotplug),
+        lower_tier_nodes=" ".join(map(str, vm.lower_tier_nodes)), tiers=vm.tiers,
+        swap_mib=vm.swap_mib, mem_tolerance_pct=MEM_TOLERANCE_PCT,
         swap_dev=disks.SWAP_DEV, scratch_dev=disks.SCRATCH_DEV, scratch_mount=disks.SCRATCH_MOUNT)
     return [
         cpio.directory("etc"), cpio.directory("etc/harness"), cpio.regular("etc/harness/expect", expect.encode()),

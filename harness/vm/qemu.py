@@ -39,8 +39,10 @@ KVM_PROBE_S = 10  # a working KVM guest reaches init in about a second
 # within 20-25 s, before a workload case's own deadline (30-40 s), not after the default 120 s.
 # no_timer_check: a TCG guest on a busy host can miss the IO-APIC timer test's deadline and
 # panic at boot ("IO-APIC + timer doesn't work!", seen here); the emulated timer is fine.
-CMDLINE = ("console=ttyS0 panic=-1 oops=panic mitigations=off numa_balancing=disable cma=32M no_timer_check"
-           " sysctl.kernel.hung_task_timeout_secs=20 sysctl.kernel.hung_task_check_interval_secs=5")
+# kasan.fault=panic: a KASAN report stops the guest at once and is blamed on the test
+# that was running (without it the run goes on and the report is found seconds later).
+CMDLINE = ("console=ttyS0 panic=-1 oops=panic kasan.fault=panic mitigations=off numa_balancing=disable cma=32M"
+           " no_timer_check sysctl.kernel.hung_task_timeout_secs=20 sysctl.kernel.hung_task_check_interval_secs=5")
 INIT_STARTED = rf"{MARKER}: init started"
 READY = rf"{MARKER}: ready"
 FIRST_RESULT = r"^(?:not )?ok 1 "  # the boot checks' first KTAP result
@@ -54,8 +56,10 @@ def command_line(vm: VmSpec, *, kernel: Path, initrd: Path, swap_disk: Path, scr
     distances = [(i, j, v) for i, row in enumerate(vm.distances or ()) for j, v in enumerate(row) if i != j]
     text = template.render(
         accel=accel, cpus=vm.cpus, memory_mib=vm.memory_mib, distances=distances,
-        numa=[{"mem_mib": n.mem_mib, "cpu_ranges": cpu_ranges(n.cpus)} for n in vm.numa],
-        kernel=kernel, initrd=initrd, cmdline=f"{CMDLINE} {vm.append}".strip(),
+        numa=[{"mem_mib": 0 if vm.on_nvdimm(n) else n.mem_mib, "cpu_ranges": cpu_ranges(n.cpus),
+               "initiator": vm.initiator(i) if vm.hmat and not n.cpus else None} for i, n in enumerate(vm.numa)],
+        dimms=vm.hotplug, nvdimms=vm.nvdimms, hmat=vm.hmat, kernel=kernel, initrd=initrd,
+        cmdline=" ".join(filter(None, (CMDLINE, vm.kernel_args, vm.append))),
         swap_disk=swap_disk, scratch_disk=scratch_disk, ssh_port=ssh_port,
     )
     argv = [QEMU]

@@ -23,27 +23,20 @@ def kernel_612(tmp_path_factory):
     return out
 
 
-# Cases written this session on 6.1 that fail on 6.12 (first 6.12 run): the kernel's
-# behaviour there is not yet worked out (issue 12 stays open for them). They must be
-# the only failures; when one passes, take it out of this list.
-NOT_YET_ON_612 = {"workload.compaction", "workload.hugetlb_move", "workload.kinds_x_apis"}
-
-
 def test_612_passes_the_whole_suite(kernel_612, tmp_path):
     out = tmp_path / "out"
     result = harness("run", "--source", SOURCE_612, "--out", str(out))
     data = json.loads((out / "results.json").read_text())
-    failed = set(leaves(data, "fail") + leaves(data, "error"))
-    assert failed <= NOT_YET_ON_612, result.stdout + result.stderr[-2000:]
-    assert result.returncode == (1 if failed else 0), result.stderr[-2000:]
+    assert leaves(data, "fail") + leaves(data, "error") == [], result.stdout + result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[-2000:]
     assert data["metadata"]["kernel"]["version"].startswith("6.12.")
     assert [g["name"] for g in data["groups"]] == ["boot", "workload", "module"]
     expected = ([f"boot.{c}" for c in BOOT_CHECKS] + [f"workload.{c}" for c in workload_cases()]
                 + [f"module.{c}" for c in MODULE_LEAVES])
     assert leaves(data) == expected
     assert skips(out) == EXPECTED_SKIPS, (out / "summary.txt").read_text()  # a skip is no pass
-    assert data["counts"] == {"passed": len(expected) - len(failed), "failed": len(failed), "skipped": 0,
-                              "errors": 0, "xfailed": 0, "total": len(expected)}
+    assert data["counts"] == {"passed": len(expected), "failed": 0, "skipped": 0, "errors": 0, "xfailed": 0,
+                              "total": len(expected)}
 
 
 def test_module_for_the_wrong_kernel_is_an_error_and_the_rest_runs(kernel_612, tmp_path, monkeypatch, capsys):
@@ -63,9 +56,15 @@ def test_module_for_the_wrong_kernel_is_an_error_and_the_rest_runs(kernel_612, t
     assert "Traceback" not in capsys.readouterr().err
 
 
-# Not understood yet (issue 14 stays open for it): in one of two runs here 6.12's
-# migration.shared_anon_htlb gave up after 100 busy move_pages() calls in a row under TCG.
-MAY_FAIL_612 = {"migration.shared_anon_htlb"}
+# A flake of the selftest under TCG, not a missing resource (README, kselftest-mm): its
+# readers fault on the migration entries and hold their VMA's hugetlb lock, which
+# try_to_migrate_one() may only trylock; under TCG most move_pages() calls fail that way
+# and 100 in a row (the selftest's limit) happen now and then.
+# And ksm_tests' NUMA merge (README, kselftest-mm): it waits for two full ksmd scans, but
+# the first may be one already under way, and KSM merges a page only after two scans saw
+# the same checksum (mm/ksm.c): 1 run in 3-4 fails with pages_shared 0.
+KSM_NUMA_612 = "ksm_numa.merge_across_nodes.KSM NUMA merging"  # 6.12's ksm_tests prints TAP
+MAY_FAIL_612 = {"migration.shared_anon_htlb", KSM_NUMA_612}
 
 
 def test_612_runs_its_own_mm_selftests(kernel_612, tmp_path):
@@ -86,7 +85,7 @@ def test_612_runs_its_own_mm_selftests(kernel_612, tmp_path):
             leaves[path] = test["status"]
     walk(kselftest, "")
     assert leaves["migration.private_anon_htlb"] == "pass" and leaves["migration.shared_anon"] == "pass"
-    assert [s for p, s in leaves.items() if p.startswith("ksm_numa.merge_across_nodes")] == ["pass"]  # 6.12: TAP
+    assert leaves[KSM_NUMA_612] in ("pass", "fail")  # it ran
     assert leaves["hmm.hmm_device_private.migrate"] == "pass"
     failed = {p for p, s in leaves.items() if s not in ("pass", "skip")}
     assert failed <= MAY_FAIL_612, failed

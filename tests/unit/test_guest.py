@@ -10,7 +10,7 @@ import pytest
 from harness.errors import GuestError
 from harness.guest import compile as compiler
 from harness.guest import cpio, initramfs, keys
-from harness.spec import NumaNode, Spec, VmSpec
+from harness.spec import Dimm, NumaNode, Spec, VmSpec
 
 pytestmark = pytest.mark.unit
 
@@ -94,11 +94,41 @@ def test_expectations_follow_the_topology(tmp_path):
     entries = {e.path: e for e in initramfs.run_entries(vm, keys.make(tmp_path))}
     expect = entries["etc/harness/expect"].data.decode()
     assert "NODES=2" in expect and "NODE0_MEM_MIB=768" in expect and "NODE0_CPUS=0,2" in expect
-    assert "SWAP_MIB=0" in expect
+    assert "SWAP_MIB=0" in expect and 'NODE1_DISTANCE=""' in expect
     assert "NODE0_RESERVED_MIB=0" in expect and "NODE1_RESERVED_MIB=0" in expect
     kasan = {e.path: e for e in initramfs.run_entries(vm, keys.make(tmp_path / "k"), reserved_mib=128)}
     expect = kasan["etc/harness/expect"].data.decode()
     assert "NODE0_RESERVED_MIB=128" in expect and "NODE1_RESERVED_MIB=0" in expect  # the shadow is on node 0
+
+
+def test_expectations_of_cpuless_and_memoryless_nodes(tmp_path):
+    vm = VmSpec(cpus=2, numa=(NumaNode(512, (0,)), NumaNode(0, (1,)), NumaNode(256, ())),
+                distances=((10, 20, 30), (20, 10, 30), (30, 30, 10)))
+    entries = {e.path: e for e in initramfs.run_entries(vm, keys.make(tmp_path))}
+    expect = entries["etc/harness/expect"].data.decode()
+    assert "NODE1_MEM_MIB=0" in expect and "NODE2_CPUS=\n" in expect
+    assert 'NODE2_DISTANCE="30 30 10"' in expect
+
+
+def test_expectations_of_hotplugged_and_movable_memory(tmp_path):
+    vm = VmSpec(cpus=2, numa=(NumaNode(512, (0,)), NumaNode(0, (1,))), hotplug=(Dimm(256, 1),), movable_mib=128)
+    expect = {e.path: e for e in initramfs.run_entries(vm, keys.make(tmp_path))}["etc/harness/expect"].data.decode()
+    assert "NODE1_MEM_MIB=256" in expect and "NODE1_HOTPLUG_MIB=256" in expect and "NODE0_HOTPLUG_MIB=0" in expect
+    assert "MOVABLE_MIB=384" in expect and 'LOWER_TIER_NODES=""' in expect
+
+
+def test_expectations_of_a_lower_tier_node(tmp_path):
+    vm = VmSpec(cpus=2, numa=(NumaNode(512, (0, 1)), NumaNode(512, (), True)))
+    entries = {e.path: e for e in initramfs.run_entries(vm, keys.make(tmp_path))}
+    expect = entries["etc/harness/expect"].data.decode()
+    assert 'LOWER_TIER_NODES="1"' in expect and "NODE1_MEM_MIB=384" in expect and "NODE1_CPUS=\n" in expect
+
+
+def test_expectations_of_a_lower_tier_node_from_hmat(tmp_path):
+    vm = VmSpec(cpus=2, numa=(NumaNode(512, (0, 1)), NumaNode(512, (), True)), tiers="hmat")
+    expect = {e.path: e for e in initramfs.run_entries(vm, keys.make(tmp_path))}["etc/harness/expect"].data.decode()
+    assert 'LOWER_TIER_NODES="1"' in expect and "TIERS=hmat" in expect and "NODE1_MEM_MIB=512" in expect
+    assert 'NODE0_HMAT="100 20000"' in expect and 'NODE1_HMAT="200 5000"' in expect  # from node 1's initiator, 0
 
 
 def test_host_key_public_half_matches_dropbear(tmp_path):

@@ -16,12 +16,19 @@ NIGHTLY = REPO / "ci" / "nightly.yaml"
 def test_nightly_matrix_expands_to_every_combination():
     entries = matrix.expand(NIGHTLY)
     assert [e.name for e in entries] == [
-        "source=linux-source-6.1,numa=0", "source=linux-source-6.1,numa=1",
-        "source=linux-source-6.12,numa=0", "source=linux-source-6.12,numa=1",
+        *(f"source=linux-source-{v},vm={i}" for v in ("6.1", "6.12") for i in range(7)),
         "profiles=debug-info-kasan-mm-debug"]
-    assert entries[3].spec.kernel.source == "debian:linux-source-6.12"
-    assert [e.spec.kernel.profiles for e in entries[3:]] == [("debug-info",), ("debug-info", "kasan", "mm-debug")]
-    assert len(entries[3].spec.vm.numa) == 3 and entries[0].spec.tests == ("boot", "workload", "module", "kselftest-mm")
+    assert entries[8].spec.kernel.source == "debian:linux-source-6.12"
+    assert len(entries[8].spec.vm.numa) == 3
+    assert entries[0].spec.tests == ("boot", "workload", "module", "kselftest-mm", "topology")
+    assert [e.spec.kernel.profiles for e in entries[13:]] == [  # the topology group brings its profile
+        ("debug-info", "topology"), ("debug-info", "kasan", "mm-debug", "topology")]
+    # the topologies issue 13 asks for: 3 nodes with distances, CPU-less, memoryless, hot-removable
+    vms = [e.spec.vm for e in entries[:7]]
+    assert vms[2].distances and len(vms[2].numa) == 3
+    assert any(not n.cpus for n in vms[3].numa) and any(not n.mem_mib for n in vms[3].numa)
+    assert vms[4].hotplug and vms[4].movable_mib and any(n.lower_tier for n in vms[5].numa)
+    assert vms[6].hmat and vms[6].lower_tier_nodes == (2,)  # the lower tier from ACPI HMAT
 
 
 @pytest.mark.parametrize("total", [1, 2, 3, 4, 5])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness import matrix
-from harness.spec import NumaNode, Spec, VmSpec
+from harness.spec import Dimm, NumaNode, Spec, VmSpec, load
 from harness.vm import qemu
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,6 +41,47 @@ def test_qemu_noncontiguous_cpus_and_no_ssh():
     assert "hostfwd" not in joined and "-cpu host" in joined
 
 
+def test_qemu_memoryless_and_cpuless_nodes():
+    vm = VmSpec(cpus=3, numa=(NumaNode(512, (0, 1)), NumaNode(0, (2,)), NumaNode(256, ())),
+                distances=((10, 20, 30), (20, 10, 30), (30, 30, 10)))
+    argv = qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s"), scratch_disk=Path("/x"),
+                             accel="tcg", ssh_port=None)
+    numa = [argv[i + 1] for i, a in enumerate(argv) if a == "-numa"]
+    assert numa[:3] == ["node,nodeid=0,memdev=mem0,cpus=0-1", "node,nodeid=1,cpus=2", "node,nodeid=2,memdev=mem2"]
+    assert "dist,src=2,dst=1,val=30" in numa and len(numa) == 3 + 6
+    assert "id=mem1" not in " ".join(argv) and argv[argv.index("-m") + 1] == "768M"
+
+
+def test_qemu_hotplugged_dimms_and_movable_memory():
+    vm = VmSpec(cpus=2, numa=(NumaNode(512, (0,)), NumaNode(512, (1,))), hotplug=(Dimm(256, 1), Dimm(128, 0)),
+                movable_mib=128)
+    argv = qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s"), scratch_disk=Path("/x"),
+                             accel="tcg", ssh_port=None)
+    assert argv[argv.index("-m") + 1] == "1024M,slots=2,maxmem=1408M"
+    assert "memory-backend-ram,id=dimm0,size=256M" in argv and "pc-dimm,id=dimm1,memdev=dimm1,node=0" in argv
+    assert argv[argv.index("-append") + 1].endswith(" memhp_default_state=online_movable movablecore=128M")
+
+
+def test_qemu_lower_tier_node_is_an_nvdimm():
+    vm = VmSpec(cpus=2, numa=(NumaNode(512, (0, 1)), NumaNode(512, (), True)), hotplug=(Dimm(128, 0),))
+    argv = qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s"), scratch_disk=Path("/x"),
+                             accel="tcg", ssh_port=None)
+    assert argv[argv.index("-machine") + 1] == "q35,accel=tcg,nvdimm=on"
+    assert argv[argv.index("-m") + 1] == "512M,slots=2,maxmem=1152M"
+    assert "node,nodeid=1" in argv and "nvdimm,id=nvdimm0,memdev=nv0,node=1" in argv
+    assert argv.index("nvdimm,id=nvdimm0,memdev=nv0,node=1") < argv.index("pc-dimm,id=dimm0,memdev=dimm0,node=0")
+def test_qemu_lower_tier_node_from_hmat():
+    vm = VmSpec(cpus=2, numa=(NumaNode(512, (0, 1)), NumaNode(512, (), True)), tiers="hmat")
+    argv = qemu.command_line(vm, kernel=Path("/k"), initrd=Path("/i"), swap_disk=Path("/s"), scratch_disk=Path("/x"),
+                             accel="tcg", ssh_port=None)
+    assert option(argv, "-machine") == ["q35,accel=tcg,hmat=on"] and option(argv, "-m") == ["1024M"]
+    numa = option(argv, "-numa")
+    assert numa[:2] == ["node,nodeid=0,memdev=mem0,cpus=0-1", "node,nodeid=1,memdev=mem1,initiator=0"]
+    assert "hmat-lb,initiator=0,target=1,hierarchy=memory,data-type=access-latency,latency=200" in numa
+    assert "hmat-lb,initiator=0,target=1,hierarchy=memory,data-type=access-bandwidth,bandwidth=5000M" in numa
+    assert len(numa) == 2 + 4 and "nvdimm" not in " ".join(argv)
+
+
 def option(argv: list[str], name: str) -> list[str]:
     """Every value `name` is given in argv."""
     return [argv[i + 1] for i, arg in enumerate(argv) if arg == name]
@@ -55,8 +96,11 @@ def test_the_accelerator_asked_for_is_the_one_qemu_gets(accel, cpu):
 
 
 def example_specs() -> dict[str, Spec]:
-    """The README's default run and every entry of ci/nightly.yaml."""
+    """The README's default run, every spec under examples/ and every entry of ci/nightly.yaml
+    (each machine once, under its first name)."""
     examples = {"default": Spec()}
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        examples[f"example-{path.stem}"] = load(path)
     for entry in matrix.expand(REPO / "ci" / "nightly.yaml"):  # the kernel is no part of the command line
         if entry.spec.vm not in [spec.vm for spec in examples.values()]:
             examples[f"nightly-{entry.name}"] = entry.spec

@@ -40,6 +40,56 @@ def test_full_spec(tmp_path):
     assert s.timeouts.boot == 30 and s.timeouts.build == spec.Timeouts().build
 
 
+def test_three_nodes_cpuless_and_memoryless(tmp_path):
+    s = spec.load(write(tmp_path, """
+        vm:
+          cpus: 3
+          numa: [{mem: 1G, cpus: 0-1}, {mem: 0, cpus: 2}, {mem: 512M}, {mem: 256M, cpus: []}]
+          distances: [[10, 20, 30, 30], [20, 10, 30, 30], [30, 30, 10, 40], [30, 30, 40, 10]]
+    """))
+    assert s.vm.numa == (spec.NumaNode(1024, (0, 1)), spec.NumaNode(0, (2,)), spec.NumaNode(512, ()),
+                         spec.NumaNode(256, ()))
+    assert s.vm.memory_mib == 1792 and s.vm.distances[2] == (30, 30, 10, 40)
+
+
+def test_hotplug_and_movable(tmp_path):
+    s = spec.load(write(tmp_path, """
+        vm:
+          numa: [{mem: 1G, cpus: 0-1}, {mem: 1G, cpus: 2-3}, {mem: 0}]
+          hotplug: [{mem: 256M, node: 1}, {mem: 512M, node: 2}]
+          movable: 256M
+    """))
+    assert s.vm.hotplug == (spec.Dimm(256, 1), spec.Dimm(512, 2)) and s.vm.movable_mib == 256
+    assert s.vm.memory_mib == 2048 and s.vm.node_mib(1) == 1280 and s.vm.node_mib(2) == 512
+    assert s.vm.kernel_args == "memhp_default_state=online_movable movablecore=256M"
+    assert spec.VmSpec().kernel_args == ""
+
+
+def test_lower_tier_node_is_an_nvdimm(tmp_path):
+    s = spec.load(write(tmp_path, "vm: {cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 512M, tier: lower}]}"))
+    assert s.vm.numa[1] == spec.NumaNode(512, (), True) and s.vm.nvdimms == (spec.Dimm(512, 1),)
+    assert s.vm.memory_mib == 1024 and s.vm.node_mib(1) == 384
+
+
+def test_lower_tier_node_from_hmat(tmp_path):
+    s = spec.load(write(tmp_path, """
+        vm:
+          cpus: 2
+          numa: [{mem: 1G, cpus: 0}, {mem: 1G, cpus: 1}, {mem: 512M, tier: lower}]
+          distances: [[10, 20, 40], [20, 10, 30], [40, 30, 10]]
+          tiers: hmat
+    """))
+    assert s.vm.nvdimms == () and s.vm.memory_mib == 2560 and s.vm.node_mib(2) == 512  # plain memory
+    assert s.vm.lower_tier_nodes == (2,) and s.vm.initiator(2) == 1  # the nearest node with CPUs
+    assert s.vm.hmat == ((0, 0, 100, 20000), (0, 1, 200, 20000), (0, 2, 400, 5000),
+                         (1, 0, 200, 20000), (1, 1, 100, 20000), (1, 2, 300, 5000))
+    assert spec.VmSpec().hmat == () and spec.VmSpec().distance(0, 1) == 20
+    with pytest.raises(SpecError, match=r"vm.tiers: 'acpi' is not one of nvdimm, hmat"):
+        spec.load(write(tmp_path, "vm: {tiers: acpi}"))
+    with pytest.raises(SpecError, match=r"vm.tiers: hmat describes the nodes with tier: lower .* no node has it"):
+        spec.load(write(tmp_path, "vm: {tiers: hmat}"))
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path):
     path = write(tmp_path, "vm:\n  cpus: 4\n  numa: [unclosed\n")
     with pytest.raises(SpecError, match=r"spec.yaml, line \d+.*YAML syntax error"):
@@ -57,7 +107,21 @@ def test_memory_that_does_not_add_up(tmp_path):
     ("vm: {swap: lots}", "'lots' is not a size"),
     ("vm: {accel: xen}", "'xen' is not one of"),
     ("vm: {distances: [[10, 20]]}", "2x2 matrix"),
-    ("vm: {numa: [{mem: 1G}]}", "needs 'mem' and 'cpus'"),
+    ("vm: {cpus: 2, numa: [{cpus: 0-1}]}", "needs 'mem' \\(write mem: 0"),
+    ("vm: {cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 0}]}", "numa\\[1\\]: a node needs memory, CPUs or a DIMM"),
+    ("vm: {hotplug: [{mem: 256M, node: 2}]}", "hotplug\\[0\\].node: 2 is not a node of vm.numa \\(0..1\\)"),
+    ("vm: {hotplug: [{mem: 100M, node: 1}]}", "hotplug\\[0\\].mem: 100M is not a whole number of 128M"),
+    ("vm: {hotplug: [{mem: 128M}]}", "each DIMM needs 'mem' and 'node'"),
+    ("vm: {hotplug: {mem: 128M, node: 0}}", "expected a list of DIMMs"),
+    ("vm: {movable: 2G}", "movable: 2048M leaves no memory"),
+    ("vm: {cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 512M, tier: far}]}", "tier: 'far' is not one of top, lower"),
+    ("vm: {cpus: 2, numa: [{mem: 1G, cpus: 0}, {mem: 512M, cpus: 1, tier: lower}]}", "lower-tier node is far memory"),
+    ("vm: {cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 128M, tier: lower}]}", "at least 256M"),
+    ("vm: {movable: 200M}", "movable: 200M is not a whole number"),
+    ("vm: {cpus: 2, numa: [{mem: 0, cpus: 0}, {mem: 0, cpus: 1}]}", "at least one node needs memory"),
+    ("vm: {numa: [{mem: -1G, cpus: 0-3}]}", "numa\\[0\\].mem: '-1G' is not a size"),
+    ("vm: {cpus: 3, numa: [{mem: 1G, cpus: 0-2}, {mem: 1G}, {mem: 1G}], distances: [[10, 20], [20, 10]]}",
+     "3x3 matrix"),
     ("kernel: {sauce: x}", "unknown key\\(s\\) sauce"),
     ("tests: [nope]", "is not a test group"),
     ("timeouts: {boot: -1}", "positive number"),
@@ -110,3 +174,42 @@ def test_profiles_name_fragments_of_kernel_configs_profiles(tmp_path):
     with pytest.raises(SpecError, match="--profile: 'nope' is not a profile"):
         spec.with_overrides(spec.Spec(), profiles=["nope"])
     assert spec.with_overrides(s, profiles=["debug-info"]).kernel.profiles == ("debug-info",)
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+def test_the_default_spec_needs_no_profile_and_keeps_the_default_kernel(tmp_path):
+    for s in (spec.Spec(), spec.load(None), spec.load(write(tmp_path, "tests: [boot, workload, module]"))):
+        assert spec.implied_profiles(s) == {} and s.kernel.profiles == () and s.kernel.fragments == ()
+    three_nodes = "vm: {cpus: 3, numa: [{mem: 512M, cpus: 0}, {mem: 512M, cpus: 1}, {mem: 512M, cpus: 2}]}"
+    assert spec.load(write(tmp_path, three_nodes)).kernel.profiles == ()  # 3 nodes alone need no option
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_each_example_spec_gets_the_topology_profile(path):
+    s = spec.load(path)
+    assert s.kernel.profiles == ("topology",)
+    assert [f.name for f in s.kernel.fragments] == ["topology.config"] and s.kernel.fragments[0].is_file()
+    assert "the topology group" in spec.implied_profiles(s)["topology"]
+
+
+@pytest.mark.parametrize("vm, why", [
+    ("{cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 0}]}", None),  # a node with neither: refused elsewhere
+    ("{cpus: 2, numa: [{mem: 1G, cpus: 0}, {mem: 0, cpus: 1}]}", "a memoryless node (mem: 0)"),
+    ("{cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 512M}]}", "a CPU-less node (no cpus)"),
+    ("{cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 512M, tier: lower}]}", "tier: lower"),
+    ("{hotplug: [{mem: 256M, node: 1}]}", "vm.hotplug"),
+    ("{movable: 256M}", "vm.movable"),
+])
+def test_a_topology_field_brings_the_topology_profile(tmp_path, vm, why):
+    if why is None:
+        with pytest.raises(SpecError, match="a node needs memory, CPUs or a DIMM"):
+            spec.load(write(tmp_path, f"vm: {vm}"))
+        return
+    s = spec.load(write(tmp_path, f"vm: {vm}\nkernel: {{profiles: [debug-info]}}"))
+    assert s.kernel.profiles == ("debug-info", "topology")  # after those the spec names
+    assert why in spec.implied_profiles(s)["topology"]
+    named = spec.load(write(tmp_path, f"vm: {vm}\nkernel: {{profiles: [topology]}}"))
+    assert named.kernel.profiles == ("topology",)  # named already: not twice
+
