@@ -126,7 +126,7 @@ def execute(args: argparse.Namespace) -> int:
     spec = _load_spec(args)
     if args.command == "build":
         kb = pipeline.build_kernel(spec, out)
-        print(kb.bzimage)
+        print(kb.vmlinux)
         return Exit.PASS
     if args.command == "boot":
         return boot(spec, out, args.exec_cmd, args.push)

@@ -40,49 +40,71 @@ SSH_CONNECT_S = 30  # init has started sshd before it says ready: this is only s
 CRASHES = CrashWatch(oops.CRASH_START, oops.find_crashes)  # what the console watches for
 
 Assets = dict[str, Any]  # group name -> what its kind's prepare returned
+# metadata.timings_s, in seconds: the stages of a run, in order (docs/results-schema.md)
+STAGES = ("wait", "source", "build", "assets", "image", "boot", "tests")
+WORK = ("wait", "build", "assets", "boot", "tests")  # not the harness's own: `overhead` is the rest of `total`
 
 
-def _source_lock(spec: Spec) -> contextlib.AbstractContextManager[None]:
+def source_lock(spec: Spec) -> contextlib.AbstractContextManager[None]:
     """Runs on the same source share its private tree and build: they take turns
     (`debian:linux-source-6.1` and the path it is extracted to are one source)."""
     return cache.locked(f"source-{cache.digest(str(ksource.origin_path(spec.kernel.source)))}")
 
 
-def _build(spec: Spec, out_dir: Path) -> kbuild.KernelBuild:
+@contextlib.contextmanager
+def clocked(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the block's wall-clock seconds to timings[stage]."""
     start = time.monotonic()
-    src = ksource.prepare(spec.kernel.source, spec.kernel.rev, spec.kernel.patches)
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.monotonic() - start
+
+
+def _build(spec: Spec, out_dir: Path, timings: dict[str, float]) -> kbuild.KernelBuild:
+    start = time.monotonic()
+    with clocked(timings, "source"):
+        src = ksource.prepare(spec.kernel.source, spec.kernel.rev, spec.kernel.patches)
     log.info("source: %s (%s)%s", src.tree, src.version,
              f", {len(src.patches)} patch(es) applied" if src.patches else "")
     for name, why in implied_profiles(spec).items():
         log.info("profile %s (kernel-configs/profiles/%s.config): the spec needs it for %s", name, name, ", ".join(why))
-    kb = kbuild.build(src, spec.kernel.fragments, out_dir, spec.timeouts.build)
+    with clocked(timings, "build"):
+        kb = kbuild.build(src, spec.kernel.fragments, out_dir, spec.timeouts.build)
     log.info("build: %s in %.1f s (%s)", kb.release, time.monotonic() - start, kb.build_dir)
     return kb
 
 
 def build_kernel(spec: Spec, out_dir: Path) -> kbuild.KernelBuild:
-    with disk_full_is_an_error(), _source_lock(spec):
-        return _build(spec, out_dir)
+    with disk_full_is_an_error(), source_lock(spec):
+        return _build(spec, out_dir, {})
 
 
-def prepare(spec: Spec, out_dir: Path, scratch: Path,
-            with_assets: bool = True) -> tuple[kbuild.KernelBuild, Assets]:
-    """Build the kernel and (unless only booting) each group's asset; copy what
-    QEMU and the guest read into the run's scratch, since a parallel run may
-    rebuild the shared tree."""
-    with disk_full_is_an_error(), _source_lock(spec):
-        kb = _build(spec, out_dir)
+def prepare(spec: Spec, out_dir: Path, scratch: Path, with_assets: bool = True,
+            timings: dict[str, float] | None = None) -> tuple[kbuild.KernelBuild, Assets]:
+    """Build the kernel and (unless only booting) each group's asset; keep what
+    QEMU and the guest read in the run's scratch, since a parallel run may
+    rebuild the shared tree. `timings` gets the seconds of each stage."""
+    timings = {} if timings is None else timings
+    with disk_full_is_an_error(), contextlib.ExitStack() as held:
+        with clocked(timings, "wait"):
+            held.enter_context(source_lock(spec))
+        kb = _build(spec, out_dir, timings)
         assets: Assets = {}
         if with_assets:
-            with (out_dir / "build.log").open("a") as build_log:
+            with (out_dir / "build.log").open("a") as build_log, clocked(timings, "assets"):
                 assets = {group_name(g): groups.kind_of(g).prepare(g, kb, build_log, scratch) for g in spec.tests}
-        kernel = Path(shutil.copy2(kb.bzimage, scratch / "bzImage"))
-        vmlinux = scratch / "vmlinux"  # for decoding crash stacks: a link, as make replaces (never rewrites) it
-        try:
-            os.link(kb.vmlinux, vmlinux)
-        except OSError:  # another file system: decode against the build's own
-            vmlinux = kb.vmlinux
-    return replace(kb, bzimage=kernel, vmlinux=vmlinux), assets
+        vmlinux = _linked(kb.vmlinux, scratch / "vmlinux")
+    return replace(kb, vmlinux=vmlinux), assets
+
+
+def _linked(path: Path, to: Path) -> Path:
+    """A hard link (make replaces vmlinux, never rewrites it), or a copy on another file system."""
+    try:
+        os.link(path, to)
+    except OSError:
+        shutil.copy2(path, to)
+    return to
 
 
 @contextlib.contextmanager
@@ -98,13 +120,17 @@ def scratch_dir() -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def booted(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path, scratch: Path) -> Iterator[qemu.Vm[CrashReport]]:
-    """Assemble the guest and boot it; QEMU is stopped when the block ends."""
+def booted(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path, scratch: Path,
+           timings: dict[str, float] | None = None, preload: tuple[Path, ...] = ()) -> Iterator[qemu.Vm[CrashReport]]:
+    """Assemble the guest (with `preload`: files the groups push) and boot it;
+    QEMU is stopped when the block ends."""
     kasan = kconfig.read_config(kb.config_path).get("CONFIG_KASAN") == "y"
     shadow = spec.vm.memory_mib // 8 if kasan else 0  # KASAN's shadow: 1/8 of memory, from the first node
-    image = initramfs.assemble(spec.vm, keys.make(scratch / "keys"), scratch, reserved_mib=shadow)
+    with clocked({} if timings is None else timings, "image"):
+        image = initramfs.assemble(spec.vm, keys.make(scratch / "keys"), scratch, reserved_mib=shadow,
+                                   preload=preload)
     console_log = out_dir / "console.log"
-    vm = qemu.boot(spec.vm, kb.bzimage, image, console_log, spec.timeouts.boot, CRASHES)
+    vm = qemu.boot(spec.vm, kb.vmlinux, image, console_log, spec.timeouts.boot, CRASHES)
     with vm:
         (out_dir / "qemu.pid").write_text(f"{vm.pid}\n")
         log.info("boot: %s in %.1f s under %s (console: %s)",
@@ -132,7 +158,8 @@ def guest(spec: Spec, vm: qemu.Vm[CrashReport], out_dir: Path) -> Iterator[Guest
         handed.close()
 
 
-def metadata(spec: Spec, kb: kbuild.KernelBuild, vm: qemu.Vm[CrashReport], timings: dict[str, float]) -> dict[str, Any]:
+def metadata(spec: Spec, kb: kbuild.KernelBuild, vm: qemu.Vm[CrashReport], timings: dict[str, float],
+             group_times: dict[str, float]) -> dict[str, Any]:
     started = datetime.now(UTC) - timedelta(seconds=timings["total"])
     return {
         "started": started.isoformat(timespec="microseconds"),
@@ -144,7 +171,8 @@ def metadata(spec: Spec, kb: kbuild.KernelBuild, vm: qemu.Vm[CrashReport], timin
                    "config_hash": cache.digest(kb.config_path.read_bytes())},
         "vm": {"accel": vm.accel, "cpus": spec.vm.cpus, "swap_mib": spec.vm.swap_mib,
                "numa": [asdict(n) for n in spec.vm.numa], "distances": spec.vm.distances},
-        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "timings_s": {**{k: round(v, 2) for k, v in timings.items()},
+                      "groups": {k: round(v, 2) for k, v in group_times.items()}},
     }
 
 
@@ -175,7 +203,8 @@ class SoFar:
     started: float
     kb: kbuild.KernelBuild | None = None
     vm: qemu.Vm[CrashReport] | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (STAGES)
+    group_times: dict[str, float] = field(default_factory=dict)  # seconds per group, in the guest
     results: list[TestResult] = field(default_factory=list)
     pending: list[GroupEntry] = field(default_factory=list)  # the groups not finished, the running one first
 
@@ -184,7 +213,8 @@ class SoFar:
         assert self.kb is not None and self.vm is not None
         results = self.results + [groups.not_run(group_name(g), why) for g in self.pending]
         self.timings["total"] = time.monotonic() - self.started
-        result = RunResult(metadata(self.spec, self.kb, self.vm, self.timings), tuple(results),
+        self.timings["overhead"] = self.timings["total"] - sum(self.timings.get(k, 0.0) for k in WORK)
+        result = RunResult(metadata(self.spec, self.kb, self.vm, self.timings, self.group_times), tuple(results),
                            tuple(self.vm.console.crashes()))
         result = symbols.decoded(result, self.kb)
         report.write_all(result, self.out_dir)
@@ -199,30 +229,29 @@ def _qemu_killed(so_far: SoFar, signum: int, group: str) -> VmKilled:
 
 
 def _run(spec: Spec, out_dir: Path, scratch: Path, so_far: SoFar) -> RunResult:
-    started = so_far.started
-    kb, assets = prepare(spec, out_dir, scratch)
+    timings = so_far.timings = {stage: 0.0 for stage in STAGES}
+    kb, assets = prepare(spec, out_dir, scratch, timings=timings)
     so_far.kb = kb
-    timings = so_far.timings = {"build": time.monotonic() - started, "boot": 0.0, "tests": 0.0}
     pending, results = so_far.pending, so_far.results
+    preload = tuple(dict.fromkeys(p for g in spec.tests for p in groups.kind_of(g).pushes(assets[group_name(g)])))
     while True:
-        with booted(spec, kb, out_dir, scratch) as vm, guest(spec, vm, out_dir) as handed:
+        with booted(spec, kb, out_dir, scratch, timings, preload) as vm, guest(spec, vm, out_dir) as handed:
             so_far.vm = vm
             timings["boot"] += vm.boot_seconds
             timings.setdefault("boot_to_first_result", vm.first_result_seconds or 0.0)
             clean = vm.ready and not vm.console.crashes(since=vm.console.start_line)
-            tests_started = time.monotonic()
             ended = Ended.DONE
             while pending and ended is Ended.DONE:
                 kind = groups.kind_of(pending[0])
                 if not (clean or kind.after_failed_boot):
                     break
                 handed.timeout = kind.time_limit(spec)
-                ran = kind.run(handed, assets[group_name(pending[0])])
+                with clocked(so_far.group_times, group_name(pending[0])), clocked(timings, "tests"):
+                    ran = kind.run(handed, assets[group_name(pending[0])])
                 pending.pop(0)  # only now: a group interrupted while it runs is reported as such
                 results.append(ran.result)
                 ended = ran.ended
             killed = vm.console.killed_by() if ended is Ended.KILLED else None
-            timings["tests"] += time.monotonic() - tests_started
             if ended is not Ended.DONE:
                 vm.stop()  # the group has taken what it needs (a hang's dump) from the guest
             vm.console.drain(0.3)

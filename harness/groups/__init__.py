@@ -34,6 +34,8 @@ class GroupKind:
     after_failed_boot: bool = False  # runs even if the guest did not boot cleanly (reads the console only)
     chooses: bool = False  # a spec may also give {name: [test, ...]} (spec.ChosenTests)
     timeout: float | None = None  # its own time limit in s, capped by the spec's timeouts.test (None: that)
+    # the host files its run pushes (Guest.push), from its asset: the pipeline puts them in the initramfs
+    pushes: Callable[[Any], tuple[Path, ...]] = lambda asset: ()
 
     def time_limit(self, spec: Spec) -> float:
         """How long the group may run before it is a hang."""
@@ -42,10 +44,10 @@ class GroupKind:
 
 KINDS: tuple[GroupKind, ...] = (
     GroupKind("boot", boot.prepare, boot.run, default=True, after_failed_boot=True),
-    GroupKind("workload", workload.prepare, script.run, default=True),
-    GroupKind("module", module.prepare, module.run, default=True, timeout=module.TIMEOUT_S),
-    GroupKind("topology", topology.prepare, script.run, default=False),
-    GroupKind("script", script.prepare, script.run, default=False, by_name=False),
+    GroupKind("workload", workload.prepare, script.run, default=True, pushes=script.pushes),
+    GroupKind("module", module.prepare, module.run, default=True, timeout=module.TIMEOUT_S, pushes=module.pushes),
+    GroupKind("topology", topology.prepare, script.run, default=False, pushes=script.pushes),
+    GroupKind("script", script.prepare, script.run, default=False, by_name=False, pushes=script.pushes),
     GroupKind("kselftest-mm", kselftest.prepare, kselftest.run, default=False, chooses=True),
 )
 

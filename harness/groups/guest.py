@@ -70,9 +70,15 @@ class Guest:
         return self._shell
 
     def push(self, local: Path, mode: int | None = None) -> str:
-        """Copy a file to GUEST_DIR; returns its path in the guest."""
-        self.shell.run(f"mkdir -p {GUEST_DIR}", timeout=30)
+        """Copy a file to GUEST_DIR; returns its path in the guest. A file the
+        initramfs holds already (the pipeline preloads what the groups push) is
+        linked there instead: SFTP into a TCG guest moves about 1 MB/s."""
         remote = f"{GUEST_DIR}/{local.name}"
+        preloaded = self.vm.image.preloaded.get(local)
+        if preloaded is not None and mode in (None, 0o755):
+            self.shell.run(f"mkdir -p {GUEST_DIR} && ln -sf {preloaded} {remote}", timeout=30)
+            return remote
+        self.shell.run(f"mkdir -p {GUEST_DIR}", timeout=30)
         self.shell.put(local, remote, mode=mode)
         return remote
 

@@ -35,6 +35,10 @@ def prepare(entry: GroupEntry, kernel: KernelBuild, log: IO[str], keep: Path) ->
         return e
 
 
+def pushes(ko: Path | BuildError) -> tuple[Path, ...]:
+    return (ko,) if isinstance(ko, Path) else ()
+
+
 def regroup(name: str, subtests: list[TestResult], diagnostics: tuple[str, ...] = ()) -> TestResult:
     """A group whose status follows its leaves (see model.rollup)."""
     return TestResult(name, rollup(subtests) or Status.PASS, diagnostics, subtests=tuple(subtests))

@@ -52,6 +52,10 @@ class Program:
     cases: tuple[str, ...] = ()  # its tests' names in order, if it lists them: for those never reported
 
 
+def pushes(program: Program) -> tuple[Path, ...]:
+    return (program.path,)
+
+
 def prepare(entry: GroupEntry, kernel: KernelBuild, log: IO[str], keep: Path) -> Program:
     assert isinstance(entry, ScriptGroup)  # the table dispatches mappings here, names elsewhere
     return Program(entry.name, entry.script, entry.timeout)

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import IO
@@ -45,18 +46,42 @@ def module_dir(kb: KernelBuild) -> Path:
     return cache.subdir("modules") / f"{MODULE_NAME}-{cache.digest(str(kb.build_dir))}"
 
 
+def _built_from(kb: KernelBuild, work: Path, sources: list[Path]) -> str:
+    """A digest of what migrate_test.ko is built from: its sources, the kernel's
+    release, .config and exported symbols (Module.symvers), and the size and
+    mtime of every header kbuild recorded it includes (its .cmd files). An edit
+    of a .c file of the kernel changes none of these: make is skipped."""
+    deps = sorted({line.strip(" \\") for cmd in work.glob(".*.o.cmd") for line in cmd.read_text().splitlines()
+                   if line.startswith("  ") and "$(" not in line})
+    stats = [f"{d}:{st.st_mtime_ns}:{st.st_size}" if (st := _stat(kb.build_dir / d)) else f"{d}:-" for d in deps]
+    return cache.digest(kb.release, kb.config_path.read_bytes(), _read(kb.build_dir / "Module.symvers"),
+                        *(p.name for p in sources), *(p.read_bytes() for p in sources), *stats)
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
 def module(kb: KernelBuild, log: IO[str]) -> Path:
     """migrate_test.ko built against `kb`; a BuildError carries the compiler's first errors.
 
     One kbuild directory per kernel build directory, so kbuild itself decides
-    what to recompile; make is skipped while neither the module's sources nor
-    the kernel tree (its generation) changed."""
+    what to recompile; make is skipped while nothing it is built from changed."""
     sources = _sources(MODULE_DIR, ("*.c", "*.h", "Kbuild", "Makefile"))
     work = module_dir(kb)
     ko = work / f"{MODULE_NAME}.ko"
-    stamp = cache.Stamp(work / ".harness-built", cache.digest(
-        str(kb.source.generation), kb.release, *(p.name for p in sources), *(p.read_bytes() for p in sources)))
-    if stamp.current(ko):
+    stamp = work / ".harness-built"
+    if cache.Stamp(stamp, _built_from(kb, work, sources)).current(ko):
         return ko
     work.mkdir(parents=True, exist_ok=True)
     for source in sources:
@@ -69,5 +94,5 @@ def module(kb: KernelBuild, log: IO[str]) -> Path:
                 error=BuildError, what=f"building {MODULE_NAME}.ko", log=log, on_line=progress.line)
     except BuildError as e:
         raise BuildError(f"{MODULE_NAME}.ko does not build against {kb.release}:\n{first_errors(str(e))}") from None
-    stamp.write()
+    cache.Stamp(stamp, _built_from(kb, work, sources)).write()  # with the headers this make recorded
     return ko

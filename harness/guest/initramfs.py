@@ -24,6 +24,7 @@ from harness.guest.keys import RunKeys
 from harness.spec import VmSpec, cpu_ranges
 
 MARKER = "harness-guest"  # prefix of the lines init prints for the harness to wait on
+PRELOAD_DIR = "usr/lib/harness/preload"  # the groups' assets, in the run part: no copy over SSH at run time
 MEM_TOLERANCE_PCT = 12  # the kernel keeps some of each node's memory for itself
 
 _templates = jinja2.Environment(
@@ -119,13 +120,23 @@ class GuestImage:
     swap_disk: Path  # /dev/vda; one unused MiB when the spec asks for no swap, so vdb stays vdb
     scratch_disk: Path
     keys: RunKeys
+    preloaded: dict[Path, str]  # host file -> where the initramfs put it in the guest
 
 
-def assemble(vm: VmSpec, keys: RunKeys, scratch: Path, reserved_mib: int = 0) -> GuestImage:
-    """Write the run's initramfs and disks into `scratch`."""
+def preload_entries(files: tuple[Path, ...]) -> tuple[list[cpio.Entry], dict[Path, str]]:
+    """Host files as initramfs entries in PRELOAD_DIR (executable), and where each lands."""
+    entries = [cpio.directory("/".join(PRELOAD_DIR.split("/")[:i])) for i in range(1, PRELOAD_DIR.count("/") + 2)]
+    entries += [cpio.regular(f"{PRELOAD_DIR}/{f.name}", f.read_bytes(), 0o755) for f in files]
+    return entries, {f: f"/{PRELOAD_DIR}/{f.name}" for f in files}
+
+
+def assemble(vm: VmSpec, keys: RunKeys, scratch: Path, reserved_mib: int = 0,
+             preload: tuple[Path, ...] = ()) -> GuestImage:
+    """Write the run's initramfs and disks into `scratch`; `preload`: files the groups will push."""
     initramfs = scratch / "initramfs.cpio"
+    preloaded, where = preload_entries(preload)
     with initramfs.open("wb") as out, base_image().open("rb") as base:
         shutil.copyfileobj(base, out)
-        out.write(cpio.archive(run_entries(vm, keys, reserved_mib)))
+        out.write(cpio.archive(run_entries(vm, keys, reserved_mib) + preloaded))
     swap = disks.sparse(scratch / "swap.img", vm.swap_mib or 1)
-    return GuestImage(initramfs, swap, disks.scratch_disk(scratch / "scratch.img"), keys)
+    return GuestImage(initramfs, swap, disks.scratch_disk(scratch / "scratch.img"), keys, where)

@@ -181,9 +181,11 @@ def _private_tree(source: Path, patches: tuple[Path, ...], git_based: bool) -> t
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     series = _series_id(patches)
     old = set(state.get("touched", []))
-    if state.get("series") == series and state.get("stamps") == _stamps(source, old) and tree.exists() \
-            and not git_based:
-        written, changed = _sync(source, tree, exclude=sorted(old))
+    # kept out of the sync: the fresh files whose source did not change since (without patches, an
+    # edited one is simply synced again, and only it gets a fresh mtime: one object to rebuild)
+    unchanged = {f for f in old if state.get("stamps", {}).get(f) == _stamp(source / f)}
+    if state.get("series") == series and (unchanged == old or not patches) and tree.exists() and not git_based:
+        written, changed = _sync(source, tree, exclude=sorted(unchanged))
         if written:
             _remember(state_file, source, series, old | set(written))
         return tree, changed

@@ -260,12 +260,18 @@ def _failure_entry(word: str, group: str, path: str, leaf: TestResult) -> list[s
 
 
 def _groups_line(result: RunResult) -> list[str]:
-    """How long each group ran and under which accelerator (TCG is slow: say so)."""
+    """How long each group ran and under which accelerator (TCG is slow: say so), then the run's stages."""
     timed = [f"{g.name} {g.duration_s:.1f}s" for g in result.groups if g.duration_s is not None]
     accel = result.metadata.get("vm", {}).get("accel")
-    if not timed:
-        return []
-    return [_fit(f"Group runtimes{f' under {accel.upper()}' if accel else ''}: " + ", ".join(timed), WIDTH)]
+    lines = [_fit(f"Group runtimes{f' under {accel.upper()}' if accel else ''}: " + ", ".join(timed), WIDTH)] \
+        if timed else []
+    t = result.metadata.get("timings_s", {})
+    if "overhead" in t:  # runs before the stages were timed have build, boot and tests only
+        lines += textwrap.wrap(
+            f"Run {t['total']:.1f}s: build {t['build']:.1f}s, assets {t['assets']:.1f}s, boot {t['boot']:.1f}s, "
+            f"tests {t['tests']:.1f}s, harness {t['overhead']:.1f}s (source {t['source']:.1f}s, guest image "
+            f"{t['image']:.1f}s), waiting for the source lock {t['wait']:.1f}s", WIDTH, subsequent_indent="    ")
+    return lines
 
 
 # ---- files -----------------------------------------------------------------

@@ -1,5 +1,6 @@
 """harness/guest: the initramfs, keys and guest programs, checked with real tools (cpio, dropbearkey, gcc)."""
 import io
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -45,6 +46,20 @@ def test_initramfs_has_busybox_dropbear_and_its_libraries(tmp_path):
     assert image.swap_disk.stat().st_blocks == 0  # sparse
     assert subprocess.run(["blkid", "-o", "value", "-s", "TYPE", str(image.scratch_disk)],
                           capture_output=True, text=True).stdout.strip() == "ext4"
+
+
+def test_preloaded_files_are_in_the_run_part_executable(tmp_path):
+    """What the groups push rides in the initramfs: GNU cpio unpacks it with its content and mode."""
+    program = tmp_path / "migrate_suite-abc"
+    program.write_bytes(b"\x7fELF payload")
+    image = initramfs.assemble(Spec().vm, keys.make(tmp_path / "keys"), tmp_path, preload=(program,))
+    assert image.preloaded == {program: f"/{initramfs.PRELOAD_DIR}/migrate_suite-abc"}
+    run_part = image.initramfs.read_bytes()[initramfs.base_image().stat().st_size:]
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["cpio", "-id", "--quiet"], input=run_part, cwd=unpacked, check=True)
+    landed = unpacked / initramfs.PRELOAD_DIR / "migrate_suite-abc"
+    assert landed.read_bytes() == b"\x7fELF payload" and landed.stat().st_mode & 0o777 == 0o755
 
 
 def needed_libraries(binary: str) -> set[str]:
@@ -135,3 +150,33 @@ def test_workload_is_compiled_static_and_cached(tmp_path, monkeypatch):
     (tmp_path / "hello.c").write_text("int main(void){return nope;}\n")
     with pytest.raises(GuestError, match="compiling the guest workload failed"):
         compiler.workload(log)
+
+
+def test_module_is_rebuilt_only_when_a_header_it_includes_or_the_exports_change(tmp_path):
+    """An edit of a kernel .c file leaves migrate_test.ko's inputs unchanged; a header
+    its .cmd files list, Module.symvers or the .config do not."""
+    from harness.kernel.build import KernelBuild
+    from harness.kernel.source import KernelSource
+
+    build, work, tree = tmp_path / "build", tmp_path / "work", tmp_path / "tree"
+    for d in (build / "include/generated", work, tree / "include/linux", tree / "mm"):
+        d.mkdir(parents=True)
+    header, generated, other = tree / "include/linux/migrate.h", build / "include/generated/autoconf.h", tree / "mm/migrate.c"
+    for f in (header, generated, other, build / "Module.symvers", build / ".config"):
+        f.write_text("x\n")
+    (work / ".migrate_test.o.cmd").write_text(
+        f"deps_migrate_test.o := \\\n    $(wildcard include/config/NUMA) \\\n  {header} \\\n"
+        "  include/generated/autoconf.h \\\n\nmigrate_test.o: $(deps_migrate_test.o)\n")
+    kb = KernelBuild(build, build / ".config", "6.1", KernelSource(tree, "", "6.1", None, ()),
+                     build / "vmlinux")
+    sources = [tmp_path / "migrate_test.c"]
+    sources[0].write_text("int x;\n")
+    before = compiler._built_from(kb, work, sources)
+    os.utime(other, ns=(1, 1))
+    assert compiler._built_from(kb, work, sources) == before  # a .c file of the kernel: no rebuild
+    for changed in (header, generated):
+        os.utime(changed, ns=(2, 2))
+        assert compiler._built_from(kb, work, sources) != before, changed
+        before = compiler._built_from(kb, work, sources)
+    (build / "Module.symvers").write_text("0x0\tmigrate_pages\tvmlinux\tEXPORT_SYMBOL\t\n")
+    assert compiler._built_from(kb, work, sources) != before

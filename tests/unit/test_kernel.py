@@ -241,3 +241,27 @@ def test_extracting_a_tarball_logs_its_progress(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert lines and all(line.startswith("extracting pkg.tar.xz: ") for line in lines)
     assert "/25 MiB (" in lines[0]
+
+
+def test_an_edit_of_a_once_patched_file_restamps_only_that_file(tree, tmp_path):
+    """After a patched run, editing one source file the series had touched syncs that
+    file alone: the others keep their mtimes (no rebuild of every file ever patched)."""
+    (tree / "mm/compaction.c").write_text("int compact(void);\n")
+    patch = tmp_path / "two.patch"
+    patch.write_text(MARKER_PATCH + textwrap.dedent("""\
+        --- a/mm/compaction.c
+        +++ b/mm/compaction.c
+        @@ -1 +1,2 @@
+         int compact(void);
+        +int more(void);
+        """))
+    source.prepare(str(tree), None, (patch,))
+    private = source.prepare(str(tree), None, ()).tree
+    before = {f: (private / f).stat().st_mtime_ns for f in ("mm/migrate.c", "mm/compaction.c")}
+    (tree / "mm/migrate.c").write_text(MIGRATE_C.replace("return 0;", "return 22;"))
+    again = source.prepare(str(tree), None, ())
+    assert "return 22;" in (again.tree / "mm/migrate.c").read_text()
+    assert (again.tree / "mm/migrate.c").stat().st_mtime_ns > before["mm/migrate.c"]
+    assert (again.tree / "mm/compaction.c").stat().st_mtime_ns == before["mm/compaction.c"]
+    assert (again.tree / "mm/compaction.c").read_text() == "int compact(void);\n"
+

@@ -26,7 +26,7 @@ def kernel(tmp_path: Path, debug_info: bool) -> KernelBuild:
     config = tmp_path / ".config"
     config.write_text("CONFIG_DEBUG_INFO=y\n" if debug_info else "# CONFIG_DEBUG_INFO is not set\n")
     source = KernelSource(tmp_path, "x", "6.1", None, ())
-    return KernelBuild(tmp_path / "bzImage", tmp_path, config, "6.1", source, tmp_path / "vmlinux")
+    return KernelBuild(tmp_path, config, "6.1", source, tmp_path / "vmlinux")
 
 
 def test_without_debug_info_crashes_stay_as_printed(tmp_path):
