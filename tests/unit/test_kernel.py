@@ -265,3 +265,19 @@ def test_an_edit_of_a_once_patched_file_restamps_only_that_file(tree, tmp_path):
     assert (again.tree / "mm/compaction.c").stat().st_mtime_ns == before["mm/compaction.c"]
     assert (again.tree / "mm/compaction.c").read_text() == "int compact(void);\n"
 
+
+
+def test_a_tree_of_many_files_syncs_again_after_an_edit(tree):
+    """After the first sync every file of the tree is kept fresh, and a later sync
+    excludes the unchanged ones: for a kernel tree (70,000 files) that list must not
+    go on rsync's command line (a bisect's second step failed: "Argument list too long")."""
+    many = tree / "many"
+    many.mkdir()
+    for i in range(20000):  # 20,000 arguments of 160 bytes: past the kernel's 2 MiB
+        (many / f"{i:05}-{'x' * 140}.c").write_text("")
+    first = source.prepare(str(tree), None, ()).tree
+    (tree / "mm/migrate.c").write_text(MIGRATE_C.replace("return 0;", "return 33;"))  # within the second: size
+    again = source.prepare(str(tree), None, ())
+    assert again.tree == first
+    assert "return 33;" in (again.tree / "mm/migrate.c").read_text()
+    assert len(list((again.tree / "many").iterdir())) == 20000
