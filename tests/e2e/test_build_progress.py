@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import harness
 
+from harness import cache
+
 pytestmark = pytest.mark.e2e
 
 LINE = re.compile(r"^harness: build: (\d+)/(\d+) steps \((\d+)%\), \d+:\d\d elapsed(?:, about \d+:\d\d left)?$", re.M)
@@ -22,7 +24,9 @@ def test_a_build_from_scratch_logs_plain_progress_lines(tmp_path):
     fragment.write_text(f'CONFIG_LOCALVERSION="-progress{int(time.time())}"\n')
     done = harness("build", "--config", str(fragment), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr[-3000:]
-    build_dir = Path(done.stdout.strip()).parents[3]
+    image = Path(done.stdout.strip())  # the build directory's vmlinux
+    build_dir = image.parent
+    assert image.name == "vmlinux" and build_dir.parent == cache.subdir("build"), done.stdout  # before removing it
     try:
         assert "\x1b" not in done.stderr and "\r" not in done.stderr
         steps = [int(m[1]) for m in LINE.finditer(done.stderr)]
