@@ -195,7 +195,9 @@ def _private_tree(source: Path, patches: tuple[Path, ...], git_based: bool) -> t
     written = []
     applied = False
     try:
-        if not git_based:
+        if not git_based and not tree.exists():
+            _first_copy(source, tree)
+        elif not git_based:
             written, _ = _sync(source, tree, exclude=[])
         for patch in patches:
             touched += _apply(tree, patch)
@@ -235,6 +237,19 @@ def _stamp(path: Path) -> list[int] | None:
     except FileNotFoundError:
         return None
     return [st.st_mtime_ns, st.st_size]
+
+
+def _first_copy(source: Path, tree: Path) -> None:
+    """A new tree: a copy with the source's mtimes, so that no file needs keeping out of
+    later syncs (restamped, all 70,000 files would be: rsync then takes ~50 s to match
+    them). Builds left from an earlier tree of that name are not of this one: removed."""
+    for stale in cache.subdir("build").glob(f"{tree.name}-*"):
+        shutil.rmtree(stale)
+    partial = tree.with_name(tree.name + ".partial")  # a copy cut short is not taken for a tree
+    shutil.rmtree(partial, ignore_errors=True)
+    run(["rsync", "-a", "--exclude=/.git", f"{source}/", f"{partial}/"], error=SourceError,
+        what=f"copying {source}")
+    partial.rename(tree)
 
 
 def _sync(source: Path, tree: Path, exclude: list[str]) -> tuple[list[str], bool]:
