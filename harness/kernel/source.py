@@ -257,12 +257,11 @@ def _sync(source: Path, tree: Path, exclude: list[str]) -> tuple[list[str], bool
     with a fresh mtime (rsync keeps the source's, which may be older than an
     object built from the tree's earlier content), and whether anything changed."""
     tree.mkdir(parents=True, exist_ok=True)
-    # from a file: after a first sync every file of the tree may be in it (70,000 arguments
-    # are past the kernel's limit: "Argument list too long")
-    excluded = tree.parent / f"{tree.name}.exclude"
-    excluded.write_text("".join(f"/{f}\n" for f in [".git", *exclude]))
-    argv = ["rsync", "-a", "--itemize-changes", "--delete", f"--exclude-from={excluded}"]
-    changes = run(argv + [f"{source}/", f"{tree}/"], error=SourceError, what=f"copying {source}")
+    # on stdin: the list has no bound of its own (a long one on the command line is past the
+    # kernel's limit: "Argument list too long")
+    argv = ["rsync", "-a", "--itemize-changes", "--delete", "--exclude-from=-"]
+    changes = run(argv + [f"{source}/", f"{tree}/"], error=SourceError, what=f"copying {source}",
+                  input="".join(f"/{f}\n" for f in [".git", *exclude]))
     written = [line.split(" ", 1)[1] for line in changes.splitlines() if line.startswith(">f")]
     for name in written:
         (tree / name).touch()

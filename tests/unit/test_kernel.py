@@ -289,3 +289,11 @@ def test_a_tree_of_many_files_syncs_again_after_an_edit(tree):
     assert len(list((again.tree / "many").iterdir())) == 20000
     state = json.loads((first.parent / f"{first.name}.patched.json").read_text())
     assert state["touched"] == ["mm/migrate.c"]
+
+
+def test_a_sync_keeps_out_a_list_longer_than_a_command_line(tree, tmp_path):
+    """Files kept out of a sync (restamped ones) may be many: the list goes to rsync on stdin."""
+    copy = tmp_path / "copy"
+    keep_out = [f"mm/{i:05}-{'x' * 140}.c" for i in range(20000)] + ["mm/migrate.c"]
+    written, changed = source._sync(tree, copy, exclude=keep_out)
+    assert changed and "Makefile" in written and not (copy / "mm/migrate.c").exists()
