@@ -25,6 +25,16 @@ def subdir(name: str) -> Path:
     return path
 
 
+def build_dir(tree_name: str, key: str) -> Path:
+    """Where the build of private tree `tree_name` with config `key` lives: build/TREE-KEY."""
+    return subdir("build") / f"{tree_name}-{key}"
+
+
+def builds_of(tree_name: str) -> list[Path]:
+    """Every build directory of private tree `tree_name`."""
+    return sorted(subdir("build").glob(f"{tree_name}-*"))
+
+
 def digest(*parts: str | bytes, length: int = 12) -> str:
     """A short stable hash of the parts, for cache keys."""
     h = hashlib.sha256()

@@ -245,7 +245,7 @@ def forget_source(tree: Path) -> None:
     bisect for its own worktree, under the same lock its steps took)."""
     with cache.locked(f"source-{cache.digest(str(tree))}"):
         copy = cache.subdir(Kind.TREE.value) / f"{tree.name}-{cache.digest(str(tree))}"
-        for build in cache.subdir(Kind.BUILD.value).glob(f"{copy.name}-*"):
+        for build in cache.builds_of(copy.name):
             _remove(build)
             _remove(cache.subdir(Kind.MODULE.value) / f"{MODULE_PREFIX}{cache.digest(str(build))}")
         _remove(copy)

@@ -46,7 +46,7 @@ def make_vars() -> list[str]:
 
 def build_dir_for(source: KernelSource, fragments: list[Path]) -> Path:
     key = cache.digest(str(source.tree), *make_vars(), *(f.read_bytes() for f in fragments))
-    return cache.subdir("build") / f"{source.tree.name}-{key}"
+    return cache.build_dir(source.tree.name, key)
 
 
 def first_errors(log_text: str, limit: int = 12) -> str:

@@ -243,7 +243,7 @@ def _first_copy(source: Path, tree: Path) -> None:
     """A new tree: a copy with the source's mtimes, so that no file needs keeping out of
     later syncs (restamped, all 70,000 files would be: rsync then takes ~50 s to match
     them). Builds left from an earlier tree of that name are not of this one: removed."""
-    for stale in cache.subdir("build").glob(f"{tree.name}-*"):
+    for stale in cache.builds_of(tree.name):
         shutil.rmtree(stale)
     partial = tree.with_name(tree.name + ".partial")  # a copy cut short is not taken for a tree
     shutil.rmtree(partial, ignore_errors=True)
