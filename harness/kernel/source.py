@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,9 +186,11 @@ def _private_tree(source: Path, patches: tuple[Path, ...], git_based: bool) -> t
     # edited one is simply synced again, and only it gets a fresh mtime: one object to rebuild)
     unchanged = {f for f in old if state.get("stamps", {}).get(f) == _stamp(source / f)}
     if state.get("series") == series and (unchanged == old or not patches) and tree.exists() and not git_based:
+        newest = _newest_change(source)
+        if newest and state.get("synced_newest") == newest:
+            return tree, False
         written, changed = _sync(source, tree, exclude=sorted(unchanged))
-        if written:
-            _remember(state_file, source, series, old | set(written))
+        _remember(state_file, source, series, old | set(written), newest if _quiet_since(newest) else None)
         return tree, changed
     # Files touched before differ from a plain sync: they are stamped again even
     # if this series fails half-way.
@@ -214,10 +217,12 @@ def _stamps(source: Path, files: set[str]) -> dict[str, list[int] | None]:
     return {f: _stamp(source / f) for f in sorted(files)}
 
 
-def _remember(state_file: Path, source: Path, series: str | None, fresh: set[str]) -> None:
-    """The series in the tree (None: none applied in full) and the files kept fresh."""
-    state_file.write_text(json.dumps({"series": series, "touched": sorted(fresh),
-                                      "stamps": _stamps(source, fresh)}))
+def _remember(state_file: Path, source: Path, series: str | None, fresh: set[str],
+              synced_newest: str | None = None) -> None:
+    """The series in the tree (None: none applied in full), the files kept fresh, and the
+    source's newest change that a sync of it has seen (None: sync the next time)."""
+    state_file.write_text(json.dumps({"series": series, "touched": sorted(fresh), "stamps": _stamps(source, fresh),
+                                      "synced_newest": synced_newest}))
 
 
 def _generation(tree: Path, changed: bool) -> int:
@@ -237,6 +242,22 @@ def _stamp(path: Path) -> list[int] | None:
     except FileNotFoundError:
         return None
     return [st.st_mtime_ns, st.st_size]
+
+
+def _newest_change(source: Path) -> str:
+    """The newest ctime in `source` (but .git), as `find` prints it: every write, create,
+    delete, rename or chmod of a file or directory sets one, and no tool can set it back.
+    One walk of the source (~0.4 s for 78,000 files), against rsync's walk of both trees
+    and their comparison (~1.1 s)."""
+    listing = run(["find", str(source), "-path", str(source / ".git"), "-prune", "-o", "-printf", "%C@\n"],
+                  error=SourceError, what=f"looking for changes in {source}")
+    return max(listing.split(), key=lambda t: (len(t), t), default="")
+
+
+def _quiet_since(newest: str) -> bool:
+    """Was that change long enough ago (a second, on this clock) that another one within
+    the same tick of the filesystem's clock, which would not look newer, is out of the question?"""
+    return bool(newest) and float(newest) < time.time() - 1
 
 
 def _first_copy(source: Path, tree: Path) -> None:

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import textwrap
+import time
 
 import pytest
 
@@ -297,3 +298,57 @@ def test_a_sync_keeps_out_a_list_longer_than_a_command_line(tree, tmp_path):
     keep_out = [f"mm/{i:05}-{'x' * 140}.c" for i in range(20000)] + ["mm/migrate.c"]
     written, changed = source._sync(tree, copy, exclude=keep_out)
     assert changed and "Makefile" in written and not (copy / "mm/migrate.c").exists()
+
+
+def test_an_unchanged_source_is_not_synced_again(tree):
+    """Nothing changed in the source since the last sync: no rsync (seen by a change made
+    to the private copy alone, which a sync would undo), and nothing to rebuild."""
+    source.prepare(str(tree), None, ())
+    time.sleep(1.1)  # a source changed within the last second is synced each time (see _quiet_since)
+    first = source.prepare(str(tree), None, ())
+    (first.tree / "Makefile").write_text("changed in the copy only\n")
+    again = source.prepare(str(tree), None, ())
+    assert (again.tree / "Makefile").read_text() == "changed in the copy only\n"
+    assert again.generation == first.generation
+
+
+@pytest.mark.parametrize("change", ["write with an old mtime", "delete", "create", "rename"])
+def test_any_change_of_the_source_is_synced(tree, change):
+    """Whatever changed in the source (even with its mtime set back, as `cp -p` or
+    `touch -d` do) shows in its ctime: the sync runs and the copy follows."""
+    first = source.prepare(str(tree), None, ())
+    migrate_c = tree / "mm/migrate.c"
+    if change == "write with an old mtime":
+        old = migrate_c.stat().st_mtime_ns
+        migrate_c.write_text(MIGRATE_C.replace("return 0;", "return 44;"))
+        os.utime(migrate_c, ns=(old, old))
+    elif change == "delete":
+        (tree / "mm/Kconfig").unlink()
+    elif change == "create":
+        (tree / "mm/new.c").write_text("int new;\n")
+    else:
+        (tree / "mm/Kconfig").rename(tree / "mm/Kconfig.old")
+    again = source.prepare(str(tree), None, ())
+    assert again.generation == first.generation + 1
+    result = subprocess.run(["diff", "-r", str(tree), str(again.tree)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_a_sync_cut_short_runs_again(tree, monkeypatch):
+    """The mark of a sync is kept only when the sync ended well."""
+    first = source.prepare(str(tree), None, ())
+    (tree / "mm/migrate.c").write_text(MIGRATE_C.replace("return 0;", "return 55;"))
+    real_run = source.run
+
+    def rsync_fails(argv, **kwargs):
+        if argv[0] == "rsync":
+            raise SourceError("rsync: interrupted")
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(source, "run", rsync_fails)
+    with pytest.raises(SourceError):
+        source.prepare(str(tree), None, ())
+    monkeypatch.setattr(source, "run", real_run)
+    again = source.prepare(str(tree), None, ())
+    assert "return 55;" in (again.tree / "mm/migrate.c").read_text()
+    assert again.generation > first.generation
