@@ -254,7 +254,7 @@ def _run(spec: Spec, out_dir: Path, scratch: Path, so_far: SoFar) -> RunResult:
             killed = vm.console.killed_by() if ended is Ended.KILLED else None
             if ended is not Ended.DONE:
                 vm.stop()  # the group has taken what it needs (a hang's dump) from the guest
-            vm.console.drain(0.3)
+                vm.console.drain(0.3)  # what QEMU still had to print
         if not clean or ended in (Ended.DONE, Ended.KILLED) or not pending or spec.after_crash != "reboot":
             break
         log.info("the kernel %s: booting again for %d group(s) left", ended.value, len(pending))

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import logging
+import re
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,18 +24,20 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from harness.errors import BuildError, VmKilled
+from harness.guest.initramfs import MARKER
 from harness.results import ktap, oops
 from harness.results.model import CrashReport, Status, TestResult, rollup
 from harness.results.report import failure, is_hang
 from harness.spec import Spec
 from harness.vm import qemu
-from harness.vm.console import Waited
+from harness.vm.console import Console, Waited
 from harness.vm.ssh import CommandResult, GuestShell
 
 log = logging.getLogger("harness")
 GUEST_DIR = "/tmp/harness"
 DUMP_WAIT_S = 3  # for the sysrq dump to reach the console
 COMMAND_SLACK_S = 5  # the console watch outlasts the SSH command's own timeout by this much
+SYNC_S = 2  # the longest wait for a command's end mark on the console (none comes after a crash or hang)
 
 Vm = qemu.Vm[CrashReport]
 
@@ -111,6 +115,24 @@ def dump_blocked_tasks(guest: Guest, name: str, since_line: int) -> Path:
     return dump
 
 
+_SYNC_MARKS = itertools.count(1)
+
+
+def _then_mark(command: str, n: int) -> str:
+    """`command`, then a line to the kernel's log when it has ended (its exit status kept)."""
+    return f"( {command}\n); rc=$?; echo '{MARKER}: command {n} ended' > /dev/kmsg; exit $rc"
+
+
+def _until_mark(console: Console[CrashReport], n: int, since: int) -> None:
+    """Wait until the console shows command n's end: the kernel prints its log in order, so
+    everything it printed while the command ran is in console.log then (a fixed wait of
+    0.2 s stood for it before, twice per run, and proved nothing). A mark that does not
+    come within SYNC_S (the command's shell was killed) is not waited for longer."""
+    mark = f"{MARKER}: command {n} ended"
+    if not any(mark in text for _, text in console.lines(since=since)):
+        console.wait_for(re.escape(mark), SYNC_S)
+
+
 def run_watched(guest: Guest, command: str, timeout: float,
                 on_stdout: Callable[[bytes], None] | None = None, dump_as: str | None = None) -> Watched:
     """Run `command` over SSH while the console is read (and logged) without pause.
@@ -120,14 +142,18 @@ def run_watched(guest: Guest, command: str, timeout: float,
     console = guest.vm.console
     since = console.line_count()
     dump = None
+    synced = next(_SYNC_MARKS)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(guest.shell.run, command, timeout, on_stdout)
+        future = pool.submit(guest.shell.run, _then_mark(command, synced), timeout, on_stdout)
         try:
             waited = console.wait_for(None, timeout + COMMAND_SLACK_S, until=future.done).how
         except BaseException:  # Ctrl-C, SIGTERM: end the command's connection, never wait for it
             guest.shell.abandon()
             raise
-        console.drain(0.2)  # what the kernel printed as the command ended
+        if waited is Waited.MARKER:  # the command ended: what the kernel printed before it ended
+            _until_mark(console, synced, since)
+        else:  # a crash or a hang: what comes in a moment
+            console.drain(0.2)
         crashes = tuple(console.crashes(since=since))
         if (killed_by := console.killed_by()) is not None:
             ended = Ended.KILLED

@@ -41,8 +41,11 @@ KVM_PROBE_S = 10  # a working KVM guest reaches init in about a second
 # panic at boot ("IO-APIC + timer doesn't work!", seen here); the emulated timer is fine.
 # kasan.fault=panic: a KASAN report stops the guest at once and is blamed on the test
 # that was running (without it the run goes on and the report is found seconds later).
+# printk.devkmsg=on: the end mark of every command run over SSH goes to /dev/kmsg (groups/guest.py),
+# and by default only 10 lines in 5 s may (a script group runs one command per line).
 CMDLINE = ("console=ttyS0 panic=-1 oops=panic kasan.fault=panic mitigations=off numa_balancing=disable cma=32M"
-           " no_timer_check sysctl.kernel.hung_task_timeout_secs=20 sysctl.kernel.hung_task_check_interval_secs=5")
+           " no_timer_check printk.devkmsg=on sysctl.kernel.hung_task_timeout_secs=20"
+           " sysctl.kernel.hung_task_check_interval_secs=5")
 INIT_STARTED = rf"{MARKER}: init started"
 READY = rf"{MARKER}: ready"
 FIRST_RESULT = r"^(?:not )?ok 1 "  # the boot checks' first KTAP result

@@ -12,6 +12,7 @@ from conftest import harness, process_gone
 
 from harness import cli, pipeline
 from harness.errors import GuestError
+from harness.groups.guest import Ended, Guest, run_watched
 from harness.guest import initramfs, keys
 from harness.spec import Spec
 from harness.vm.ssh import GuestShell
@@ -62,6 +63,21 @@ def test_commands_return_status_stdout_and_stderr_apart(guest):
     result = shell.run("echo out; echo err >&2; exit 7", timeout=10)
     assert (result.status, result.stdout, result.stderr) == (7, "out\n", "err\n")
     assert shell.run("sleep 30", timeout=1).timed_out
+
+
+def test_a_watched_command_ends_after_what_the_kernel_printed_while_it_ran(guest, tmp_path):
+    """A command run under watch returns only once the console holds every kernel line
+    printed before it ended (its end mark, through the kernel's log, comes after them),
+    for more commands in a row than /dev/kmsg takes by default (10 in 5 s)."""
+    vm, shell = guest
+    watched_guest = Guest(vm, Spec(), tmp_path, lambda: shell)
+    for _ in range(12):
+        watched = run_watched(watched_guest, "echo h > /proc/sysrq-trigger", timeout=30)
+        assert watched.ended is Ended.DONE and watched.command.status == 0
+        printed = [text for _, text in vm.console.lines(since=watched.since)]
+        helped = [i for i, text in enumerate(printed) if "sysrq: HELP" in text]
+        marked = [i for i, text in enumerate(printed) if f"{initramfs.MARKER}: command" in text]
+        assert helped and marked and helped[0] < marked[0], printed
 
 
 def test_forwarded_port_listens_on_loopback_only(guest):
