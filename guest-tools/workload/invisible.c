@@ -59,35 +59,32 @@ static const char *const counter_names[NCOUNTERS] = { "nr_anon_pages", "nr_mappe
 	"nr_shmem", "nr_dirty", "nr_mlock", "nr_swapcached", "nr_anon_transparent_hugepages",
 	"hugetlb pages in use" };
 
-static long long node_counter(int node, int c)
+/* Every counter of counter_names for `node` (-1: not found), from one read of its vmstat. */
+static void node_counters(int node, long long out[NCOUNTERS])
 {
 	char path[96], buf[8192];
-	if (c == C_HUGE_USED) {
-		snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/hugepages/hugepages-2048kB/nr_hugepages",
-		         node);
-		long total = sysfs_long(path);
-		snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/hugepages/hugepages-2048kB/free_hugepages",
-		         node);
-		return total < 0 ? 0 : total - sysfs_long(path);
-	}
+	snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/hugepages/hugepages-2048kB/nr_hugepages", node);
+	long total = sysfs_long(path);
+	snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/hugepages/hugepages-2048kB/free_hugepages", node);
+	out[C_HUGE_USED] = total < 0 ? 0 : total - sysfs_long(path);
 	snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/vmstat", node);
-	if (sysfs_read(path, buf, sizeof(buf)))
-		return -1;
-	size_t len = strlen(counter_names[c]);
-	for (char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
-		if (!strncmp(l, counter_names[c], len) && l[len] == ' ')
-			return strtoll(l + len + 1, NULL, 10);
-	return -1;
+	int have = sysfs_read(path, buf, sizeof(buf)) == 0;
+	for (int c = 0; c < NCOUNTERS; c++) {
+		if (c == C_HUGE_USED)
+			continue;
+		out[c] = -1;
+		size_t len = strlen(counter_names[c]);
+		for (char *l = have ? buf : NULL; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+			if (!strncmp(l, counter_names[c], len) && l[len] == ' ') {
+				out[c] = strtoll(l + len + 1, NULL, 10);
+				break;
+			}
+	}
 }
 
-static int read_at(const char *path, uint64_t *out, size_t n, uint64_t index)
+static int read_at(int fd, uint64_t *out, size_t n, uint64_t index)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	ssize_t r = pread(fd, out, n * 8, (off_t)(index * 8));
-	close(fd);
-	return r == (ssize_t)(n * 8) ? 0 : -1;
+	return pread(fd, out, n * 8, (off_t)(index * 8)) == (ssize_t)(n * 8) ? 0 : -1;
 }
 
 /* Grows the stack by 512 KiB once (the deepest path of a case is far shallower). */
@@ -142,21 +139,23 @@ int facts_take(struct facts *f, void *base, size_t npages)
 	f->pm = calloc(npages, 8);
 	f->kflags = calloc(npages, 8);
 	f->kcount = calloc(npages, 8);
-	if (read_at("/proc/self/pagemap", f->pm, npages, (uintptr_t)base / PAGE))
-		return -1;
-	for (size_t i = 0; i < npages; i++) {
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), kf = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC),
+	    kc = open("/proc/kpagecount", O_RDONLY | O_CLOEXEC);
+	int bad = read_at(pm, f->pm, npages, (uintptr_t)base / PAGE);
+	for (size_t i = 0; i < npages && !bad; i++) {
 		uint64_t pfn = f->pm[i] & PM_PFN_MASK;
-		if (!(f->pm[i] & PM_PRESENT) || !pfn)
-			continue;
-		if (read_at("/proc/kpageflags", &f->kflags[i], 1, pfn) || read_at("/proc/kpagecount", &f->kcount[i], 1, pfn))
-			return -1;
+		if ((f->pm[i] & PM_PRESENT) && pfn)
+			bad = read_at(kf, &f->kflags[i], 1, pfn) || read_at(kc, &f->kcount[i], 1, pfn);
 	}
-	for (size_t k = 0; k < NSMAPS; k++)
-		f->smaps[k] = smaps_get_kb(0, (unsigned long)base, smaps_fields[k]);
+	close(pm);
+	close(kf);
+	close(kc);
+	if (bad)
+		return -1;
+	smaps_fields_kb(0, (unsigned long)base, smaps_fields, NSMAPS, f->smaps);
 	vmstat_refresh();
-	for (int n = 0; n < 2; n++)
-		for (int c = 0; c < NCOUNTERS; c++)
-			f->node[n][c] = node_counter(n ? g_node_b : g_node_a, c);
+	node_counters(g_node_a, f->node[0]);
+	node_counters(g_node_b, f->node[1]);
 	return 0;
 }
 

@@ -132,6 +132,7 @@ static inline int expect_numa_maps(const char *what, pid_t pid, void *addr, int 
 /* Sum of N<node>= over every VMA of pid; prints up to print_limit of those VMAs. */
 long numa_maps_pages_on(pid_t pid, int node, int print_limit);
 long smaps_get_kb(pid_t pid, unsigned long addr, const char *field);
+void smaps_fields_kb(pid_t pid, unsigned long addr, const char *const *fields, size_t n, long *out);
 long status_get_kb(pid_t pid, const char *field); /* /proc/pid/status */
 long node_free_kb(int node); /* MemFree of nodeN/meminfo in kB, -1 if unreadable */
 long long vmstat_get(const char *name);

@@ -488,13 +488,15 @@ long numa_maps_pages_on(pid_t pid, int node, int print_limit)
 	return sum;
 }
 
-long smaps_get_kb(pid_t pid, unsigned long addr, const char *field)
+/* The kB values of `fields` in the smaps block of the VMA starting at `addr` (-1: not
+ * found), from one read of the file: it walks every page table of the process. */
+void smaps_fields_kb(pid_t pid, unsigned long addr, const char *const *fields, size_t n, long *out)
 {
+	for (size_t k = 0; k < n; k++)
+		out[k] = -1;
 	char *buf = slurp_proc(pid, "smaps");
 	if (!buf)
-		return -1;
-	long val = -1;
-	size_t flen = strlen(field);
+		return;
 	int in = 0;
 	char *line = buf;
 	while (line && *line) {
@@ -507,13 +509,22 @@ long smaps_get_kb(pid_t pid, unsigned long addr, const char *field)
 			if (in)
 				break;
 			in = (s == addr);
-		} else if (in && strncmp(line, field, flen) == 0 && line[flen] == ':') {
-			val = strtol(line + flen + 1, NULL, 10);
-			break;
+		} else if (in) {
+			for (size_t k = 0; k < n; k++) {
+				size_t flen = strlen(fields[k]);
+				if (strncmp(line, fields[k], flen) == 0 && line[flen] == ':')
+					out[k] = strtol(line + flen + 1, NULL, 10);
+			}
 		}
 		line = nl ? nl + 1 : NULL;
 	}
 	free(buf);
+}
+
+long smaps_get_kb(pid_t pid, unsigned long addr, const char *field)
+{
+	long val;
+	smaps_fields_kb(pid, addr, &field, 1, &val);
 	return val;
 }
 
