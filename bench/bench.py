@@ -38,6 +38,7 @@ from harness import cache, pipeline  # noqa: E402
 from harness.commands import need_tool  # noqa: E402
 from harness.guest import cpio, disks  # noqa: E402
 from harness.kernel import build as kbuild  # noqa: E402
+from harness.kernel import config as kconfig  # noqa: E402
 from harness.kernel import source as ksource  # noqa: E402
 from harness.spec import Spec  # noqa: E402
 from harness.vm import qemu  # noqa: E402
@@ -111,7 +112,7 @@ def medians(samples: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(s[k] for s in samples if k in s) for k in samples[0]}
 
 
-def floor_boot(kernel: Path, scratch: Path) -> float:
+def floor_boot(kernel: Path, hz: int, scratch: Path) -> float:
     """Same topology and devices, an init that powers off at once: what no harness can beat."""
     busybox = Path(need_tool("busybox")).read_bytes()
     initrd = scratch / "floor.cpio"
@@ -123,7 +124,7 @@ def floor_boot(kernel: Path, scratch: Path) -> float:
                              swap_disk=disks.sparse(scratch / "floor-swap.img", Spec().vm.swap_mib),
                              scratch_disk=disks.scratch_disk(scratch / "floor-scratch.img"),
                              accel="tcg" if qemu.kvm_unavailable() else "kvm",
-                             ssh_port=None)
+                             ssh_port=None, lpj=qemu.preset_lpj(hz))
     return timed(lambda: subprocess.run(argv, check=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=120))
 
 
@@ -140,6 +141,7 @@ def main() -> int:
         harness_run(scratch / "prime")  # the warm cycle starts from a built, booted state
         kb = pipeline.build_kernel(Spec(), scratch)  # nothing left to build: where it is
         kernel = Path(shutil.copy2(kb.vmlinux, scratch / "vmlinux"))  # the floor boots what the runs boot
+        hz = int(kconfig.read_config(kb.config_path).get("CONFIG_HZ", "0"))  # and with their command line
         warm, clean, cases, floor = [], [], [], []
         for i in range(args.runs):
             print(f"bench: warm cycle, clean run and floor boot, round {i + 1} of {args.runs} ...", flush=True)
@@ -148,7 +150,7 @@ def main() -> int:
             cases.append(case_times(results))
             wall, results = harness_run(scratch / "clean")
             clean.append(stages(wall, results))
-            floor.append(floor_boot(kernel, scratch))
+            floor.append(floor_boot(kernel, hz, scratch))
         warm_s, clean_s = medians(warm), medians(clean)
         figures["warm_cycle_s"], figures["clean_run_s"] = warm_s.pop("cycle"), clean_s.pop("cycle")
         figures["warm_objects_compiled"] = warm_s.pop("objects")

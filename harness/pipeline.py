@@ -124,13 +124,15 @@ def booted(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path, scratch: Path,
            timings: dict[str, float] | None = None, preload: tuple[Path, ...] = ()) -> Iterator[qemu.Vm[CrashReport]]:
     """Assemble the guest (with `preload`: files the groups push) and boot it;
     QEMU is stopped when the block ends."""
-    kasan = kconfig.read_config(kb.config_path).get("CONFIG_KASAN") == "y"
+    config = kconfig.read_config(kb.config_path)
+    kasan = config.get("CONFIG_KASAN") == "y"
     shadow = spec.vm.memory_mib // 8 if kasan else 0  # KASAN's shadow: 1/8 of memory, from the first node
     with clocked({} if timings is None else timings, "image"):
         image = initramfs.assemble(spec.vm, keys.make(scratch / "keys"), scratch, reserved_mib=shadow,
                                    preload=preload)
     console_log = out_dir / "console.log"
-    vm = qemu.boot(spec.vm, kb.vmlinux, image, console_log, spec.timeouts.boot, CRASHES)
+    vm = qemu.boot(spec.vm, kb.vmlinux, image, console_log, spec.timeouts.boot, CRASHES,
+                   lpj=qemu.preset_lpj(int(config.get("CONFIG_HZ", "0"))))
     with vm:
         (out_dir / "qemu.pid").write_text(f"{vm.pid}\n")
         log.info("boot: %s in %.1f s under %s (console: %s)",

@@ -51,9 +51,22 @@ READY = rf"{MARKER}: ready"
 FIRST_RESULT = r"^(?:not )?ok 1 "  # the boot checks' first KTAP result
 
 
+def preset_lpj(hz: int) -> int | None:
+    """loops_per_jiffy for `lpj=`, as the boot CPU works it out from the TSC (lpj_fine:
+    TSC kHz * 1000 / HZ), from this host's clock (/proc/cpuinfo; a guest's TSC runs at the
+    host's under TCG and KVM alike). Only the boot CPU takes its value from the TSC: every
+    other CPU calibrates its delay loop, and under TCG that takes 0.1-0.3 s each and fails
+    ("calibrate_delay_direct() failed to get a good estimate"): 0.5 s of a 4-CPU boot."""
+    try:
+        mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", Path("/proc/cpuinfo").read_text(), re.M)]
+    except OSError:
+        return None
+    return round(max(mhz) * 1e6 / hz) if mhz and hz > 0 else None
+
+
 def command_line(vm: VmSpec, *, kernel: Path, initrd: Path, swap_disk: Path, scratch_disk: Path, accel: str,
-                 ssh_port: int | None) -> list[str]:
-    """The argv; ssh_port None: no network (bench.py's floor boot)."""
+                 ssh_port: int | None, lpj: int | None = None) -> list[str]:
+    """The argv; ssh_port None: no network (bench.py's floor boot); lpj: preset_lpj()."""
     template = jinja2.Template(PROFILE.read_text(), undefined=jinja2.StrictUndefined,
                                trim_blocks=True, lstrip_blocks=True)
     distances = [(i, j, v) for i, row in enumerate(vm.distances or ()) for j, v in enumerate(row) if i != j]
@@ -62,7 +75,7 @@ def command_line(vm: VmSpec, *, kernel: Path, initrd: Path, swap_disk: Path, scr
         numa=[{"mem_mib": 0 if vm.on_nvdimm(n) else n.mem_mib, "cpu_ranges": cpu_ranges(n.cpus),
                "initiator": vm.initiator(i) if vm.hmat and not n.cpus else None} for i, n in enumerate(vm.numa)],
         dimms=vm.hotplug, nvdimms=vm.nvdimms, hmat=vm.hmat, kernel=kernel, initrd=initrd,
-        cmdline=" ".join(filter(None, (CMDLINE, vm.kernel_args, vm.append))),
+        cmdline=" ".join(filter(None, (CMDLINE, f"lpj={lpj}" if lpj else "", vm.kernel_args, vm.append))),
         swap_disk=swap_disk, scratch_disk=scratch_disk, ssh_port=ssh_port,
     )
     argv = [QEMU]
@@ -135,12 +148,12 @@ class Vm(Generic[C]):
 
 
 def _start(vm: VmSpec, kernel: Path, image: GuestImage, accel: str, console_log: Path,
-           crashes: CrashWatch[C], timeout: float) -> tuple[Console[C], int, Wait]:
+           crashes: CrashWatch[C], timeout: float, lpj: int | None) -> tuple[Console[C], int, Wait]:
     """Start QEMU and wait for init to start; retry if a parallel run took our port."""
     for _attempt in range(3):
         port = free_port()
         argv = command_line(vm, kernel=kernel, initrd=image.initramfs, swap_disk=image.swap_disk,
-                            scratch_disk=image.scratch_disk, accel=accel, ssh_port=port)
+                            scratch_disk=image.scratch_disk, accel=accel, ssh_port=port, lpj=lpj)
         (console_log.parent / "qemu.cmdline").write_text(shlex.join(argv) + "\n")  # to reproduce by hand
         console = Console(argv, console_log, crashes)
         first = console.wait_for(INIT_STARTED, timeout=timeout)
@@ -186,7 +199,7 @@ def _choose_accel(requested: str) -> str:
 
 
 def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
-         boot_timeout: float, crashes: CrashWatch[C]) -> Vm[C]:
+         boot_timeout: float, crashes: CrashWatch[C], lpj: int | None = None) -> Vm[C]:
     """Boot the guest and wait until init says it is ready (or crashes, or times out).
 
     Only a QEMU that will not start raises (BootError); a kernel that
@@ -196,7 +209,7 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
     accel = _choose_accel(vm.accel)
     probing = accel == "kvm" and vm.accel == "auto"
     console, port, first = _start(vm, kernel, image, accel, console_log, crashes,
-                                  KVM_PROBE_S if probing else boot_timeout)
+                                  KVM_PROBE_S if probing else boot_timeout, lpj)
     verdict, reason = None, ""
     if probing:
         printed = "\n".join(line for _, line in console.lines(since=console.start_line))
@@ -207,7 +220,7 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
         with console_log.open("a") as f:
             f.write(f"\n[harness] KVM probe failed ({reason}); booting again under TCG\n")
         accel = "tcg"
-        console, port, first = _start(vm, kernel, image, accel, console_log, crashes, boot_timeout)
+        console, port, first = _start(vm, kernel, image, accel, console_log, crashes, boot_timeout, lpj)
         if first.how is Waited.MARKER:  # the kernel is fine under TCG: KVM itself is at fault
             _remember_kvm(reason)
     elif verdict is Probe.WORKS:
