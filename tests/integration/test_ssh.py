@@ -80,6 +80,15 @@ def test_a_watched_command_ends_after_what_the_kernel_printed_while_it_ran(guest
         assert helped and marked and helped[0] < marked[0], printed
 
 
+def test_a_watched_command_keeps_its_exit_status_and_output(guest, tmp_path):
+    """The end mark wraps the command: its status, output and a trailing comment are its own."""
+    vm, shell = guest
+    watched = run_watched(Guest(vm, Spec(), tmp_path, lambda: shell), "echo out; echo err >&2; exit 3 # a comment",
+                          timeout=30)
+    assert (watched.ended, watched.command.status) == (Ended.DONE, 3)
+    assert (watched.command.stdout, watched.command.stderr) == ("out\n", "err\n")
+
+
 def test_forwarded_port_listens_on_loopback_only(guest):
     vm, _ = guest
     assert port_is_loopback_only(vm.ssh_port)
