@@ -27,7 +27,10 @@ C = TypeVar("C")  # what a crash report is: the results stage decides (harness/r
 _Pattern = re.Pattern[str] | re.Pattern[bytes] | str | bytes | type[pexpect.EOF] | type[pexpect.TIMEOUT]
 PR_SET_PDEATHSIG = 1
 CRASH_GRACE_S = 5  # after a crash starts, how long its report may keep printing
-UNTIL_POLL_S = 0.01  # how often a wait asks its `until()` (0.2 s before: up to 0.4 s lost on every command)
+# How often a wait asks its `until()`: every 10 ms in its first UNTIL_FAST_S (most commands end
+# by then; at 0.2 s each lost up to 0.4 s), then every 100 ms (each ask searches what the console
+# printed since the last match: a long, chatty command is not searched 100 times a second).
+UNTIL_POLL_S, UNTIL_FAST_S = 0.01, 2.0
 _CAUGHT_RE = re.compile(r"terminating on signal (\d+)")  # QEMU's own word on a SIGTERM/SIGINT/SIGHUP it caught
 
 
@@ -109,7 +112,8 @@ class Console(Generic[C]):
         crashed = False
         while True:
             left = deadline - time.monotonic()
-            poll = min(max(left, 0.01), UNTIL_POLL_S) if until else max(left, 0.05)
+            fast = time.monotonic() - start < UNTIL_FAST_S
+            poll = min(max(left, 0.01), UNTIL_POLL_S if fast else 0.1) if until else max(left, 0.05)
             index = self.child.expect(patterns, timeout=poll)
             elapsed = time.monotonic() - start
             if index == 0 and not crashed:  # before `until`: a panic also ends the SSH command it interrupts
