@@ -88,7 +88,10 @@ def build(source: KernelSource, extra_fragments: tuple[Path, ...], out_dir: Path
     build_dir = build_dir or build_dir_for(source, fragments)
     build_dir.mkdir(parents=True, exist_ok=True)
     os.utime(build_dir)  # its last use, for `harness cache`
-    env = {**BUILD_ENV, "CCACHE_DIR": str(cache.subdir("ccache")), "CCACHE_BASEDIR": str(source.tree)}
+    # Paths under the cache (private trees and build directories alike) are hashed relative to the
+    # build directory: a build of another config of the same tree, in a build directory of its
+    # own, finds the objects the config change does not touch (preprocessed output unchanged).
+    env = {**BUILD_ENV, "CCACHE_DIR": str(cache.subdir("ccache")), "CCACHE_BASEDIR": str(cache.root())}
     if not use_ccache:
         env["CCACHE_DISABLE"] = "1"
     log_path = out_dir / "build.log"
