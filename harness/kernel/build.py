@@ -45,7 +45,9 @@ def make_vars() -> list[str]:
 
 
 def build_dir_for(source: KernelSource, fragments: list[Path]) -> Path:
-    key = cache.digest(str(source.tree), *make_vars(), *(f.read_bytes() for f in fragments))
+    """Keyed by the options the fragments ask for, in order: a comment edited in one is no new build."""
+    options = [f"{r.symbol}={r.value}" for f in fragments for r in kconfig.read_fragment(f)]
+    key = cache.digest(str(source.tree), *make_vars(), *options)
     return cache.build_dir(source.tree.name, key)
 
 

@@ -30,10 +30,12 @@ class Request:
     value: str
     fragment: Path
     line: int
+    optional: bool = False  # under a `# harness: optional ...` line: a kernel without the option is fine
 
 
 _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
+OPTIONAL = "# harness: optional"  # a comment line that makes the next option optional
 
 
 def default_fragments() -> list[Path]:
@@ -53,13 +55,15 @@ def read_fragment(path: Path) -> list[Request]:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"cannot read config fragment {path}: {e.strerror}") from None
-    requests = []
+    requests, optional = [], False
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
-        if m := _SET.match(line):
-            requests.append(Request(m.group(1), m.group(2), path, number))
-        elif m := _UNSET.match(line):
-            requests.append(Request(m.group(1), "n", path, number))
+        if m := _SET.match(line) or _UNSET.match(line):
+            value = m.group(2) if m.re is _SET else "n"
+            requests.append(Request(m.group(1), value, path, number, optional))
+            optional = False
+        elif line.startswith(OPTIONAL):
+            optional = True
         elif line and not line.startswith("#"):
             raise ConfigError(f"{path}, line {number}: not a config line: {line!r} (write CONFIG_FOO=y)")
     return requests
@@ -95,7 +99,8 @@ def check(config: Path, requests: list[Request], tree: Path) -> None:
             problems.append(f"{o.fragment}, line {o.line}: {o.symbol}={o.value} undoes {where}, "
                             "which the harness needs")
         elif not _kconfig_defines(tree, r.symbol):
-            problems.append(f"{where}: this kernel has no such option (dropped or misspelled)")
+            if not r.optional:
+                problems.append(f"{where}: this kernel has no such option (dropped or misspelled)")
         else:
             problems.append(f"{where}: the final .config has {r.symbol}={got} "
                             "(a dependency is off or it is not selectable)")

@@ -158,6 +158,25 @@ def test_check_names_dropped_and_unsatisfied_symbols(tree, tmp_path):
     config.check(final, config.read_fragment(frag), tree)
 
 
+def test_an_optional_option_a_kernel_lacks_is_no_error(tree, tmp_path):
+    """`# harness: optional` (with comments between) covers the next option only: a kernel
+    that has no such option is fine; one that has it must set it."""
+    frag = tmp_path / "opt.config"
+    frag.write_text("# harness: optional\n# why\nCONFIG_DOES_NOT_EXIST=y\nCONFIG_ALSO_MISSING=y\n"
+                    "# harness: optional\nCONFIG_MIGRATION=y\n")
+    requests = config.read_fragment(frag)
+    assert [(r.symbol, r.optional) for r in requests] == [
+        ("CONFIG_DOES_NOT_EXIST", True), ("CONFIG_ALSO_MISSING", False), ("CONFIG_MIGRATION", True)]
+    final = tmp_path / ".config"
+    final.write_text("# CONFIG_MIGRATION is not set\n")
+    with pytest.raises(ConfigError) as err:
+        config.check(final, requests, tree)
+    text = str(err.value)
+    assert "CONFIG_ALSO_MISSING=y (opt.config, line 4): this kernel has no such option" in text
+    assert "CONFIG_MIGRATION=y (opt.config, line 6): the final .config has CONFIG_MIGRATION=n" in text
+    assert "DOES_NOT_EXIST" not in text
+
+
 def test_a_users_fragment_that_undoes_a_needed_option_is_named(tree, tmp_path):
     ours, user = tmp_path / "numa.config", tmp_path / "mine.config"
     ours.write_text("CONFIG_MIGRATION=y\n")
@@ -352,3 +371,15 @@ def test_a_sync_cut_short_runs_again(tree, monkeypatch):
     again = source.prepare(str(tree), None, ())
     assert "return 55;" in (again.tree / "mm/migrate.c").read_text()
     assert again.generation > first.generation
+
+
+def test_a_comment_edited_in_a_fragment_is_no_new_build(tree, tmp_path):
+    from harness.kernel import build
+    src = source.prepare(str(tree), None, ())
+    frag = tmp_path / "f.config"
+    frag.write_text("# why\nCONFIG_A=y\n")
+    first = build.build_dir_for(src, [frag])
+    frag.write_text("# why, said better\n# harness: optional\nCONFIG_A=y\n")
+    assert build.build_dir_for(src, [frag]) == first
+    frag.write_text("CONFIG_A=m\n")
+    assert build.build_dir_for(src, [frag]) != first
