@@ -413,11 +413,13 @@ int case_soft_offline(void)
 /* -------------------------------------------------------------- numa_balancing */
 
 struct nb_shared {
-	volatile int stop, verified, quit;
+	volatile int go, stop, verified, quit;
 };
 
-/* The worker: its own pages on A (both regions; the second bound to A by mbind), then it
- * runs on B's CPUs and keeps reading them until told to stop, then checks its data. */
+/* The worker: its own pages on A (both regions; the second bound to A by mbind); once the
+ * case has seen them there (go), it runs on B's CPUs and keeps reading them until told to
+ * stop, then checks its data. (With the scan knobs tuned, pages begin to move within
+ * milliseconds of the worker's first run on B: the precondition is checked before.) */
 static void nb_worker(struct nb_shared *sh, char *freer, char *bound, size_t n, int A, int B)
 {
 	g_failures = 0;
@@ -429,8 +431,10 @@ static void nb_worker(struct nb_shared *sh, char *freer, char *bound, size_t n, 
 	bind_task_to(-1);
 	CHECK(sys_mbind(bound, n * PAGE, MPOL_BIND, maskA, MAXNODE, 0) == 0, "mbind(BIND{%d}): %s, expected 0", A,
 	      errname(errno));
-	run_on_node_cpus(B);
 	sh->verified = 1; /* ready */
+	while (!sh->go)
+		usleep(1000);
+	run_on_node_cpus(B);
 	while (!sh->stop) {
 		touch_read(freer, n);
 		touch_read(bound, n);
@@ -487,13 +491,14 @@ int case_numa_balancing(void)
 	if (expect_numa_maps("precondition: the worker's pages on A", pid, freer, A, N) ||
 	    expect_numa_maps("precondition: the worker's bound pages on A", pid, bound, A, N))
 		goto stop;
+	sh->go = 1;
 	t0 = now_s();
 	while (now_s() < t0 + WAIT_S && (numa_maps_get(pid, (unsigned long)freer, &nl) || nl.n[B] < N))
 		usleep(20000);
 	diag("numa_balancing on (%d knobs tuned): %ld of %d pages on node %d after %.2f s", tuned, nl.n[B], N, B,
 	     now_s() - t0);
 stop:
-	sh->stop = 1;
+	sh->go = sh->stop = 1;
 	while (sh->verified < 2 && now_s() < t0 + WAIT_S + 10)
 		usleep(1000);
 	CHECK(sh->verified == 2, "the worker's own data check: %d, expected 2 (data intact)", sh->verified);
