@@ -21,6 +21,7 @@ from harness.errors import PatchDoesNotApply, SourceError
 from harness.progress import Progress
 
 TAR_CHECKPOINT = 100  # tar reports every 100 records of 10 KiB (1 MB)
+TICK_S = 0.05  # longer than the coarse clock file times take (a jiffy: 10 ms at HZ=100)
 
 
 @dataclass(frozen=True)
@@ -186,11 +187,12 @@ def _private_tree(source: Path, patches: tuple[Path, ...], git_based: bool) -> t
     # edited one is simply synced again, and only it gets a fresh mtime: one object to rebuild)
     unchanged = {f for f in old if state.get("stamps", {}).get(f) == _stamp(source / f)}
     if state.get("series") == series and (unchanged == old or not patches) and tree.exists() and not git_based:
+        looked = time.time()
         newest = _newest_change(source)
         if newest and state.get("synced_newest") == newest:
             return tree, False
         written, changed = _sync(source, tree, exclude=sorted(unchanged))
-        _remember(state_file, source, series, old | set(written), newest if _quiet_since(newest) else None)
+        _remember(state_file, source, series, old | set(written), newest if _settled(newest, looked) else None)
         return tree, changed
     # Files touched before differ from a plain sync: they are stamped again even
     # if this series fails half-way.
@@ -254,10 +256,11 @@ def _newest_change(source: Path) -> str:
     return max(listing.split(), key=lambda t: (len(t), t), default="")
 
 
-def _quiet_since(newest: str) -> bool:
-    """Was that change long enough ago (a second, on this clock) that another one within
-    the same tick of the filesystem's clock, which would not look newer, is out of the question?"""
-    return bool(newest) and float(newest) < time.time() - 1
+def _settled(newest: str, looked: float) -> bool:
+    """Was that change made a clock tick or more before `find` began to look (TICK_S)? Then no
+    change after the look can carry the same ctime and pass for seen (file times tick coarsely:
+    a jiffy). A change closer to the look is synced again the next time."""
+    return bool(newest) and float(newest) < looked - TICK_S
 
 
 def _first_copy(source: Path, tree: Path) -> None:

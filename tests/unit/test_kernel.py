@@ -322,8 +322,8 @@ def test_a_sync_keeps_out_a_list_longer_than_a_command_line(tree, tmp_path):
 def test_an_unchanged_source_is_not_synced_again(tree):
     """Nothing changed in the source since the last sync: no rsync (seen by a change made
     to the private copy alone, which a sync would undo), and nothing to rebuild."""
-    source.prepare(str(tree), None, ())
-    time.sleep(1.1)  # a source changed within the last second is synced each time (see _quiet_since)
+    source.prepare(str(tree), None, ())  # a new tree: a copy; the next prepare syncs and notes the newest change
+    time.sleep(2 * source.TICK_S)  # a change within a clock tick of the look is synced again (see _settled)
     first = source.prepare(str(tree), None, ())
     (first.tree / "Makefile").write_text("changed in the copy only\n")
     again = source.prepare(str(tree), None, ())
