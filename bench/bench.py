@@ -120,11 +120,11 @@ def floor_boot(kernel: Path, hz: int, scratch: Path) -> float:
         cpio.directory("bin"), cpio.regular("bin/busybox", busybox, 0o755),
         cpio.directory("dev"), cpio.char_device("dev/console", 5, 1),
         cpio.regular("init", b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n", 0o755)]))
+    accel = "tcg" if qemu.kvm_unavailable() else "kvm"
     argv = qemu.command_line(Spec().vm, kernel=kernel, initrd=initrd,
                              swap_disk=disks.sparse(scratch / "floor-swap.img", Spec().vm.swap_mib),
-                             scratch_disk=disks.scratch_disk(scratch / "floor-scratch.img"),
-                             accel="tcg" if qemu.kvm_unavailable() else "kvm",
-                             ssh_port=None, lpj=qemu.preset_lpj(hz))
+                             scratch_disk=disks.scratch_disk(scratch / "floor-scratch.img"), accel=accel,
+                             ssh_port=None, lpj=qemu.preset_lpj(hz) if accel == "tcg" else None)  # as runs boot
     return timed(lambda: subprocess.run(argv, check=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=120))
 
 
