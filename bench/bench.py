@@ -112,7 +112,7 @@ def medians(samples: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(s[k] for s in samples if k in s) for k in samples[0]}
 
 
-def floor_boot(kernel: Path, hz: int, scratch: Path) -> float:
+def floor_boot(kernel: Path, lpj: int | None, scratch: Path) -> float:
     """Same topology and devices, an init that powers off at once: what no harness can beat."""
     busybox = Path(need_tool("busybox")).read_bytes()
     initrd = scratch / "floor.cpio"
@@ -120,11 +120,11 @@ def floor_boot(kernel: Path, hz: int, scratch: Path) -> float:
         cpio.directory("bin"), cpio.regular("bin/busybox", busybox, 0o755),
         cpio.directory("dev"), cpio.char_device("dev/console", 5, 1),
         cpio.regular("init", b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n", 0o755)]))
-    accel = "tcg" if qemu.kvm_unavailable() else "kvm"
     argv = qemu.command_line(Spec().vm, kernel=kernel, initrd=initrd,
                              swap_disk=disks.sparse(scratch / "floor-swap.img", Spec().vm.swap_mib),
-                             scratch_disk=disks.scratch_disk(scratch / "floor-scratch.img"), accel=accel,
-                             ssh_port=None, lpj=qemu.preset_lpj(hz) if accel == "tcg" else None)  # as runs boot
+                             scratch_disk=disks.scratch_disk(scratch / "floor-scratch.img"),
+                             accel="tcg" if qemu.kvm_unavailable() else "kvm",
+                             ssh_port=None, lpj=lpj)
     return timed(lambda: subprocess.run(argv, check=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=120))
 
 
@@ -141,7 +141,7 @@ def main() -> int:
         harness_run(scratch / "prime")  # the warm cycle starts from a built, booted state
         kb = pipeline.build_kernel(Spec(), scratch)  # nothing left to build: where it is
         kernel = Path(shutil.copy2(kb.vmlinux, scratch / "vmlinux"))  # the floor boots what the runs boot
-        hz = int(kconfig.read_config(kb.config_path).get("CONFIG_HZ", "0"))  # and with their command line
+        lpj = qemu.preset_lpj(kconfig.read_config(kb.config_path))  # and with their command line
         warm, clean, cases, floor = [], [], [], []
         for i in range(args.runs):
             print(f"bench: warm cycle, clean run and floor boot, round {i + 1} of {args.runs} ...", flush=True)
@@ -150,7 +150,7 @@ def main() -> int:
             cases.append(case_times(results))
             wall, results = harness_run(scratch / "clean")
             clean.append(stages(wall, results))
-            floor.append(floor_boot(kernel, hz, scratch))
+            floor.append(floor_boot(kernel, lpj, scratch))
         warm_s, clean_s = medians(warm), medians(clean)
         figures["warm_cycle_s"], figures["clean_run_s"] = warm_s.pop("cycle"), clean_s.pop("cycle")
         figures["warm_objects_compiled"] = warm_s.pop("objects")

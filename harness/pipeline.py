@@ -132,7 +132,7 @@ def booted(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path, scratch: Path,
                                    preload=preload)
     console_log = out_dir / "console.log"
     vm = qemu.boot(spec.vm, kb.vmlinux, image, console_log, spec.timeouts.boot, CRASHES,
-                   lpj=qemu.preset_lpj(int(config.get("CONFIG_HZ", "0"))))
+                   lpj=qemu.preset_lpj(config))
     with vm:
         (out_dir / "qemu.pid").write_text(f"{vm.pid}\n")
         log.info("boot: %s in %.1f s under %s (console: %s)",

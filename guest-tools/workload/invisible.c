@@ -63,10 +63,8 @@ static const char *const counter_names[NCOUNTERS] = { "nr_anon_pages", "nr_mappe
 static void node_counters(int node, long long out[NCOUNTERS])
 {
 	char path[96], buf[8192];
-	snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/hugepages/hugepages-2048kB/nr_hugepages", node);
-	long total = sysfs_long(path);
-	snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/hugepages/hugepages-2048kB/free_hugepages", node);
-	out[C_HUGE_USED] = total < 0 ? 0 : total - sysfs_long(path);
+	long total = hugepages_node(node, "nr_hugepages");
+	out[C_HUGE_USED] = total < 0 ? 0 : total - hugepages_node(node, "free_hugepages");
 	snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/vmstat", node);
 	int have = sysfs_read(path, buf, sizeof(buf)) == 0;
 	for (int c = 0; c < NCOUNTERS; c++) {

@@ -136,14 +136,9 @@ static int drain(void)
 	if (!text)
 		return -1;
 	text[len] = 0;
-	for (char *line = text, *end; *line; line = end + 1) {
-		end = strchr(line, '\n');
-		if (!end)
-			end = line + strlen(line) - 1;
-		else
-			*end = 0;
+	char *save;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
 		tally_line(line);
-	}
 	free(text);
 	return 0;
 }

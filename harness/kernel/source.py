@@ -21,6 +21,7 @@ from harness.errors import PatchDoesNotApply, SourceError
 from harness.progress import Progress
 
 TAR_CHECKPOINT = 100  # tar reports every 100 records of 10 KiB (1 MB)
+KEPT_OUT = ".git"  # never copied into a private tree, nor looked at for changes
 TICK_S = 0.05  # longer than the coarse clock file times take (a jiffy: 10 ms at HZ=100)
 
 
@@ -247,11 +248,11 @@ def _stamp(path: Path) -> list[int] | None:
 
 
 def _newest_change(source: Path) -> str:
-    """The newest ctime in `source` (but .git), as `find` prints it: every write, create,
+    """The newest ctime in `source` (but KEPT_OUT), as `find` prints it: every write, create,
     delete, rename or chmod of a file or directory sets one, and no tool can set it back.
     One walk of the source (~0.4 s for 78,000 files), against rsync's walk of both trees
     and their comparison (~1.1 s)."""
-    listing = run(["find", str(source), "-path", str(source / ".git"), "-prune", "-o", "-printf", "%C@\n"],
+    listing = run(["find", str(source), "-path", str(source / KEPT_OUT), "-prune", "-o", "-printf", "%C@\n"],
                   error=SourceError, what=f"looking for changes in {source}")
     return max(listing.split(), key=lambda t: (len(t), t), default="")
 
@@ -271,7 +272,7 @@ def _first_copy(source: Path, tree: Path) -> None:
         shutil.rmtree(stale)
     partial = tree.with_name(tree.name + ".partial")  # a copy cut short is not taken for a tree
     shutil.rmtree(partial, ignore_errors=True)
-    run(["rsync", "-a", "--exclude=/.git", f"{source}/", f"{partial}/"], error=SourceError,
+    run(["rsync", "-a", f"--exclude=/{KEPT_OUT}", f"{source}/", f"{partial}/"], error=SourceError,
         what=f"copying {source}")
     partial.rename(tree)
 
@@ -285,7 +286,7 @@ def _sync(source: Path, tree: Path, exclude: list[str]) -> tuple[list[str], bool
     # kernel's limit: "Argument list too long")
     argv = ["rsync", "-a", "--itemize-changes", "--delete", "--exclude-from=-"]
     changes = run(argv + [f"{source}/", f"{tree}/"], error=SourceError, what=f"copying {source}",
-                  input="".join(f"/{f}\n" for f in [".git", *exclude]))
+                  input="".join(f"/{f}\n" for f in [KEPT_OUT, *exclude]))
     written = [line.split(" ", 1)[1] for line in changes.splitlines() if line.startswith(">f")]
     for name in written:
         (tree / name).touch()

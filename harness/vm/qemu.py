@@ -51,14 +51,16 @@ READY = rf"{MARKER}: ready"
 FIRST_RESULT = r"^(?:not )?ok 1 "  # the boot checks' first KTAP result
 
 
-def preset_lpj(hz: int) -> int | None:
+def preset_lpj(config: dict[str, str]) -> int | None:
     """loops_per_jiffy for `lpj=`, as the boot CPU works it out from the TSC (lpj_fine:
     TSC kHz * 1000 / HZ), from this host's clock (/proc/cpuinfo; a guest's TSC runs at the
     host's under TCG and KVM alike). Only the boot CPU takes its value from the TSC: every
     other CPU calibrates its delay loop, and under TCG that takes 0.1-0.3 s each and fails
     ("calibrate_delay_direct() failed to get a good estimate"): 0.5 s of a 4-CPU boot.
     (A host whose "cpu MHz" reads below its TSC's rate gives a smaller lpj: udelay() runs
-    short in the guest, which QEMU's emulated devices do not mind. Only TCG boots use it.)"""
+    short in the guest, which QEMU's emulated devices do not mind. Only TCG boots use it.)
+    `config`: the kernel's .config (kernel/config.read_config), for CONFIG_HZ."""
+    hz = int(config.get("CONFIG_HZ", "0"))
     try:
         mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", Path("/proc/cpuinfo").read_text(), re.M)]
     except OSError:
@@ -68,7 +70,9 @@ def preset_lpj(hz: int) -> int | None:
 
 def command_line(vm: VmSpec, *, kernel: Path, initrd: Path, swap_disk: Path, scratch_disk: Path, accel: str,
                  ssh_port: int | None, lpj: int | None = None) -> list[str]:
-    """The argv; ssh_port None: no network (bench.py's floor boot); lpj: preset_lpj()."""
+    """The argv; ssh_port None: no network (bench.py's floor boot); lpj: preset_lpj(), given
+    to TCG guests only (under KVM the secondary CPUs calibrate quickly, and the host's
+    cpu MHz may read below its TSC)."""
     template = jinja2.Template(PROFILE.read_text(), undefined=jinja2.StrictUndefined,
                                trim_blocks=True, lstrip_blocks=True)
     distances = [(i, j, v) for i, row in enumerate(vm.distances or ()) for j, v in enumerate(row) if i != j]
@@ -77,7 +81,8 @@ def command_line(vm: VmSpec, *, kernel: Path, initrd: Path, swap_disk: Path, scr
         numa=[{"mem_mib": 0 if vm.on_nvdimm(n) else n.mem_mib, "cpu_ranges": cpu_ranges(n.cpus),
                "initiator": vm.initiator(i) if vm.hmat and not n.cpus else None} for i, n in enumerate(vm.numa)],
         dimms=vm.hotplug, nvdimms=vm.nvdimms, hmat=vm.hmat, kernel=kernel, initrd=initrd,
-        cmdline=" ".join(filter(None, (CMDLINE, f"lpj={lpj}" if lpj else "", vm.kernel_args, vm.append))),
+        cmdline=" ".join(filter(None, (CMDLINE, f"lpj={lpj}" if lpj and accel == "tcg" else "", vm.kernel_args,
+                                       vm.append))),
         swap_disk=swap_disk, scratch_disk=scratch_disk, ssh_port=ssh_port,
     )
     argv = [QEMU]
@@ -155,8 +160,7 @@ def _start(vm: VmSpec, kernel: Path, image: GuestImage, accel: str, console_log:
     for _attempt in range(3):
         port = free_port()
         argv = command_line(vm, kernel=kernel, initrd=image.initramfs, swap_disk=image.swap_disk,
-                            scratch_disk=image.scratch_disk, accel=accel, ssh_port=port,
-                            lpj=lpj if accel == "tcg" else None)  # under KVM calibrating is quick
+                            scratch_disk=image.scratch_disk, accel=accel, ssh_port=port, lpj=lpj)
         (console_log.parent / "qemu.cmdline").write_text(shlex.join(argv) + "\n")  # to reproduce by hand
         console = Console(argv, console_log, crashes)
         first = console.wait_for(INIT_STARTED, timeout=timeout)
