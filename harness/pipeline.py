@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -36,6 +37,7 @@ from harness.vm.console import CrashWatch
 from harness.vm.ssh import GuestShell
 
 log = logging.getLogger("harness")
+BOOT_TAIL_LINES = 12  # what stderr shows of a boot that did not get ready
 SSH_CONNECT_S = 30  # init has started sshd before it says ready: this is only slack
 CRASHES = CrashWatch(oops.CRASH_START, oops.find_crashes)  # what the console watches for
 
@@ -138,6 +140,10 @@ def booted(spec: Spec, kb: kbuild.KernelBuild, out_dir: Path, scratch: Path,
         log.info("boot: %s in %.1f s under %s (console: %s)",
                  "ready" if vm.ready else vm.boot_ended.how.value, vm.boot_seconds,
                  vm.accel.upper(), console_log)
+        if not vm.ready:  # a developer (or a CI log that keeps no files) sees why at once
+            ended = f"QEMU ended: {note}; " if (note := vm.console.exit_note()) else ""
+            log.info("boot: %sthe last console lines:\n%s", ended,
+                     textwrap.indent(vm.console.tail(BOOT_TAIL_LINES), "  | "))
         yield vm
 
 

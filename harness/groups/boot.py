@@ -41,7 +41,8 @@ def _result(guest: Guest) -> TestResult:
     group = group_from_console(vm.console.lines(since=vm.console.start_line), "boot")
     if vm.ready and group is not None:
         return group
-    why = {Waited.CRASH: "the kernel crashed during boot", Waited.QEMU_EXITED: "QEMU exited during boot",
+    why = {Waited.CRASH: "the kernel crashed during boot",
+           Waited.QEMU_EXITED: f"QEMU exited during boot ({vm.console.exit_note()})",
            Waited.TIMEOUT: f"the guest was not ready within {guest.spec.timeouts.boot:.0f} s",
            }.get(vm.boot_ended.how, "no boot checks printed")
     if group is None:
@@ -51,5 +52,8 @@ def _result(guest: Guest) -> TestResult:
 
 
 def run(guest: Guest, asset: None) -> GroupRun:
-    crashes = guest.vm.console.crashes(since=guest.vm.console.start_line)
-    return GroupRun(attach_crashes(_result(guest), crashes), Ended.DONE)
+    """A QEMU killed from outside during boot ends the run as KILLED: no verdict on the kernel."""
+    console = guest.vm.console
+    crashes = console.crashes(since=console.start_line)
+    ended = Ended.KILLED if not guest.vm.ready and console.killed_by() is not None else Ended.DONE
+    return GroupRun(attach_crashes(_result(guest), crashes), ended)

@@ -31,6 +31,8 @@ CRASH_GRACE_S = 5  # after a crash starts, how long its report may keep printing
 # by then; at 0.2 s each lost up to 0.4 s), then every 100 ms (each ask searches what the console
 # printed since the last match: a long, chatty command is not searched 100 times a second).
 UNTIL_POLL_S, UNTIL_FAST_S = 0.01, 2.0
+# Signals QEMU dies of by its own doing (a failed assertion, a bad access): a crash of QEMU, not a kill
+SELF_INFLICTED = frozenset({signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE})
 _CAUGHT_RE = re.compile(r"terminating on signal (\d+)")  # QEMU's own word on a SIGTERM/SIGINT/SIGHUP it caught
 
 
@@ -163,13 +165,22 @@ class Console(Generic[C]):
 
     def killed_by(self) -> int | None:
         """The signal that ended QEMU from outside: one it died of, or one it
-        caught and said so; None while it runs, or after an exit of its own."""
+        caught and said so; None while it runs, or after an end of its own (an
+        exit, or a crash: SELF_INFLICTED)."""
         if self.child.isalive():
             return None
         if self.child.signalstatus is not None:
-            return int(self.child.signalstatus)
+            return None if self.child.signalstatus in SELF_INFLICTED else int(self.child.signalstatus)
         said = _CAUGHT_RE.search(self.tail(3))
         return int(said[1]) if said else None
+
+    def exit_note(self) -> str:
+        """How QEMU ended, for a message: 'exit status N', or 'signal N, SIGX'; '' while it runs."""
+        if self.child.isalive():
+            return ""
+        if self.child.signalstatus is not None:
+            return f"signal {self.child.signalstatus}, {signal.Signals(self.child.signalstatus).name}"
+        return f"exit status {self.child.exitstatus}"
 
     def close(self) -> None:
         """Stop QEMU (SIGTERM, then SIGKILL) and close console.log."""

@@ -218,7 +218,7 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
     console, port, first = _start(vm, kernel, image, accel, console_log, crashes,
                                   KVM_PROBE_S if probing else boot_timeout, lpj)
     verdict, reason = None, ""
-    if probing:
+    if probing and console.killed_by() is None:  # a kill from outside says nothing of KVM
         printed = "\n".join(line for _, line in console.lines(since=console.start_line))
         verdict, reason = kvm_probe(printed, first.how is Waited.QEMU_EXITED, first.seconds)
     if verdict is Probe.BROKEN:
@@ -233,7 +233,8 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
     elif verdict is Probe.WORKS:
         _remember_kvm(None)
     this_boot = [line for _, line in console.lines(since=console.start_line)]
-    if first.how is Waited.QEMU_EXITED and not any("Linux version" in line for line in this_boot):
+    killed = console.killed_by() is not None  # the boot group says so (Ended.KILLED)
+    if first.how is Waited.QEMU_EXITED and not killed and not any("Linux version" in line for line in this_boot):
         tail = console.tail(10)
         console.close()
         raise BootError(f"QEMU would not start the guest under {accel.upper()} (it exited at once):\n{tail}")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, harness, process_gone, qemu_pid
 
+from harness import cache
 from harness.results.ktap import MAX_DIAGNOSTICS
 from harness.results.report import REPORTS
 
@@ -188,6 +189,35 @@ def test_qemu_killed_from_outside_is_an_infrastructure_failure(default_kernel, t
     assert groups["module"]["status"] == "error" and "QEMU was killed" in groups["module"]["diagnostics"][0]
     assert "QEMU was killed" in (out / "summary.txt").read_text()
     assert "QEMU was killed" in (out / "junit.xml").read_text()
+
+
+def _child_qemu(harness_pid: int) -> int:
+    """The QEMU the harness started (its child), found before the harness names it in qemu.pid."""
+    for task in Path(f"/proc/{harness_pid}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            if Path(f"/proc/{pid}/comm").read_text().startswith("qemu-system"):
+                return int(pid)
+    raise AssertionError(f"no QEMU among the children of {harness_pid}")
+
+
+def test_qemu_killed_during_boot_is_an_infrastructure_failure(default_kernel, tmp_path, start_harness):
+    """kill -9 of QEMU while the kernel boots: exit 2 saying so, and the KVM verdict is not touched
+    (a probe that sees a killed QEMU must not take KVM for broken)."""
+    out = tmp_path / "out"
+    started = start_harness(out, "run")
+    started.wait_for(out / "console.log", "Linux version")
+    verdicts = {p: p.read_text() for p in (cache.root() / "accel").glob("*.json")}
+    os.kill(_child_qemu(started.proc.pid), signal.SIGKILL)
+    _, stderr = started.proc.communicate(timeout=60)
+    assert started.proc.returncode == 2, stderr
+    assert "Traceback" not in stderr and stderr.count("harness: error") == 1, stderr
+    assert "QEMU was killed (signal 9, SIGKILL) during group boot" in stderr, stderr
+    assert "QEMU ended: signal 9, SIGKILL; the last console lines:" in stderr, stderr
+    last = (out / "console.log").read_text().rstrip().splitlines()[-1].rstrip("\r")
+    assert f"  | {last}" in stderr  # the console's tail, for a CI log that keeps no files
+    assert {p: p.read_text() for p in (cache.root() / "accel").glob("*.json")} == verdicts
+    boot = json.loads((out / "results.json").read_text())["groups"][0]
+    assert boot["name"] == "boot" and boot["status"] == "error", boot
 
 
 OOM_HOG = r"""

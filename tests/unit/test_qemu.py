@@ -137,6 +137,7 @@ def test_qemu_command_line_of_each_example_spec_is_golden(name, accel):
     (["sleep", "60"], True, 9),  # kill -9 from outside
     (["sh", "-c", "echo 'qemu-system-x86_64: terminating on signal 15 from pid 42 (kill)'"], False, 15),
     (["sh", "-c", "echo 'Kernel panic - not syncing: x'"], False, None),  # -no-reboot: QEMU ends by itself
+    (["sh", "-c", "kill -ABRT $$"], False, None),  # QEMU's own failed assertion (KVM here): a crash, no kill
 ])
 def test_a_qemu_killed_from_outside_says_by_which_signal(tmp_path, argv, kill, signum):
     """A real process as QEMU: the signal that ended it, or the one it caught and named."""
@@ -147,5 +148,22 @@ def test_a_qemu_killed_from_outside_says_by_which_signal(tmp_path, argv, kill, s
             os.kill(console.pid, signal.SIGKILL)
         console.wait_for(None, timeout=10)
         assert console.killed_by() == signum
+    finally:
+        console.close()
+
+
+@pytest.mark.parametrize("argv, kill, note", [
+    (["sh", "-c", "exit 3"], False, "exit status 3"),
+    (["sleep", "60"], True, "signal 9, SIGKILL"),
+])
+def test_how_qemu_ended_is_said(tmp_path, argv, kill, note):
+    """A real process as QEMU: its exit status or the signal it died of, for a boot that never got ready."""
+    console = Console(argv, tmp_path / "console.log", CrashWatch(re.compile("(?!)"), lambda lines: []))
+    try:
+        assert console.exit_note() == "" or not kill
+        if kill:
+            os.kill(console.pid, signal.SIGKILL)
+        console.wait_for(None, timeout=10)
+        assert console.exit_note() == note
     finally:
         console.close()
