@@ -31,7 +31,7 @@ from harness.kernel import source as ksource
 from harness.kernel import symbols
 from harness.results import kcidb, oops, report
 from harness.results.model import CrashReport, RunResult, TestResult
-from harness.spec import GroupEntry, Spec, group_name, implied_profiles
+from harness.spec import GroupEntry, Spec, group_name
 from harness.vm import qemu
 from harness.vm.console import CrashWatch
 from harness.vm.ssh import GuestShell
@@ -69,8 +69,6 @@ def _build(spec: Spec, out_dir: Path, timings: dict[str, float]) -> kbuild.Kerne
         src = ksource.prepare(spec.kernel.source, spec.kernel.rev, spec.kernel.patches)
     log.info("source: %s (%s)%s", src.tree, src.version,
              f", {len(src.patches)} patch(es) applied" if src.patches else "")
-    for name, why in implied_profiles(spec).items():
-        log.info("profile %s (kernel-configs/profiles/%s.config): the spec needs it for %s", name, name, ", ".join(why))
     with clocked(timings, "build"):
         kb = kbuild.build(src, spec.kernel.fragments, out_dir, spec.timeouts.build)
     log.info("build: %s in %.1f s (%s)", kb.release, time.monotonic() - start, kb.build_dir)
@@ -88,6 +86,7 @@ def prepare(spec: Spec, out_dir: Path, scratch: Path, with_assets: bool = True,
     QEMU and the guest read in the run's scratch, since a parallel run may
     rebuild the shared tree. `timings` gets the seconds of each stage."""
     timings = {} if timings is None else timings
+    qemu.check_starts()
     with disk_full_is_an_error(), contextlib.ExitStack() as held:
         with clocked(timings, "wait"):
             held.enter_context(source_lock(spec))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -119,15 +119,6 @@ class VmSpec:
         return mem + sum(d.mem_mib for d in self.hotplug if d.node == node)
 
     @property
-    def topology_fields(self) -> tuple[str, ...]:
-        """The topology fields this machine uses (each needs the `topology` config profile)."""
-        used = {"a memoryless node (mem: 0)": any(not n.mem_mib for n in self.numa),
-                "a CPU-less node (no cpus)": any(not n.cpus for n in self.numa),
-                "tier: lower": any(n.lower_tier for n in self.numa),
-                "vm.hotplug": bool(self.hotplug), "vm.movable": bool(self.movable_mib)}
-        return tuple(name for name, on in used.items() if on)
-
-    @property
     def kernel_args(self) -> str:
         """The kernel command line the topology needs."""
         args = ["memhp_default_state=online_movable"] if self.hotplug else []
@@ -187,29 +178,6 @@ class Spec:
     tests: tuple[GroupEntry, ...] = field(default_factory=default_groups)
     timeouts: Timeouts = field(default_factory=Timeouts)
     after_crash: str = "stop"  # stop | reboot: what to do with the groups left after a crash or hang
-
-
-def _topology_needs(spec: Spec) -> tuple[str, ...]:
-    group = ("the topology group",) if "topology" in map(group_name, spec.tests) else ()
-    return group + spec.vm.topology_fields
-
-
-# Config profiles a spec gets without naming them: profile -> what in a spec needs it
-# (the reasons it has, none if it needs no such kernel). The default spec needs none.
-IMPLIED_PROFILES: dict[str, Callable[[Spec], tuple[str, ...]]] = {
-    "topology": _topology_needs,  # memory hotplug and hot-remove, nvdimm/dax/kmem, ACPI HMAT, io_uring
-}
-
-
-def implied_profiles(spec: Spec) -> dict[str, tuple[str, ...]]:
-    """The profiles `spec` needs, each with why, from IMPLIED_PROFILES."""
-    return {name: why for name, needs in IMPLIED_PROFILES.items() if (why := needs(spec))}
-
-
-def with_implied_profiles(spec: Spec) -> Spec:
-    """`spec` with the profiles it needs added after those it names."""
-    added = tuple(name for name in implied_profiles(spec) if name not in spec.kernel.profiles)
-    return replace(spec, kernel=replace(spec.kernel, profiles=spec.kernel.profiles + added)) if added else spec
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
@@ -479,13 +447,13 @@ def from_dict(data: object, base: Path, where: str = "spec") -> Spec:
     d = _check_keys(data, {"kernel", "vm", "tests", "timeouts", "after_crash"}, where)
     if d.get("after_crash", "stop") not in ("stop", "reboot"):
         raise SpecError(f"{where}: after_crash: '{d['after_crash']}' is not one of stop, reboot")
-    return with_implied_profiles(Spec(
+    return Spec(
         kernel=_kernel(d.get("kernel"), base, f"{where}: kernel"),
         vm=_vm(d.get("vm"), f"{where}: vm"),
         tests=_tests(d.get("tests"), base, f"{where}: tests"),
         timeouts=_timeouts(d.get("timeouts"), f"{where}: timeouts"),
         after_crash=d.get("after_crash", "stop"),
-    ))
+    )
 
 
 def read(path: Path) -> object:

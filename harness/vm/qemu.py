@@ -23,6 +23,7 @@ import jinja2
 
 from harness import cache
 from harness.commands import need_tool
+from harness.commands import run as run_command
 from harness.errors import BootError
 from harness.guest.initramfs import MARKER, GuestImage
 from harness.results.oops import CRASH_START
@@ -203,6 +204,13 @@ def _choose_accel(requested: str) -> str:
         log.info("accel: KVM not used (%s); using TCG", why_not)
         return "tcg"
     return "kvm"
+
+
+def check_starts() -> None:
+    """QEMU runs at all (`--version`, 20 ms): a missing or broken QEMU is said
+    before minutes of building, and a bisect stops at its first step."""
+    run_command([need_tool(QEMU), "--version"], error=BootError,
+                what="QEMU would not start: its check before the build", timeout=30)
 
 
 def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,

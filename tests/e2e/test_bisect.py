@@ -109,7 +109,8 @@ def test_bisect_names_the_bad_commit_and_skips_the_broken_one(kernel_repo, tmp_p
     spec = tmp_path / "spec.yaml"
     spec.write_text("tests: [boot, module]\n")
     result = harness("bisect", "--source", str(repo), "--good", commits[0], "--bad", commits[-1],
-                     "--spec", str(spec), "--test", "module", "--out", str(tmp_path / "out"), timeout=3600)
+                     "--spec", str(spec), "--test", "module", "--out", str(tmp_path / "out"), "--keep",
+                     timeout=3600)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert f"first bad commit: {commits[FIRST_BAD]} mm/migrate: miscount the migrated pages" in result.stdout
     verdicts = _verdicts(result.stdout)
@@ -120,13 +121,15 @@ def test_bisect_names_the_bad_commit_and_skips_the_broken_one(kernel_repo, tmp_p
     assert len(decided) <= math.ceil(math.log2(len(HISTORY))) + 1
     assert len(list((tmp_path / "out").glob("step-*"))) == len(verdicts)
     assert repo_state(repo) == before
-    assert not [p for p in _caches_of(repo) if p.exists()]  # removed when the bisect ended
+    worktree, tree, *_ = _caches_of(repo)
+    assert worktree.is_dir() and tree.is_dir()  # --keep: for a second bisect of the same history (the next test)
 
 
 def test_only_skipped_commits_left_is_said_and_exits_1(kernel_repo, tmp_path):
     """The boot message came with the commit that does not compile: no single
     first bad commit can be named, and the bisect says so."""
     repo, commits = kernel_repo
+    kept = any(p.name.startswith(_caches_of(repo)[1].name) for p in cache.subdir("build").iterdir())
     script = tmp_path / "marker-absent.sh"
     script.write_text(MARKER_SCRIPT)
     spec = tmp_path / "spec.yaml"
@@ -139,6 +142,10 @@ def test_only_skipped_commits_left_is_said_and_exits_1(kernel_repo, tmp_path):
     assert "no single first bad commit" in result.stdout
     assert "does not compile" in result.stdout  # the table names the skipped commit's subject
     assert not re.search(r"^first bad commit:", result.stdout, re.MULTILINE)
+    if kept:  # after the bisect above (--keep): its build directory served this one
+        build_log = next((tmp_path / "out").glob("step-1-*/build.log")).read_text()
+        assert len(re.findall(r"^\s+CC\s", build_log, re.MULTILINE)) < 100, build_log[-3000:]
+    assert not [p for p in _caches_of(repo) if p.exists()]  # no --keep: removed when the bisect ended
 
 
 def test_an_infrastructure_fault_stops_the_bisect_and_leaves_the_repo_alone(kernel_repo, tmp_path):
@@ -154,4 +161,6 @@ def test_an_infrastructure_fault_stops_the_bisect_and_leaves_the_repo_alone(kern
                      env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"})
     assert result.returncode == 2, result.stdout + result.stderr[-3000:]
     assert "QEMU would not start" in result.stderr and "Traceback" not in result.stderr
+    assert "broken on purpose" in result.stderr
+    assert "bisect step 1:" in result.stderr and "build:" not in result.stderr  # said before any build
     assert repo_state(repo) == before

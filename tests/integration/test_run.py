@@ -165,3 +165,4 @@ def test_bisect_exit_codes_for_git_bisect_run(default_kernel, tmp_path):
     stop = harness("run", "--bisect-exit-codes", "--out", str(tmp_path / "stop"),
                    env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"})
     assert stop.returncode == 255 and "stopping the bisect" in stop.stderr
+    assert "QEMU would not start" in stop.stderr and "build:" not in stop.stderr  # said before building

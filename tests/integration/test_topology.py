@@ -1,4 +1,4 @@
-"""The example topologies (examples/*.yaml) on 6.1 with the topology profile: each boots,
+"""The example topologies (examples/*.yaml) on the default 6.1 kernel: each boots,
 the boot group checks what the spec promised, and the topology group runs the
 cases that machine offers (the others skip, naming what they need)."""
 from __future__ import annotations

@@ -179,37 +179,22 @@ def test_profiles_name_fragments_of_kernel_configs_profiles(tmp_path):
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
 
-def test_the_default_spec_needs_no_profile_and_keeps_the_default_kernel(tmp_path):
-    for s in (spec.Spec(), spec.load(None), spec.load(write(tmp_path, "tests: [boot, workload, module]"))):
-        assert spec.implied_profiles(s) == {} and s.kernel.profiles == () and s.kernel.fragments == ()
-    three_nodes = "vm: {cpus: 3, numa: [{mem: 512M, cpus: 0}, {mem: 512M, cpus: 1}, {mem: 512M, cpus: 2}]}"
-    assert spec.load(write(tmp_path, three_nodes)).kernel.profiles == ()  # 3 nodes alone need no option
-
-
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_each_example_spec_gets_the_topology_profile(path):
-    s = spec.load(path)
-    assert s.kernel.profiles == ("topology",)
-    assert [f.name for f in s.kernel.fragments] == ["topology.config"] and s.kernel.fragments[0].is_file()
-    assert "the topology group" in spec.implied_profiles(s)["topology"]
-
-
-@pytest.mark.parametrize("vm, why", [
-    ("{cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 0}]}", None),  # a node with neither: refused elsewhere
-    ("{cpus: 2, numa: [{mem: 1G, cpus: 0}, {mem: 0, cpus: 1}]}", "a memoryless node (mem: 0)"),
-    ("{cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 512M}]}", "a CPU-less node (no cpus)"),
-    ("{cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 512M, tier: lower}]}", "tier: lower"),
-    ("{hotplug: [{mem: 256M, node: 1}]}", "vm.hotplug"),
-    ("{movable: 256M}", "vm.movable"),
+@pytest.mark.parametrize("text", [
+    "tests: [boot, workload, module, topology]",
+    *(f"vm: {vm}" for vm in ("{cpus: 2, numa: [{mem: 1G, cpus: 0}, {mem: 0, cpus: 1}]}",  # memoryless node
+                             "{cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 512M}]}",  # CPU-less node
+                             "{cpus: 2, numa: [{mem: 1G, cpus: 0-1}, {mem: 512M, tier: lower}]}",
+                             "{hotplug: [{mem: 256M, node: 1}]}", "{movable: 256M}")),
+    *EXAMPLES,
 ])
-def test_a_topology_field_brings_the_topology_profile(tmp_path, vm, why):
-    if why is None:
-        with pytest.raises(SpecError, match="a node needs memory, CPUs or a DIMM"):
-            spec.load(write(tmp_path, f"vm: {vm}"))
-        return
-    s = spec.load(write(tmp_path, f"vm: {vm}\nkernel: {{profiles: [debug-info]}}"))
-    assert s.kernel.profiles == ("debug-info", "topology")  # after those the spec names
-    assert why in spec.implied_profiles(s)["topology"]
-    named = spec.load(write(tmp_path, f"vm: {vm}\nkernel: {{profiles: [topology]}}"))
-    assert named.kernel.profiles == ("topology",)  # named already: not twice
+def test_every_topology_runs_on_the_default_kernel(tmp_path, text):
+    """A topology is data: no spec field brings a kernel of its own (a build per topology cost 600 s)."""
+    s = spec.load(text if isinstance(text, Path) else write(tmp_path, text))
+    assert s.kernel.profiles == () and s.kernel.fragments == ()
+
+
+def test_the_topology_options_are_default_fragments():
+    from harness.kernel import config
+    assert (config.FRAGMENT_DIR / "topology.config").is_file()
+    assert not (config.FRAGMENT_DIR / "profiles" / "topology.config").exists()
 
