@@ -174,6 +174,11 @@ class Console(Generic[C]):
         said = _CAUGHT_RE.search(self.tail(3))
         return int(said[1]) if said else None
 
+    @property
+    def crashed_itself(self) -> bool:
+        """QEMU died of a SELF_INFLICTED signal (a failed assertion, a bad access)."""
+        return not self.child.isalive() and self.child.signalstatus in SELF_INFLICTED
+
     def exit_note(self) -> str:
         """How QEMU ended, for a message: 'exit status N', or 'signal N, SIGX'; '' while it runs."""
         if self.child.isalive():

@@ -252,6 +252,11 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
     except BaseException:
         console.close()
         raise
+    if ready.how is Waited.QEMU_EXITED and console.crashed_itself:  # KVM's own abort was handled above
+        note, tail = console.exit_note(), console.tail(10)
+        console.close()
+        raise BootError(f"QEMU itself crashed while the guest booted under {accel.upper()} ({note}): "
+                        f"an infrastructure failure, not a verdict on the kernel\n{tail}")
     first_result = first.seconds + result.seconds if result.how is Waited.MARKER else None
     return Vm(console, image, accel, port, ready, first.seconds + result.seconds + ready.seconds,
               first_result)
