@@ -15,7 +15,6 @@ import enum
 import itertools
 import logging
 import re
-import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,7 @@ from harness.results.model import CrashReport, Status, TestResult, rollup
 from harness.results.report import failure, is_hang
 from harness.spec import Spec
 from harness.vm import qemu
-from harness.vm.console import Console, Waited
+from harness.vm.console import Console, Waited, signal_words
 from harness.vm.ssh import CommandResult, GuestShell
 
 log = logging.getLogger("harness")
@@ -258,11 +257,7 @@ def ended_badly(result: TestResult, watched: Watched, timeout: float,
 
 def killed(signum: int, during: str) -> str:
     """'QEMU was killed (signal 9, SIGKILL) during `during`'."""
-    try:
-        name = f"signal {signum}, {signal.Signals(signum).name}"
-    except ValueError:
-        name = f"signal {signum}"
-    return f"QEMU was killed ({name}) during {during}"
+    return f"QEMU was killed ({signal_words(signum)}) during {during}"
 
 
 def qemu_killed(signum: int, during: str, more: str = "") -> VmKilled:

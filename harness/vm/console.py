@@ -33,6 +33,14 @@ CRASH_GRACE_S = 5  # after a crash starts, how long its report may keep printing
 UNTIL_POLL_S, UNTIL_FAST_S = 0.01, 2.0
 # Signals QEMU dies of by its own doing (a failed assertion, a bad access): a crash of QEMU, not a kill
 SELF_INFLICTED = frozenset({signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE})
+def signal_words(signum: int) -> str:
+    """'signal 9, SIGKILL' (or 'signal N' for a number with no name), for messages."""
+    try:
+        return f"signal {signum}, {signal.Signals(signum).name}"
+    except ValueError:
+        return f"signal {signum}"
+
+
 _CAUGHT_RE = re.compile(r"terminating on signal (\d+)")  # QEMU's own word on a SIGTERM/SIGINT/SIGHUP it caught
 
 
@@ -184,7 +192,7 @@ class Console(Generic[C]):
         if self.child.isalive():
             return ""
         if self.child.signalstatus is not None:
-            return f"signal {self.child.signalstatus}, {signal.Signals(self.child.signalstatus).name}"
+            return signal_words(self.child.signalstatus)
         return f"exit status {self.child.exitstatus}"
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic
+from typing import Any, Generic, NoReturn
 
 import jinja2
 
@@ -213,6 +213,13 @@ def check_starts() -> None:
                 what="QEMU would not start: its check before the build", timeout=30)
 
 
+def _give_up(console: Console[C], why: str) -> NoReturn:
+    """Stop QEMU and raise BootError: `why`, then the console's last lines."""
+    tail = console.tail(10)
+    console.close()
+    raise BootError(f"{why}:\n{tail}")
+
+
 def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
          boot_timeout: float, crashes: CrashWatch[C], lpj: int | None = None) -> Vm[C]:
     """Boot the guest and wait until init says it is ready (or crashes, or times out).
@@ -243,9 +250,7 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
     this_boot = [line for _, line in console.lines(since=console.start_line)]
     killed = console.killed_by() is not None  # the boot group says so (Ended.KILLED)
     if first.how is Waited.QEMU_EXITED and not killed and not any("Linux version" in line for line in this_boot):
-        tail = console.tail(10)
-        console.close()
-        raise BootError(f"QEMU would not start the guest under {accel.upper()} (it exited at once):\n{tail}")
+        _give_up(console, f"QEMU would not start the guest under {accel.upper()} (it exited at once)")
     try:
         result = console.wait_for(FIRST_RESULT, timeout=boot_timeout) if first.how is Waited.MARKER else first
         ready = console.wait_for(READY, timeout=boot_timeout) if result.how is Waited.MARKER else result
@@ -253,10 +258,8 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
         console.close()
         raise
     if ready.how is Waited.QEMU_EXITED and console.crashed_itself:  # KVM's own abort was handled above
-        note, tail = console.exit_note(), console.tail(10)
-        console.close()
-        raise BootError(f"QEMU itself crashed while the guest booted under {accel.upper()} ({note}): "
-                        f"an infrastructure failure, not a verdict on the kernel\n{tail}")
+        _give_up(console, f"QEMU itself crashed while the guest booted under {accel.upper()} "
+                          f"({console.exit_note()}): an infrastructure failure, not a verdict on the kernel")
     first_result = first.seconds + result.seconds if result.how is Waited.MARKER else None
     return Vm(console, image, accel, port, ready, first.seconds + result.seconds + ready.seconds,
               first_result)

@@ -1,6 +1,7 @@
 """harness/vm/qemu.py: the QEMU command line rendered from the topology, and
 golden files of the example specs' command lines (data/golden/qemu/*.txt;
 UPDATE_GOLDEN=1 rewrites them)."""
+import contextlib
 import os
 import re
 import shlex
@@ -133,6 +134,21 @@ def test_qemu_command_line_of_each_example_spec_is_golden(name, accel):
         f"{golden} differs; if the change is intended, rerun with UPDATE_GOLDEN=1 and review the diff"
 
 
+@contextlib.contextmanager
+def ended_console(tmp_path, argv, kill, before):
+    """A real process run as QEMU by a Console, killed -9 from outside when `kill` (`before`
+    holds while it runs), read until it ends; closed afterwards."""
+    console = Console(argv, tmp_path / "console.log", CrashWatch(re.compile("(?!)"), lambda lines: []))
+    try:
+        assert before(console) or not kill
+        if kill:
+            os.kill(console.pid, signal.SIGKILL)
+        console.wait_for(None, timeout=10)
+        yield console
+    finally:
+        console.close()
+
+
 @pytest.mark.parametrize("argv, kill, signum", [
     (["sleep", "60"], True, 9),  # kill -9 from outside
     (["sh", "-c", "echo 'qemu-system-x86_64: terminating on signal 15 from pid 42 (kill)'"], False, 15),
@@ -141,15 +157,8 @@ def test_qemu_command_line_of_each_example_spec_is_golden(name, accel):
 ])
 def test_a_qemu_killed_from_outside_says_by_which_signal(tmp_path, argv, kill, signum):
     """A real process as QEMU: the signal that ended it, or the one it caught and named."""
-    console = Console(argv, tmp_path / "console.log", CrashWatch(re.compile("(?!)"), lambda lines: []))
-    try:
-        assert console.killed_by() is None or not kill
-        if kill:
-            os.kill(console.pid, signal.SIGKILL)
-        console.wait_for(None, timeout=10)
+    with ended_console(tmp_path, argv, kill, before=lambda c: c.killed_by() is None) as console:
         assert console.killed_by() == signum
-    finally:
-        console.close()
 
 
 @pytest.mark.parametrize("argv, kill, note", [
@@ -158,12 +167,5 @@ def test_a_qemu_killed_from_outside_says_by_which_signal(tmp_path, argv, kill, s
 ])
 def test_how_qemu_ended_is_said(tmp_path, argv, kill, note):
     """A real process as QEMU: its exit status or the signal it died of, for a boot that never got ready."""
-    console = Console(argv, tmp_path / "console.log", CrashWatch(re.compile("(?!)"), lambda lines: []))
-    try:
-        assert console.exit_note() == "" or not kill
-        if kill:
-            os.kill(console.pid, signal.SIGKILL)
-        console.wait_for(None, timeout=10)
+    with ended_console(tmp_path, argv, kill, before=lambda c: c.exit_note() == "") as console:
         assert console.exit_note() == note
-    finally:
-        console.close()
