@@ -108,11 +108,11 @@ class Started:
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      preexec_fn=preexec)
 
-    def wait_for(self, path: Path, text: str, timeout: float = 600) -> None:
-        """Until `path` holds `text` (the harness may still be building)."""
+    def wait_for(self, path: Path, text: str, timeout: float = 600, count: int = 1) -> None:
+        """Until `path` holds `text`, `count` times (the harness may still be building)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if path.exists() and text in path.read_text(errors="replace"):
+            if path.exists() and path.read_text(errors="replace").count(text) >= count:
                 return
             assert self.proc.poll() is None, self.proc.communicate()
             time.sleep(0.2)

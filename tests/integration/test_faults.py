@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO, harness, process_gone, qemu_pid
@@ -19,6 +20,7 @@ from conftest import REPO, harness, process_gone, qemu_pid
 from harness import cache
 from harness.results.ktap import MAX_DIAGNOSTICS
 from harness.results.report import REPORTS
+from harness.vm import qemu
 
 sys.path.insert(0, str(REPO / "bench"))
 from group_memory import chatty_script, peak_rss  # noqa: E402
@@ -191,41 +193,71 @@ def test_qemu_killed_from_outside_is_an_infrastructure_failure(default_kernel, t
     assert "QEMU was killed" in (out / "junit.xml").read_text()
 
 
-def _child_qemu(harness_pid: int) -> int:
-    """The QEMU the harness started (its child), found before the harness names it in qemu.pid."""
-    for task in Path(f"/proc/{harness_pid}/task").iterdir():
-        for pid in (task / "children").read_text().split():
-            if Path(f"/proc/{pid}/comm").read_text().startswith("qemu-system"):
-                return int(pid)
+def _child_qemu(harness_pid: int, not_pid: int | None = None, timeout: float = 30) -> int:
+    """The QEMU the harness started (its child; not `not_pid`, an earlier one), found
+    before the harness names it in qemu.pid."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for task in Path(f"/proc/{harness_pid}/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                if int(pid) != not_pid and Path(f"/proc/{pid}/comm").read_text().startswith("qemu-system"):
+                    return int(pid)
+        time.sleep(0.1)
     raise AssertionError(f"no QEMU among the children of {harness_pid}")
 
 
-@pytest.mark.parametrize("signum, said", [
-    (signal.SIGKILL, "QEMU was killed (signal 9, SIGKILL) during group boot"),  # a user, the OOM killer
-    (signal.SIGSEGV, "QEMU itself crashed while the guest booted under TCG (signal 11, SIGSEGV)"),  # a QEMU bug
-])
-def test_qemu_ended_by_a_signal_during_boot_is_an_infrastructure_failure(default_kernel, tmp_path, start_harness,
-                                                                           signum, said):
-    """QEMU ended by a signal while the kernel boots: exit 2 saying so, never a failure of the kernel;
-    the KVM verdict is not touched (a probe that sees a killed QEMU must not take KVM for broken)."""
+def _signal_boots(tmp_path: Path, start_harness: Any, signum: int, boots: int) -> tuple[Path, int, str]:
+    """A TCG run whose QEMU gets `signum` while the kernel boots, `boots` boots in a row;
+    the KVM verdicts must not change (a probe that sees a killed QEMU must not take KVM
+    for broken). Returns out, the exit code and stderr."""
     spec = tmp_path / "spec.yaml"
     spec.write_text("vm: {accel: tcg}\n")
     out = tmp_path / "out"
     started = start_harness(out, "run", "--spec", str(spec))
-    started.wait_for(out / "console.log", "Linux version")
     verdicts = {p: p.read_text() for p in (cache.root() / "accel").glob("*.json")}
-    os.kill(_child_qemu(started.proc.pid), signum)
-    _, stderr = started.proc.communicate(timeout=60)
-    assert started.proc.returncode == 2, stderr
-    assert "Traceback" not in stderr and stderr.count("harness: error") == 1, stderr
-    assert said in stderr, stderr
+    pid = None
+    for boot in range(boots):
+        started.wait_for(out / "console.log", "Linux version" if boot == 0 else "booting again")
+        pid = _child_qemu(started.proc.pid, not_pid=pid)
+        started.wait_for(out / "console.log", "Linux version", count=boot + 1)
+        os.kill(pid, signum)
+    _, stderr = started.proc.communicate(timeout=120)
+    assert "Traceback" not in stderr, stderr
+    assert {p: p.read_text() for p in (cache.root() / "accel").glob("*.json")} == verdicts
+    return out, started.proc.returncode, stderr
+
+
+def test_qemu_killed_during_boot_is_an_infrastructure_failure(default_kernel, tmp_path, start_harness):
+    """A kill from outside (a user, the OOM killer) is exit 2, never a failure of the kernel, and never retried."""
+    out, code, stderr = _signal_boots(tmp_path, start_harness, signal.SIGKILL, boots=1)
+    assert code == 2 and stderr.count("harness: error") == 1, stderr
+    assert "QEMU was killed (signal 9, SIGKILL) during group boot" in stderr, stderr
+    assert "QEMU ended: signal 9, SIGKILL; the last console lines:\n" in stderr, stderr
     last = (out / "console.log").read_text().rstrip().splitlines()[-1].rstrip("\r")
     assert last in stderr  # the console's tail, for a CI log that keeps no files
-    assert {p: p.read_text() for p in (cache.root() / "accel").glob("*.json")} == verdicts
-    if signum == signal.SIGKILL:  # the reports say what finished
-        assert "QEMU ended: signal 9, SIGKILL; the last console lines:\n" in stderr, stderr
-        boot = json.loads((out / "results.json").read_text())["groups"][0]
-        assert boot["name"] == "boot" and boot["status"] == "error", boot
+    boot = json.loads((out / "results.json").read_text())["groups"][0]
+    assert boot["name"] == "boot" and boot["status"] == "error", boot
+
+
+def test_qemu_crashing_itself_during_boot_is_booted_again(default_kernel, tmp_path, start_harness):
+    """QEMU's own crash (a QEMU bug: a real SIGSEGV) before any test ran decides nothing:
+    the harness says so, boots again, and the run gives its verdict."""
+    out, code, stderr = _signal_boots(tmp_path, start_harness, signal.SIGSEGV, boots=1)
+    assert code == 0, stderr
+    assert ("QEMU itself crashed while the guest booted under TCG (signal 11, SIGSEGV); not a verdict on "
+            "the kernel: booting again (attempt 2 of 2)") in stderr, stderr
+    console = (out / "console.log").read_text()
+    assert console.count("Linux version") == 2 and "[harness] QEMU itself crashed" in console
+    assert all(g["status"] == "pass" for g in json.loads((out / "results.json").read_text())["groups"])
+
+
+def test_qemu_crashing_itself_on_every_boot_is_an_infrastructure_failure(default_kernel, tmp_path, start_harness):
+    out, code, stderr = _signal_boots(tmp_path, start_harness, signal.SIGSEGV, boots=qemu.CRASHED_BOOTS)
+    assert code == 2 and stderr.count("harness: error") == 1, stderr
+    assert ("QEMU itself crashed while the guest booted under TCG (signal 11, SIGSEGV), 2 boots in a row: "
+            "an infrastructure failure, not a verdict on the kernel") in stderr, stderr
+    last = (out / "console.log").read_text().rstrip().splitlines()[-1].rstrip("\r")
+    assert last in stderr
 
 
 OOM_HOG = r"""
