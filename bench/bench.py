@@ -12,6 +12,8 @@ where the time of the warm cycle and of the clean run goes:
                          another run changed the shared tree in between
   boot_to_first_result_s QEMU start -> the first KTAP result on the console (of the clean runs)
   floor_boot_s           the same kernel and QEMU topology, a busybox-only initramfs that powers off
+  make_noop_s            kbuild's walk of the built tree with nothing to do (the build's make line): what
+                         every edit pays before its compile and the vmlinux links (a clean run skips make)
   warm_stages_s, clean_stages_s  metadata.timings_s of those runs (median per stage), with
                          `outside`: the command's wall clock less the run's own total
                          (Python start-up, reading the spec, writing nothing else)
@@ -128,6 +130,13 @@ def floor_boot(kernel: Path, lpj: int | None, scratch: Path) -> float:
     return timed(lambda: subprocess.run(argv, check=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=120))
 
 
+def make_noop(kb: kbuild.KernelBuild) -> float:
+    env = {**os.environ, **kbuild.BUILD_ENV, "CCACHE_DISABLE": "1"}
+    with pipeline.source_lock(Spec()):  # no run may sync the tree meanwhile
+        return timed(lambda: subprocess.run(kbuild.make_argv(kb.source, kb.build_dir), check=True, env=env,
+                                            capture_output=True))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="rounds of the warm, clean and floor measurements (median)")
@@ -142,7 +151,7 @@ def main() -> int:
         kb = pipeline.build_kernel(Spec(), scratch)  # nothing left to build: where it is
         kernel = Path(shutil.copy2(kb.vmlinux, scratch / "vmlinux"))  # the floor boots what the runs boot
         lpj = qemu.preset_lpj(kconfig.read_config(kb.config_path))  # and with their command line
-        warm, clean, cases, floor = [], [], [], []
+        warm, clean, cases, floor, noop = [], [], [], [], []
         for i in range(args.runs):
             print(f"bench: warm cycle, clean run and floor boot, round {i + 1} of {args.runs} ...", flush=True)
             wall, results = warm_cycle(scratch)
@@ -151,11 +160,13 @@ def main() -> int:
             wall, results = harness_run(scratch / "clean")
             clean.append(stages(wall, results))
             floor.append(floor_boot(kernel, lpj, scratch))
+            noop.append(make_noop(kb))
         warm_s, clean_s = medians(warm), medians(clean)
         figures["warm_cycle_s"], figures["clean_run_s"] = warm_s.pop("cycle"), clean_s.pop("cycle")
         figures["warm_objects_compiled"] = warm_s.pop("objects")
         figures["boot_to_first_result_s"] = clean_s["boot_to_first_result"]
         figures["floor_boot_s"] = statistics.median(floor)
+        figures["make_noop_s"] = statistics.median(noop)
         figures["warm_stages_s"], figures["clean_stages_s"] = warm_s, clean_s
         figures["workload_cases_s"] = dict(sorted(medians(cases).items(), key=lambda kv: -kv[1]))
         if args.skip_cold and "cold_build_s" in previous:
@@ -212,6 +223,11 @@ def table(f: dict[str, Any]) -> str:
     cases = f["workload_cases_s"]
     lines += ["", f"workload cases (warm runs, median; {len(cases)} cases, {sum(cases.values()):.2f} s): "
               + ", ".join(f"{k} {v:.2f}" for k, v in list(cases.items())[:8]) + ", ..."]
+    w = f["warm_stages_s"]
+    build = f["warm_stages_s"]["build"]
+    lines.append(f"warm cycle, kbuild and QEMU alone (no harness, no test): make's walk with nothing to do "
+                 f"{f['make_noop_s']:.2f} + compile and vmlinux links {build - f['make_noop_s']:.2f} + floor boot "
+                 f"{f['floor_boot_s']:.2f} = {build + f['floor_boot_s']:.2f} s")
     lines.append(f"warm cycle: {f['warm_objects_compiled']:g} object(s) compiled (median); cold builds: "
                  f"{f.get('cold_from', 'this run')}; load average at the end {f['load_average']}")
     return "\n".join(lines)

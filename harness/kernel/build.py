@@ -44,6 +44,11 @@ def make_vars() -> list[str]:
     return ["CC=ccache gcc"] if shutil.which("ccache") else []
 
 
+def make_argv(source: KernelSource, build_dir: Path) -> list[str]:
+    """The make command line of a build (TARGETS, out of tree, one job per CPU)."""
+    return ["make", "-C", str(source.tree), f"O={build_dir}", *make_vars(), f"-j{os.cpu_count() or 2}", *TARGETS]
+
+
 def build_dir_for(source: KernelSource, fragments: list[Path]) -> Path:
     """Keyed by the options the fragments ask for, in order: a comment edited in one is no new build."""
     options = [f"{r.symbol}={r.value}" for f in fragments for r in kconfig.read_fragment(f)]
@@ -106,8 +111,7 @@ def build(source: KernelSource, extra_fragments: tuple[Path, ...], out_dir: Path
         if built.current():
             log.write("harness: no source file changed since the last build: make skipped\n")
         else:
-            argv = ["make", "-C", str(source.tree), f"O={build_dir}", *make_vars(), f"-j{os.cpu_count() or 2}",
-                    *TARGETS]
+            argv = make_argv(source, build_dir)
             total = expected_steps(build_dir)
             try:
                 with Progress("build", total, "steps") as progress:
