@@ -1,7 +1,11 @@
 #!/bin/sh
 # Boot checks, as KTAP v1 on the console: the topology, swap and scratch disk
 # the spec asked for are the ones the kernel sees. Reads /etc/harness/expect.
+# In two parts, each as soon as it can be known (init runs them in turn):
+#   boot-checks.sh topology   the plan, then the nodes (before the disks are set up)
+#   boot-checks.sh disks      swap and the scratch disk, numbered on from the first part
 . /etc/harness/expect
+COUNT=/run/boot-checks.done  # results the first part printed
 n=0
 result() {  # result OK|FAIL name [diagnostic]
     n=$((n + 1))
@@ -17,6 +21,32 @@ in_list() {
     done
     return 1
 }
+
+# swap and the scratch disk, set up by init after the first part
+disk_checks() {
+    if [ "$SWAP_MIB" -eq 0 ]; then
+        skip swap_active "no swap disk in the spec"
+    else
+        kb=$(awk -v d="$SWAP_DEV" '$1 == d {print $3}' /proc/swaps)
+        got=$(( ${kb:-0} / 1024 ))
+        # mkswap keeps one page for its header: allow 1 MiB
+        if [ "$got" -ge $((SWAP_MIB - 1)) ] && [ "$got" -le "$SWAP_MIB" ]; then s=OK; else s=FAIL; fi
+        result $s swap_active "swap on $SWAP_DEV: expected $SWAP_MIB MiB, found $got MiB"
+    fi
+
+    # The ext4 scratch disk of the file-page cases: attached and mounted by init.
+    fs=$(awk -v d="$SCRATCH_DEV" -v m="$SCRATCH_MOUNT" '$1 == d && $2 == m {print $3}' /proc/mounts)
+    if [ -b "$SCRATCH_DEV" ]; then attached="block device"; else attached="no block device"; fi
+    if [ "$fs" = ext4 ]; then s=OK; else s=FAIL; fi
+    result $s scratch_mounted "scratch disk $SCRATCH_DEV ($attached) on $SCRATCH_MOUNT: expected ext4, found ${fs:-not mounted}"
+}
+
+if [ "$1" = disks ]; then
+    n=$(cat $COUNT)
+    disk_checks
+    exit 0
+fi
+
 # The topology's own promises (a memoryless node, a CPU-less node, a distance row):
 # one result each, only for the nodes and specs that make them.
 topology=0
@@ -125,18 +155,4 @@ if [ "$MOVABLE_MIB" -gt 0 ]; then
     result $s movable_memory "ZONE_MOVABLE: expected ${low}..$((MOVABLE_MIB + 128)) MiB present, found $got MiB"
 fi
 
-if [ "$SWAP_MIB" -eq 0 ]; then
-    skip swap_active "no swap disk in the spec"
-else
-    kb=$(awk -v d="$SWAP_DEV" '$1 == d {print $3}' /proc/swaps)
-    got=$(( ${kb:-0} / 1024 ))
-    # mkswap keeps one page for its header: allow 1 MiB
-    if [ "$got" -ge $((SWAP_MIB - 1)) ] && [ "$got" -le "$SWAP_MIB" ]; then s=OK; else s=FAIL; fi
-    result $s swap_active "swap on $SWAP_DEV: expected $SWAP_MIB MiB, found $got MiB"
-fi
-
-# The ext4 scratch disk of the file-page cases: attached and mounted by init.
-fs=$(awk -v d="$SCRATCH_DEV" -v m="$SCRATCH_MOUNT" '$1 == d && $2 == m {print $3}' /proc/mounts)
-if [ -b "$SCRATCH_DEV" ]; then attached="block device"; else attached="no block device"; fi
-if [ "$fs" = ext4 ]; then s=OK; else s=FAIL; fi
-result $s scratch_mounted "scratch disk $SCRATCH_DEV ($attached) on $SCRATCH_MOUNT: expected ext4, found ${fs:-not mounted}"
+echo $n > $COUNT
