@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,7 @@ def main() -> int:
                 figures["cold_build_s"] = cold_minimal_build(kb.source, scratch)
                 print("bench: defconfig + kvm_guest.config build (no ccache) ...", flush=True)
                 figures["defconfig_build_s"] = defconfig_build(kb.source, scratch)
-            figures["cold_from"] = f"this run, load average {os.getloadavg()[0]:.1f} at its end"
+            figures["cold_from"] = f"measured {date.today()}, load average {os.getloadavg()[0]:.1f} at the end"
     figures = rounded(figures)
     figures["runs"] = args.runs
     figures["load_average"] = [round(x, 1) for x in os.getloadavg()]
@@ -223,13 +224,12 @@ def table(f: dict[str, Any]) -> str:
     cases = f["workload_cases_s"]
     lines += ["", f"workload cases (warm runs, median; {len(cases)} cases, {sum(cases.values()):.2f} s): "
               + ", ".join(f"{k} {v:.2f}" for k, v in list(cases.items())[:8]) + ", ..."]
-    w = f["warm_stages_s"]
     build = f["warm_stages_s"]["build"]
     lines.append(f"warm cycle, kbuild and QEMU alone (no harness, no test): make's walk with nothing to do "
                  f"{f['make_noop_s']:.2f} + compile and vmlinux links {build - f['make_noop_s']:.2f} + floor boot "
                  f"{f['floor_boot_s']:.2f} = {build + f['floor_boot_s']:.2f} s")
     lines.append(f"warm cycle: {f['warm_objects_compiled']:g} object(s) compiled (median); cold builds: "
-                 f"{f.get('cold_from', 'this run')}; load average at the end {f['load_average']}")
+                 f"{f.get('cold_from', 'in this run')}; load average at the end {f['load_average']}")
     return "\n".join(lines)
 
 
