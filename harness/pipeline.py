@@ -64,14 +64,16 @@ def clocked(timings: dict[str, float], stage: str) -> Iterator[None]:
 
 
 def _build(spec: Spec, out_dir: Path, timings: dict[str, float]) -> kbuild.KernelBuild:
-    start = time.monotonic()
-    with clocked(timings, "source"):
+    took: dict[str, float] = {}
+    with clocked(took, "source"):
         src = ksource.prepare(spec.kernel.source, spec.kernel.rev, spec.kernel.patches)
-    log.info("source: %s (%s)%s", src.tree, src.version,
-             f", {len(src.patches)} patch(es) applied" if src.patches else "")
-    with clocked(timings, "build"):
+    log.info("source: %s (%s)%s in %.1f s", src.tree, src.version,
+             f", {len(src.patches)} patch(es) applied," if src.patches else "", took["source"])
+    with clocked(took, "build"):
         kb = kbuild.build(src, spec.kernel.fragments, out_dir, spec.timeouts.build)
-    log.info("build: %s in %.1f s (%s)", kb.release, time.monotonic() - start, kb.build_dir)
+    log.info("build: %s in %.1f s (%s)", kb.release, took["build"], kb.build_dir)
+    for stage, seconds in took.items():
+        timings[stage] = timings.get(stage, 0.0) + seconds
     return kb
 
 
