@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,10 +190,12 @@ def _private_tree(source: Path, patches: tuple[Path, ...], git_based: bool) -> t
     unchanged = {f for f in old if state.get("stamps", {}).get(f) == _stamp(source / f)}
     if state.get("series") == series and (unchanged == old or not patches) and tree.exists() and not git_based:
         looked = time.time()
-        newest = _newest_change(source)
-        if newest and state.get("synced_newest") == newest:
+        seen = state.get("synced_newest")
+        changes = _changes(source, seen)
+        if seen and not changes.entries:
             return tree, False
-        written, changed = _sync(source, tree, exclude=sorted(unchanged))
+        newest = changes.newest()
+        written, changed = _sync(source, tree, exclude=sorted(unchanged), only=changes.paths() if seen else None)
         _remember(state_file, source, series, old | set(written), newest if _settled(newest, looked) else None)
         return tree, changed
     # Files touched before differ from a plain sync: they are stamped again even
@@ -247,14 +250,32 @@ def _stamp(path: Path) -> list[int] | None:
     return [st.st_mtime_ns, st.st_size]
 
 
-def _newest_change(source: Path) -> str:
-    """The newest ctime in `source` (but KEPT_OUT), as `find` prints it: every write, create,
-    delete, rename or chmod of a file or directory sets one, and no tool can set it back.
-    One walk of the source (~0.4 s for 78,000 files), against rsync's walk of both trees
-    and their comparison (~1.1 s)."""
-    listing = run(["find", str(source), "-path", str(source / KEPT_OUT), "-prune", "-o", "-printf", "%C@\n"],
-                  error=SourceError, what=f"looking for changes in {source}")
-    return max(listing.split(), key=lambda t: (len(t), t), default="")
+@dataclass(frozen=True)
+class Changes:
+    """Entries of a source (but KEPT_OUT) with their ctimes, as `find` prints them (%C@):
+    every write, create, delete, rename or chmod of a file or directory sets one, and no
+    tool can set it back."""
+
+    entries: tuple[tuple[str, str], ...]  # (ctime, path relative to the source: "" for itself)
+
+    def newest(self) -> str:
+        return max((ctime for ctime, _ in self.entries), key=lambda t: (len(t), t), default="")
+
+    def paths(self) -> list[str]:
+        """What a sync of these changes covers: each file written, and each directory an
+        entry was created in, deleted from or renamed into, whole (a directory renamed
+        with all it holds moves its parent's ctime, not its files')."""
+        return [path or "." for _, path in self.entries]
+
+
+def _changes(source: Path, seen: str | None) -> Changes:
+    """One walk of the source (~0.3 s for 84,000 files): the entries changed after `seen`
+    (a ctime `find` printed), or all of them."""
+    newer = ["-newerct", f"@{seen}"] if seen else []
+    listing = run(["find", str(source), "-path", str(source / KEPT_OUT), "-prune", "-o", *newer,
+                   "-printf", "%C@ %P\\0"], error=SourceError, what=f"looking for changes in {source}")
+    pairs = (entry.split(" ", 1) for entry in listing.split("\0") if entry)
+    return Changes(tuple((ctime, path) for ctime, path in pairs))
 
 
 def _settled(newest: str, looked: float) -> bool:
@@ -277,16 +298,24 @@ def _first_copy(source: Path, tree: Path) -> None:
     partial.rename(tree)
 
 
-def _sync(source: Path, tree: Path, exclude: list[str]) -> tuple[list[str], bool]:
+def _sync(source: Path, tree: Path, exclude: list[str], only: list[str] | None = None) -> tuple[list[str], bool]:
     """Make `tree` a copy of `source` but for `exclude`: the files it wrote, each
     with a fresh mtime (rsync keeps the source's, which may be older than an
-    object built from the tree's earlier content), and whether anything changed."""
+    object built from the tree's earlier content), and whether anything changed.
+    `only`: the paths that changed (Changes.paths), directories whole; else all
+    of it (rsync's walk of both trees: ~1.1 s, against ~0.05 s for an edit)."""
     tree.mkdir(parents=True, exist_ok=True)
-    # on stdin: the list has no bound of its own (a long one on the command line is past the
-    # kernel's limit: "Argument list too long")
-    argv = ["rsync", "-a", "--itemize-changes", "--delete", "--exclude-from=-"]
-    changes = run(argv + [f"{source}/", f"{tree}/"], error=SourceError, what=f"copying {source}",
-                  input="".join(f"/{f}\n" for f in [KEPT_OUT, *exclude]))
+    # lists NUL-terminated (--from0): a name may hold any byte but NUL and /
+    argv = ["rsync", "-a", "--itemize-changes", "--delete", "--from0", "--exclude-from=-"]
+    with tempfile.NamedTemporaryFile("w", dir=tree.parent, prefix=f"{tree.name}.", suffix=".changed") as listed:
+        if only is not None:
+            listed.write("".join(f"{path}\0" for path in only))
+            listed.flush()
+            argv += ["--recursive", f"--files-from={listed.name}"]  # a listed directory: its whole subtree
+        # on stdin: the list has no bound of its own (a long one on the command line is past the
+        # kernel's limit: "Argument list too long")
+        changes = run(argv + [f"{source}/", f"{tree}/"], error=SourceError, what=f"copying {source}",
+                      input="".join(f"/{f}\0" for f in [KEPT_OUT, *exclude]))
     written = [line.split(" ", 1)[1] for line in changes.splitlines() if line.startswith(">f")]
     for name in written:
         (tree / name).touch()

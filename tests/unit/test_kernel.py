@@ -353,6 +353,81 @@ def test_any_change_of_the_source_is_synced(tree, change):
     assert result.returncode == 0, result.stdout
 
 
+def _settled_copy(tree, patches=()):
+    """A private copy whose last sync saw the source settled: the next prepare syncs
+    only what changed after it. A file only the copy has, in a directory no change
+    below touches, shows whether a sync walked all of it (it would be deleted)."""
+    (tree / "mm/sub").mkdir()
+    (tree / "mm/sub/s.c").write_text("int s;\n")
+    source.prepare(str(tree), None, patches)  # a new tree: a copy
+    time.sleep(2 * source.TICK_S)
+    copy = source.prepare(str(tree), None, patches)  # a sync that notes the newest change
+    (copy.tree / "arch/x86/only-in-the-copy").write_text("")
+    return copy
+
+
+def _rename_a_directory_with_a_subtree(tree):
+    (tree / "drivers/foo/sub").mkdir(parents=True)
+    (tree / "drivers/foo/sub/x.c").write_text("int x;\n")
+    first = source.prepare(str(tree), None, ())  # the subtree is in the copy, unchanged since
+    time.sleep(2 * source.TICK_S)
+    source.prepare(str(tree), None, ())
+    (tree / "drivers/foo").rename(tree / "drivers/bar")  # the files below keep their ctimes
+    return first
+
+
+EDITS = {
+    "write with an old mtime": lambda t: (t / "mm/migrate.c").write_text(MIGRATE_C.replace("0;", "44;")) or os.utime(
+        t / "mm/migrate.c", ns=(0, 0)),
+    "delete": lambda t: (t / "mm/Kconfig").unlink(),
+    "create in a new directory": lambda t: (t / "mm/new/deeper").mkdir(parents=True) or (
+        t / "mm/new/deeper/n.c").write_text("int n;\n"),
+    "rename": lambda t: (t / "mm/Kconfig").rename(t / "mm/Kconfig.old"),
+    "delete a directory": lambda t: subprocess.run(["rm", "-r", str(t / "mm/sub")], check=True),
+    "chmod": lambda t: (t / "mm/migrate.c").chmod(0o600),
+}
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_after_a_settled_sync_only_the_changes_are_synced(tree, edit):
+    """Each change after the last sync is synced, and only it: the rest of the copy is
+    not walked (~0.05 s for an edit of the 6.1 tree, against ~1.1 s for rsync's walk)."""
+    copy = _settled_copy(tree)
+    EDITS[edit](tree)
+    again = source.prepare(str(tree), None, ())
+    assert again.generation == copy.generation + 1
+    result = subprocess.run(["diff", "-r", "--no-dereference", str(tree), str(again.tree)], capture_output=True,
+                            text=True)
+    assert result.stdout == f"Only in {again.tree}/arch/x86: only-in-the-copy\n"
+    assert _modes(again.tree) == _modes(tree) | {"arch/x86/only-in-the-copy": 0o100644}
+
+
+def _modes(root):
+    return {str(p.relative_to(root)): p.lstat().st_mode for p in root.rglob("*")}
+
+
+def test_a_directory_renamed_with_its_subtree_is_synced_whole(tree):
+    """Files below a renamed directory keep their ctimes: the directory it moved in is
+    synced whole, not only what changed in it."""
+    _rename_a_directory_with_a_subtree(tree)
+    again = source.prepare(str(tree), None, ())
+    assert (again.tree / "drivers/bar/sub/x.c").read_text() == "int x;\n"
+    assert not (again.tree / "drivers/foo").exists()
+
+
+def test_a_sync_of_a_changed_directory_keeps_the_patched_files(tree, tmp_path):
+    """A directory synced whole keeps out the files a series patched (the source's are older)."""
+    patch = tmp_path / "marker.patch"
+    patch.write_text(MARKER_PATCH)
+    copy = _settled_copy(tree, (patch,))
+    (tree / "mm/new.c").write_text("int new;\n")  # mm's ctime moves: mm is synced whole
+    again = source.prepare(str(tree), None, (patch,))
+    assert (again.tree / "mm/new.c").read_text() == "int new;\n"
+    assert "marker" in (again.tree / "mm/migrate.c").read_text()
+    assert (again.tree / "arch/x86/only-in-the-copy").exists()
+    assert again.generation == copy.generation + 1
+
+
 def test_a_sync_cut_short_runs_again(tree, monkeypatch):
     """The mark of a sync is kept only when the sync ended well."""
     first = source.prepare(str(tree), None, ())
