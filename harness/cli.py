@@ -240,7 +240,7 @@ def boot(spec: specs.Spec, out: Path, command: str | None, push: list[Path]) -> 
 
 
 def _in_guest(guest: Guest, command: str | None, push: list[Path]) -> int:
-    from harness.groups.guest import Ended, qemu_killed, run_watched
+    from harness.groups.guest import Ended, qemu_crash_error, qemu_killed, run_watched
 
     for path in push:
         guest.push(path, mode=path.stat().st_mode & 0o777)
@@ -251,6 +251,8 @@ def _in_guest(guest: Guest, command: str | None, push: list[Path]) -> int:
         sys.stderr.write(watched.command.stderr)
         if (killed := vm.console.killed_by()) is not None:
             raise qemu_killed(killed, repr(command))
+        if watched.ended is Ended.QEMU_CRASHED:
+            raise qemu_crash_error(watched.qemu_note, repr(command))
         if watched.ended is Ended.CRASHED:
             titles = [c.title for c in watched.crashes]
             print(f"harness: the kernel crashed: {'; '.join(titles) or 'QEMU exited'} "

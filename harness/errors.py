@@ -38,6 +38,7 @@ class ToolMissing(HarnessError, stage="setup"): ...
 class DiskFull(HarnessError, stage="disk"): ...  # a fault of the machine, never of the kernel under test
 class HostError(HarnessError, stage="host"): ...  # a file or directory of the host the harness cannot use
 class VmKilled(HarnessError, stage="vm"): ...  # QEMU killed from outside: the machine's fault, never the kernel's
+class VmCrashed(HarnessError, stage="vm"): ...  # QEMU died of its own bug again: no verdict on the kernel
 
 
 class CommandTimeout(HarnessError):

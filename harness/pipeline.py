@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import cache, groups
-from harness.errors import BootError, VmKilled, disk_full_is_an_error
+from harness.errors import BootError, VmCrashed, VmKilled, disk_full_is_an_error
 from harness.groups import Ended, Guest
 from harness.guest import initramfs, keys
 from harness.kernel import build as kbuild
@@ -45,6 +45,9 @@ Assets = dict[str, Any]  # group name -> what its kind's prepare returned
 # metadata.timings_s, in seconds: the stages of a run, in order (docs/results-schema.md)
 STAGES = ("wait", "source", "build", "assets", "image", "boot", "tests")
 WORK = ("wait", "build", "assets", "boot", "tests")  # not the harness's own: `overhead` is the rest of `total`
+# QEMU's own crash during a group (qemu.CRASHED_BOOTS says why it happens) decides nothing: the
+# group runs again on a fresh boot, this many times in a run; then the run is exit 2.
+QEMU_CRASH_RERUNS = 1
 
 
 def source_lock(spec: Spec) -> contextlib.AbstractContextManager[None]:
@@ -233,8 +236,18 @@ class SoFar:
 def _qemu_killed(so_far: SoFar, signum: int, group: str) -> VmKilled:
     """QEMU was killed from outside during `group`: the report says what finished, the run exits 2."""
     so_far.report(f"not run: {groups.killed(signum, f'group {group}')}")
-    return groups.qemu_killed(signum, f"group {group}", f"; the tests that finished are in "
-                              f"{so_far.out_dir / 'results.json'}, the others are errors")
+    return groups.qemu_killed(signum, f"group {group}", _what_finished(so_far))
+
+
+def _qemu_crashed(so_far: SoFar, note: str, group: str) -> VmCrashed:
+    """QEMU crashed by itself during `group`, and had before in this run: the report says
+    what finished, the run exits 2."""
+    so_far.report(f"not run: {groups.qemu_crashed(note, f'group {group}')}")
+    return groups.qemu_crash_error(note, f"group {group}", f", the second time in this run{_what_finished(so_far)}")
+
+
+def _what_finished(so_far: SoFar) -> str:
+    return f"; the tests that finished are in {so_far.out_dir / 'results.json'}, the others are errors"
 
 
 def _run(spec: Spec, out_dir: Path, scratch: Path, so_far: SoFar) -> RunResult:
@@ -243,6 +256,7 @@ def _run(spec: Spec, out_dir: Path, scratch: Path, so_far: SoFar) -> RunResult:
     so_far.kb = kb
     pending, results = so_far.pending, so_far.results
     preload = tuple(dict.fromkeys(p for g in spec.tests for p in groups.kind_of(g).pushes(assets[group_name(g)])))
+    reruns = QEMU_CRASH_RERUNS
     while True:
         with booted(spec, kb, out_dir, scratch, timings, preload) as vm, guest(spec, vm, out_dir) as handed:
             so_far.vm = vm
@@ -257,18 +271,31 @@ def _run(spec: Spec, out_dir: Path, scratch: Path, so_far: SoFar) -> RunResult:
                 handed.timeout = kind.time_limit(spec)
                 with clocked(so_far.group_times, group_name(pending[0])), clocked(timings, "tests"):
                     ran = kind.run(handed, assets[group_name(pending[0])])
+                ended = ran.ended
+                if ended is Ended.QEMU_CRASHED and reruns:
+                    break  # not recorded: the group runs again on a fresh boot
                 pending.pop(0)  # only now: a group interrupted while it runs is reported as such
                 results.append(ran.result)
-                ended = ran.ended
             killed = vm.console.killed_by() if ended is Ended.KILLED else None
             if ended is not Ended.DONE:
                 vm.stop()  # the group has taken what it needs (a hang's dump) from the guest
                 vm.console.drain(0.3)  # what QEMU still had to print
-        if not clean or ended in (Ended.DONE, Ended.KILLED) or not pending or spec.after_crash != "reboot":
+            note = vm.console.exit_note() if ended is Ended.QEMU_CRASHED else ""
+        if ended is Ended.QEMU_CRASHED and reruns:
+            reruns -= 1
+            why = groups.qemu_crashed(note, f"group {group_name(pending[0])}")
+            log.warning("%s; not a verdict on the kernel: booting again to run it again", why)
+            with (out_dir / "console.log").open("a") as f:
+                f.write(f"\n[harness] {why}; booting again to run it again\n")
+            continue
+        if not clean or ended in (Ended.DONE, Ended.KILLED, Ended.QEMU_CRASHED) or not pending \
+                or spec.after_crash != "reboot":
             break
         log.info("the kernel %s: booting again for %d group(s) left", ended.value, len(pending))
     if killed is not None:
         raise _qemu_killed(so_far, killed, results[-1].name)
+    if ended is Ended.QEMU_CRASHED:
+        raise _qemu_crashed(so_far, note, results[-1].name)
     why = (groups.stop_reason(results[-1], ended) if ended is not Ended.DONE
            else "not run: the boot did not finish cleanly")
     return so_far.report(why)

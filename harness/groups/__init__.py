@@ -15,12 +15,22 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness.groups import boot, kselftest, module, script, topology, workload
-from harness.groups.guest import Ended, GroupRun, Guest, killed, not_run, qemu_killed, stop_reason
+from harness.groups.guest import (
+    Ended,
+    GroupRun,
+    Guest,
+    killed,
+    not_run,
+    qemu_crash_error,
+    qemu_crashed,
+    qemu_killed,
+    stop_reason,
+)
 from harness.kernel.build import KernelBuild
 from harness.spec import GroupEntry, ScriptGroup, Spec, group_name
 
-__all__ = ["KINDS", "Ended", "Guest", "GroupKind", "GroupRun", "killed", "kind_of", "not_run", "qemu_killed",
-           "stop_reason"]
+__all__ = ["KINDS", "Ended", "Guest", "GroupKind", "GroupRun", "killed", "kind_of", "not_run", "qemu_crashed",
+           "qemu_crash_error", "qemu_killed", "stop_reason"]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from harness.errors import BuildError, VmKilled
+from harness.errors import BuildError, VmCrashed, VmKilled
 from harness.guest.initramfs import MARKER
 from harness.results import ktap, oops
 from harness.results.model import CrashReport, Status, TestResult, rollup
@@ -48,6 +48,7 @@ class Ended(enum.Enum):
     CRASHED = "crashed"  # the kernel crashed, or QEMU exited
     HUNG = "hung"  # no end within the timeout
     KILLED = "killed"  # QEMU was killed from outside: no verdict on the kernel
+    QEMU_CRASHED = "QEMU crashed"  # QEMU died of its own bug (SIGSEGV, SIGABRT, ...): no verdict either
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class Watched:
     dump: Path | None  # the blocked-task dump of a hang
     since: int  # the console's line count when the command started
     killed_by: int | None = None  # the signal that killed QEMU from outside (Ended.KILLED)
+    qemu_note: str = ""  # how QEMU ended by itself (Ended.QEMU_CRASHED): 'signal 11, SIGSEGV'
 
 
 def dump_blocked_tasks(guest: Guest, name: str, since_line: int) -> Path:
@@ -156,6 +158,8 @@ def run_watched(guest: Guest, command: str, timeout: float,
         crashes = tuple(console.crashes(since=since))
         if (killed_by := console.killed_by()) is not None:
             ended = Ended.KILLED
+        elif console.crashed_itself:
+            ended = Ended.QEMU_CRASHED
         elif crashes and console.alive and all(oops.is_hung_task(c) for c in crashes):
             ended = Ended.HUNG  # the hung-task detector saw a task blocked in the kernel
         # A command can end because the kernel died under it before the console showed it.
@@ -170,7 +174,8 @@ def run_watched(guest: Guest, command: str, timeout: float,
         if not future.done():
             guest.shell.abandon()  # the command's connection: the VM's owner stops the VM
         result = future.result()
-    return Watched(ended, result, tuple(console.crashes(since=since)), dump, since, killed_by)
+    note = console.exit_note() if ended is Ended.QEMU_CRASHED else ""
+    return Watched(ended, result, tuple(console.crashes(since=since)), dump, since, killed_by, note)
 
 
 def not_run(name: str, why: str) -> TestResult:
@@ -241,6 +246,8 @@ def ended_badly(result: TestResult, watched: Watched, timeout: float,
     outside, no test is blamed: those that never reported are errors."""
     if watched.killed_by is not None:
         return unfinished(result, f"not run: {killed(watched.killed_by, f'group {result.name}')}")
+    if watched.ended is Ended.QEMU_CRASHED:
+        return unfinished(result, f"not run: {qemu_crashed(watched.qemu_note, f'group {result.name}')}")
     if watched.ended is Ended.HUNG:
         where = f"; blocked tasks in {watched.dump.name}" if watched.dump else ""
         said = (f"{watched.crashes[0].title} (console.log:{watched.crashes[0].first_line})" if watched.crashes
@@ -258,6 +265,16 @@ def ended_badly(result: TestResult, watched: Watched, timeout: float,
 def killed(signum: int, during: str) -> str:
     """'QEMU was killed (signal 9, SIGKILL) during `during`'."""
     return f"QEMU was killed ({signal_words(signum)}) during {during}"
+
+
+def qemu_crashed(note: str, during: str) -> str:
+    """'QEMU itself crashed (signal 11, SIGSEGV) during `during`'."""
+    return f"QEMU itself crashed ({note}) during {during}"
+
+
+def qemu_crash_error(note: str, during: str, more: str = "") -> VmCrashed:
+    """The error of a QEMU that crashed by itself while `during` ran (exit 2)."""
+    return VmCrashed(f"{qemu_crashed(note, during)}: an infrastructure failure, not a verdict on the kernel{more}")
 
 
 def qemu_killed(signum: int, during: str, more: str = "") -> VmKilled:

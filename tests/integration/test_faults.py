@@ -193,6 +193,66 @@ def test_qemu_killed_from_outside_is_an_infrastructure_failure(default_kernel, t
     assert "QEMU was killed" in (out / "junit.xml").read_text()
 
 
+BRIEF_SCRIPT = SLOW_SCRIPT.replace("sleep 100", "sleep 5")
+
+
+@pytest.mark.parametrize("crashes", [1, 2])
+def test_qemu_crashing_itself_during_a_group_runs_the_group_again(default_kernel, tmp_path, start_harness, crashes):
+    """QEMU's own crash (a real SIGSEGV) during a group decides nothing: the group runs
+    again on a fresh boot, and the run gives its verdict; a second crash is exit 2, with
+    the tests that did not finish as errors that say so."""
+    (tmp_path / "slow.sh").write_text(BRIEF_SCRIPT)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("vm: {accel: tcg}\ntests: [boot, {name: slow, script: slow.sh, timeout: 120}, module]\n")
+    out = tmp_path / "out"
+    started = start_harness(out, "run", "--spec", str(spec))
+    for crash in range(1, crashes + 1):
+        started.wait_for(out / "console.log", "harness-slow-script-started", count=crash)
+        pid = qemu_pid(out)
+        assert pid is not None
+        os.kill(pid, signal.SIGSEGV)
+    _, stderr = started.proc.communicate(timeout=120)
+    assert "Traceback" not in stderr, stderr
+    said = "QEMU itself crashed (signal 11, SIGSEGV) during group slow"
+    assert f"{said}; not a verdict on the kernel: booting again to run it again" in stderr, stderr
+    console = (out / "console.log").read_text()
+    assert console.count("harness-slow-script-started") == crashes + (crashes == 1)
+    assert f"[harness] {said}; booting again" in console
+    groups = {g["name"]: g for g in json.loads((out / "results.json").read_text())["groups"]}
+    assert groups["boot"]["status"] == "pass"
+    if crashes == 1:
+        assert started.proc.returncode == 0, stderr
+        assert groups["slow"]["status"] == "pass" and groups["module"]["status"] == "pass", groups
+        return
+    assert started.proc.returncode == 2 and stderr.count("harness: error") == 1, stderr
+    assert (f"{said}: an infrastructure failure, not a verdict on the kernel, the second time in this run; "
+            "the tests that finished are in") in stderr, stderr
+    first, second = groups["slow"]["subtests"]
+    assert first["status"] == "pass" and second["status"] == "error"
+    assert second["diagnostics"] == [f"not run: {said}"]
+    assert groups["module"]["status"] == "error" and said in groups["module"]["diagnostics"][0]
+
+
+@pytest.mark.parametrize("signum, said", [
+    (signal.SIGKILL, "QEMU was killed (signal 9, SIGKILL) during 'echo exec-started > /dev/console; sleep 60', "
+                     "from outside the harness"),
+    (signal.SIGSEGV, "QEMU itself crashed (signal 11, SIGSEGV) during 'echo exec-started > /dev/console; sleep 60': "
+                     "an infrastructure failure"),
+])
+def test_qemu_ended_by_a_signal_during_boot_exec_is_an_infrastructure_failure(default_kernel, tmp_path,
+                                                                                start_harness, signum, said):
+    """`boot --exec`: QEMU killed, or crashing by itself, under the command is exit 2, not the command's failure."""
+    out = tmp_path / "out"
+    started = start_harness(out, "boot", "--exec", "echo exec-started > /dev/console; sleep 60")
+    started.wait_for(out / "console.log", "exec-started")
+    pid = qemu_pid(out)
+    assert pid is not None
+    os.kill(pid, signum)
+    _, stderr = started.proc.communicate(timeout=60)
+    assert started.proc.returncode == 2 and "Traceback" not in stderr, stderr
+    assert said in stderr, stderr
+
+
 def _child_qemu(harness_pid: int, not_pid: int | None = None, timeout: float = 30) -> int:
     """The QEMU the harness started (its child; not `not_pid`, an earlier one), found
     before the harness names it in qemu.pid."""
