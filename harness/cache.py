@@ -13,8 +13,12 @@ from pathlib import Path
 
 
 def root() -> Path:
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "migrate-harness"
-    path = Path(os.environ.get("MIGRATE_HARNESS_CACHE", default))
+    """$MIGRATE_HARNESS_CACHE, else $XDG_CACHE_HOME/migrate-harness, else ~/.cache/migrate-harness,
+    made absolute (commands run in other directories). An empty variable counts as unset, and a
+    relative $XDG_CACHE_HOME is ignored, as the XDG base directory spec says."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    default = (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "migrate-harness"
+    path = Path(os.environ.get("MIGRATE_HARNESS_CACHE") or default).absolute()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

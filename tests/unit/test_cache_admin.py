@@ -225,3 +225,18 @@ def test_ccache_is_emptied_by_ccache_itself(root, tmp_path, capsys):
     assert main(["cache", "clean", "--all"]) == 0
     assert files() == 0
     assert "freed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("ours, xdg, where", [
+    ("", "{tmp}/xdg", "{tmp}/xdg/migrate-harness"),  # `MIGRATE_HARNESS_CACHE= make ...`: unset, not "."
+    ("", "", "{tmp}/home/.cache/migrate-harness"),
+    ("", "relative", "{tmp}/home/.cache/migrate-harness"),  # the XDG spec: a relative path is ignored
+    ("mine", "{tmp}/xdg", "{tmp}/cwd/mine"),  # ours, relative: made absolute (commands run elsewhere)
+])
+def test_where_the_cache_is(tmp_path, monkeypatch, ours, xdg, where):
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MIGRATE_HARNESS_CACHE", ours)
+    monkeypatch.setenv("XDG_CACHE_HOME", xdg.format(tmp=tmp_path))
+    assert cache.root() == Path(where.format(tmp=tmp_path)) and cache.root().is_dir()
