@@ -33,7 +33,7 @@ from harness.results import kcidb, oops, report
 from harness.results.model import CrashReport, RunResult, TestResult
 from harness.spec import GroupEntry, Spec, group_name
 from harness.vm import qemu
-from harness.vm.console import CrashWatch
+from harness.vm.console import CrashWatch, note_between_boots
 from harness.vm.ssh import GuestShell
 
 log = logging.getLogger("harness")
@@ -285,8 +285,7 @@ def _run(spec: Spec, out_dir: Path, scratch: Path, so_far: SoFar) -> RunResult:
             reruns -= 1
             why = groups.qemu_crashed(note, f"group {group_name(pending[0])}")
             log.warning("%s; not a verdict on the kernel: booting again to run it again", why)
-            with (out_dir / "console.log").open("a") as f:
-                f.write(f"\n[harness] {why}; booting again to run it again\n")
+            note_between_boots(out_dir / "console.log", f"{why}; booting again to run it again")
             continue
         if not clean or ended in (Ended.DONE, Ended.KILLED, Ended.QEMU_CRASHED) or not pending \
                 or spec.after_crash != "reboot":

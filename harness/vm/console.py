@@ -33,6 +33,9 @@ CRASH_GRACE_S = 5  # after a crash starts, how long its report may keep printing
 UNTIL_POLL_S, UNTIL_FAST_S = 0.01, 2.0
 # Signals QEMU dies of by its own doing (a failed assertion, a bad access): a crash of QEMU, not a kill
 SELF_INFLICTED = frozenset({signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE})
+_CAUGHT_RE = re.compile(r"terminating on signal (\d+)")  # QEMU's own word on a SIGTERM/SIGINT/SIGHUP it caught
+
+
 def signal_words(signum: int) -> str:
     """'signal 9, SIGKILL' (or 'signal N' for a number with no name), for messages."""
     try:
@@ -41,7 +44,10 @@ def signal_words(signum: int) -> str:
         return f"signal {signum}"
 
 
-_CAUGHT_RE = re.compile(r"terminating on signal (\d+)")  # QEMU's own word on a SIGTERM/SIGINT/SIGHUP it caught
+def note_between_boots(log_path: Path, text: str) -> None:
+    """A line of the harness's own in console.log, between a QEMU that ended and the next boot."""
+    with log_path.open("a") as f:
+        f.write(f"\n[harness] {text}\n")
 
 
 def _die_with_parent() -> None:

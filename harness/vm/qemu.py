@@ -28,7 +28,7 @@ from harness.errors import BootError
 from harness.guest.initramfs import MARKER, GuestImage
 from harness.results.oops import CRASH_START
 from harness.spec import VmSpec, cpu_ranges
-from harness.vm.console import C, Console, CrashWatch, Wait, Waited
+from harness.vm.console import C, Console, CrashWatch, Wait, Waited, note_between_boots
 
 log = logging.getLogger("harness")
 
@@ -245,17 +245,15 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
     if verdict is Probe.BROKEN:
         log.warning("accel: %s; KVM looks broken on this host, falling back to TCG", reason)
         console.close()
-        with console_log.open("a") as f:
-            f.write(f"\n[harness] KVM probe failed ({reason}); booting again under TCG\n")
+        note_between_boots(console_log, f"KVM probe failed ({reason}); booting again under TCG")
         accel = "tcg"
         console, port, first = _start(vm, kernel, image, accel, console_log, crashes, boot_timeout, lpj)
         if first.how is Waited.MARKER:  # the kernel is fine under TCG: KVM itself is at fault
             _remember_kvm(reason)
     elif verdict is Probe.WORKS:
         _remember_kvm(None)
-    for attempt in range(1, CRASHED_BOOTS + 1):
-        if attempt > 1:
-            console, port, first = _start(vm, kernel, image, accel, console_log, crashes, boot_timeout, lpj)
+    attempt = 1
+    while True:
         result, ready = _until_ready(console, first, accel, boot_timeout)
         if not (ready.how is Waited.QEMU_EXITED and console.crashed_itself):  # KVM's own abort: handled above
             first_result = first.seconds + result.seconds if result.how is Waited.MARKER else None
@@ -265,12 +263,12 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
         if attempt == CRASHED_BOOTS:
             _give_up(console, f"{why}, {attempt} boots in a row: an infrastructure failure, "
                               "not a verdict on the kernel")
+        attempt += 1
         log.warning("boot: %s; not a verdict on the kernel: booting again (attempt %d of %d)",
-                    why, attempt + 1, CRASHED_BOOTS)
+                    why, attempt, CRASHED_BOOTS)
         console.close()
-        with console_log.open("a") as f:
-            f.write(f"\n[harness] {why}; booting again\n")
-    raise AssertionError("unreachable: the last attempt returns or gives up")
+        note_between_boots(console_log, f"{why}; booting again")
+        console, port, first = _start(vm, kernel, image, accel, console_log, crashes, boot_timeout, lpj)
 
 
 def _until_ready(console: Console[C], first: Wait, accel: str, boot_timeout: float) -> tuple[Wait, Wait]:
