@@ -45,7 +45,7 @@ Assets = dict[str, Any]  # group name -> what its kind's prepare returned
 # metadata.timings_s, in seconds: the stages of a run, in order (docs/results-schema.md)
 STAGES = ("wait", "source", "build", "assets", "image", "boot", "tests")
 WORK = ("wait", "build", "assets", "boot", "tests")  # not the harness's own: `overhead` is the rest of `total`
-# QEMU's own crash during a group (qemu.CRASHED_BOOTS says why it happens) decides nothing: the
+# QEMU's own crash during a group (qemu.BOOT_ATTEMPTS says why it happens) decides nothing: the
 # group runs again on a fresh boot, this many times in a run; then the run is exit 2.
 QEMU_CRASH_RERUNS = 1
 

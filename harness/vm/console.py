@@ -102,6 +102,7 @@ class Console(Generic[C]):
         self.log_path = log_path
         # console.log may hold an earlier boot of the same run: this one starts after it
         self.start_line = self.line_count()
+        self.started_at = time.time()  # wall clock, as console.log's mtime
         self._log = _Log(log_path)
         self.child = pexpect.spawn(argv[0], argv[1:], timeout=None, maxread=65536,
                                    logfile=None, preexec_fn=_die_with_parent, echo=False)
@@ -172,6 +173,11 @@ class Console(Generic[C]):
 
     def tail(self, count: int = 25) -> str:
         return "\n".join(text for _, text in self.lines()[-count:])
+
+    @property
+    def silent_s(self) -> float:
+        """Seconds since QEMU last printed anything (since it started, if nothing yet)."""
+        return time.time() - max(self.log_path.stat().st_mtime, self.started_at)
 
     @property
     def alive(self) -> bool:

@@ -37,9 +37,15 @@ PROFILE = Path(__file__).with_name("profiles") / "x86_64.j2"
 KVM_PROBE_S = 10  # a working KVM guest reaches init in about a second
 # QEMU 7.2's TCG (Debian 12's) now and then dies of SIGSEGV while a guest boots (seen twice in
 # CI, 0.6 s and 3.2 s into a boot; ClangBuiltLinux/boot-utils#111 saw the like, a TCG race fixed
-# upstream in 2023): QEMU's own crash before any test ran decides nothing, so the boot is
-# tried again, this many times in all. A kill from outside is never retried.
-CRASHED_BOOTS = 2
+# upstream in 2023), or stops running it (seen once in CI: not a line after 0.74 s, for the whole
+# 120 s). QEMU's own crash before any test ran decides nothing, so the boot is tried again; a boot
+# that stalled silently is tried again to tell a QEMU stall from a kernel hung at boot (the
+# second stall is the kernel's verdict, as any boot that never got ready). A kill from outside
+# is never retried.
+BOOT_ATTEMPTS = 2
+# A boot that timed out stalled if the console was silent for at least this share of the
+# timeout: a hung kernel that still speaks (the hung-task or RCU stall detector) is no stall.
+STALL_SILENT_SHARE = 0.5
 # oops=panic: an oopsed kernel is not trusted with the next tests (syzkaller does the same); the
 # panic ends QEMU at once. The hung-task detector reports a task stuck in D without wakeups
 # within 20-25 s, before a workload case's own deadline (30-40 s), not after the default 120 s.
@@ -229,9 +235,9 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
          boot_timeout: float, crashes: CrashWatch[C], lpj: int | None = None) -> Vm[C]:
     """Boot the guest and wait until init says it is ready (or crashes, or times out).
 
-    Only a QEMU that will not start, or crashes itself CRASHED_BOOTS times, raises
-    (BootError); a kernel that crashes or never gets ready comes back as a Vm whose
-    `ready` says so.
+    Only a QEMU that will not start, or crashes itself BOOT_ATTEMPTS times, raises
+    (BootError); a kernel that crashes or never gets ready (a silent stall: BOOT_ATTEMPTS
+    times) comes back as a Vm whose `ready` says so.
     """
     need_tool(QEMU)
     accel = _choose_accel(vm.accel)
@@ -255,20 +261,33 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
     attempt = 1
     while True:
         result, ready = _until_ready(console, first, accel, boot_timeout)
-        if not (ready.how is Waited.QEMU_EXITED and console.crashed_itself):  # KVM's own abort: handled above
+        why = _why_boot_again(console, ready, accel, boot_timeout)
+        if why is None or (attempt == BOOT_ATTEMPTS and not console.crashed_itself):
+            if why is not None:
+                log.warning("boot: %s, %d boots in a row: taken for the kernel hanging at boot", why, attempt)
             first_result = first.seconds + result.seconds if result.how is Waited.MARKER else None
             return Vm(console, image, accel, port, ready, first.seconds + result.seconds + ready.seconds,
                       first_result)
-        why = f"QEMU itself crashed while the guest booted under {accel.upper()} ({console.exit_note()})"
-        if attempt == CRASHED_BOOTS:
+        if attempt == BOOT_ATTEMPTS:
             _give_up(console, f"{why}, {attempt} boots in a row: an infrastructure failure, "
                               "not a verdict on the kernel")
         attempt += 1
         log.warning("boot: %s; not a verdict on the kernel: booting again (attempt %d of %d)",
-                    why, attempt, CRASHED_BOOTS)
+                    why, attempt, BOOT_ATTEMPTS)
         console.close()
         note_between_boots(console_log, f"{why}; booting again")
         console, port, first = _start(vm, kernel, image, accel, console_log, crashes, boot_timeout, lpj)
+
+
+def _why_boot_again(console: Console[C], ready: Wait, accel: str, boot_timeout: float) -> str | None:
+    """Why a boot that did not get ready says nothing of the kernel yet: QEMU crashed
+    by itself (KVM's own abort is the probe's), or the guest stalled silently."""
+    if ready.how is Waited.QEMU_EXITED and console.crashed_itself:
+        return f"QEMU itself crashed while the guest booted under {accel.upper()} ({console.exit_note()})"
+    if ready.how is Waited.TIMEOUT and (silent := console.silent_s) >= STALL_SILENT_SHARE * boot_timeout:
+        return (f"the guest stalled while booting under {accel.upper()}: not ready within {boot_timeout:.0f} s, "
+                f"not a console line for the last {silent:.0f} s")
+    return None
 
 
 def _until_ready(console: Console[C], first: Wait, accel: str, boot_timeout: float) -> tuple[Wait, Wait]:

@@ -266,12 +266,13 @@ def _child_qemu(harness_pid: int, not_pid: int | None = None, timeout: float = 3
     raise AssertionError(f"no QEMU among the children of {harness_pid}")
 
 
-def _signal_boots(tmp_path: Path, start_harness: Any, signum: int, boots: int) -> tuple[Path, int, str]:
+def _signal_boots(tmp_path: Path, start_harness: Any, signum: int, boots: int,
+                  spec_text: str = "vm: {accel: tcg}\n") -> tuple[Path, int, str]:
     """A TCG run whose QEMU gets `signum` while the kernel boots, `boots` boots in a row;
     the KVM verdicts must not change (a probe that sees a killed QEMU must not take KVM
     for broken). Returns out, the exit code and stderr."""
     spec = tmp_path / "spec.yaml"
-    spec.write_text("vm: {accel: tcg}\n")
+    spec.write_text(spec_text)
     out = tmp_path / "out"
     started = start_harness(out, "run", "--spec", str(spec))
     verdicts = {p: p.read_text() for p in (cache.root() / "accel").glob("*.json")}
@@ -312,13 +313,39 @@ def test_qemu_crashing_itself_during_boot_is_booted_again(default_kernel, tmp_pa
 
 
 def test_qemu_crashing_itself_on_every_boot_is_an_infrastructure_failure(default_kernel, tmp_path, start_harness):
-    out, code, stderr = _signal_boots(tmp_path, start_harness, signal.SIGSEGV, boots=qemu.CRASHED_BOOTS)
+    out, code, stderr = _signal_boots(tmp_path, start_harness, signal.SIGSEGV, boots=qemu.BOOT_ATTEMPTS)
     assert code == 2 and stderr.count("harness: error") == 1, stderr
     assert ("QEMU itself crashed while the guest booted under TCG (signal 11, SIGSEGV), 2 boots in a row: "
             "an infrastructure failure, not a verdict on the kernel") in stderr, stderr
     last = (out / "console.log").read_text().rstrip().splitlines()[-1].rstrip("\r")
     assert last in stderr
 
+
+
+STALLING = "vm: {accel: tcg}\ntimeouts: {boot: 20}\n"
+STALLED = "the guest stalled while booting under TCG: not ready within 20 s, not a console line for the last"
+
+
+def test_a_boot_that_stalls_silently_is_booted_again(default_kernel, tmp_path, start_harness):
+    """A QEMU that stops running the guest (SIGSTOP: silent, as QEMU 7.2's TCG once stalled in
+    CI) is no verdict: the harness boots again and the run gives its verdict."""
+    out, code, stderr = _signal_boots(tmp_path, start_harness, signal.SIGSTOP, boots=1, spec_text=STALLING)
+    assert code == 0, stderr
+    assert STALLED in stderr and "; not a verdict on the kernel: booting again (attempt 2 of 2)" in stderr, stderr
+    console = (out / "console.log").read_text()
+    assert console.count("Linux version") == 2 and f"[harness] {STALLED}" in console
+    assert all(g["status"] == "pass" for g in json.loads((out / "results.json").read_text())["groups"])
+
+
+def test_a_boot_that_stalls_every_time_is_the_kernels_hang(default_kernel, tmp_path, start_harness):
+    """The second silent stall is a kernel hung at boot, as any boot that never got ready: exit 1."""
+    out, code, stderr = _signal_boots(tmp_path, start_harness, signal.SIGSTOP, boots=qemu.BOOT_ATTEMPTS,
+                                      spec_text=STALLING)
+    assert code == 1 and "Traceback" not in stderr, stderr
+    assert "s, 2 boots in a row: taken for the kernel hanging at boot" in stderr, stderr
+    boot = json.loads((out / "results.json").read_text())["groups"][0]
+    assert boot["name"] == "boot" and boot["status"] == "error", boot
+    assert "the guest was not ready within 20 s" in boot["diagnostics"], boot
 
 OOM_HOG = r"""
 #include <stdio.h>
