@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,9 +71,26 @@ def _entries() -> set[Path]:
     return {p for kind in ("bisect", "trees", "worktrees", "build", "modules") for p in cache.subdir(kind).iterdir()}
 
 
+# A path of its own that stays the same from run to run: a bisect names its worktree, private
+# tree and build directories after the repo's path, and ccache serves an earlier run's objects
+# only to a build under the same names (else every run builds 6.1 from scratch, cold).
+REPO_HOME = Path(tempfile.gettempdir()) / "migrate-harness-bisect-test"
+
+
 @pytest.fixture(scope="module")
-def kernel_repo(tmp_path_factory) -> Iterator[tuple[Path, list[str]]]:
-    repo = tmp_path_factory.mktemp("bisect") / "linux"
+def kernel_repo() -> Iterator[tuple[Path, list[str]]]:
+    REPO_HOME.mkdir(exist_ok=True)
+    with cache.holding(REPO_HOME):  # one run of this module at a time on this machine
+        repo = REPO_HOME / "linux"
+        for leftover in [repo, *_caches_of(repo)]:  # of a run that was killed half-way
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            leftover.unlink(missing_ok=True)
+        yield from _history(repo)
+
+
+def _history(repo: Path) -> Iterator[tuple[Path, list[str]]]:
+    """The repo: Debian's 6.1 source, then HISTORY, a commit each."""
     subprocess.run(["rsync", "-a", "--exclude=/.extracted", f"{debian_tree('linux-source-6.1')}/", f"{repo}/"],
                    check=True)
     git(repo, "init", "-q", "-b", "main")

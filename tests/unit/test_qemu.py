@@ -169,3 +169,20 @@ def test_how_qemu_ended_is_said(tmp_path, argv, kill, note):
     """A real process as QEMU: its exit status or the signal it died of, for a boot that never got ready."""
     with ended_console(tmp_path, argv, kill, before=lambda c: c.exit_note() == "") as console:
         assert console.exit_note() == note
+
+
+@pytest.mark.parametrize("script, stalled", [
+    ("echo 'Linux version'; sleep 60", True),  # silent after its first line: a stall, booted again
+    ("while :; do echo 'INFO: task blocked for more than 20 seconds.'; sleep 0.2; done", False),  # a hung kernel that speaks
+])
+def test_a_boot_that_times_out_stalled_only_if_the_console_went_silent(tmp_path, script, stalled):
+    """A real process as QEMU, never ready within 2 s: booted again only if it printed nothing for half of that."""
+    console = Console(["sh", "-c", script], tmp_path / "console.log", CrashWatch(re.compile("(?!)"), lambda lines: []))
+    try:
+        ready = console.wait_for(qemu.READY, timeout=2)
+        why = qemu._why_boot_again(console, ready, "tcg", boot_timeout=2)
+    finally:
+        console.close()
+    assert ready.how is qemu.Waited.TIMEOUT
+    assert (why is not None) == stalled, why
+    assert why is None or why.startswith("the guest stalled while booting under TCG: not ready within 2 s")
