@@ -262,15 +262,16 @@ def boot(vm: VmSpec, kernel: Path, image: GuestImage, console_log: Path,
     while True:
         result, ready = _until_ready(console, first, accel, boot_timeout)
         why = _why_boot_again(console, ready, accel, boot_timeout)
-        if why is None or (attempt == BOOT_ATTEMPTS and not console.crashed_itself):
-            if why is not None:
+        last = attempt == BOOT_ATTEMPTS
+        if why is not None and last and console.crashed_itself:
+            _give_up(console, f"{why}, {attempt} boots in a row: an infrastructure failure, "
+                              "not a verdict on the kernel")
+        if why is None or last:
+            if why is not None:  # stalled every time: the kernel's
                 log.warning("boot: %s, %d boots in a row: taken for the kernel hanging at boot", why, attempt)
             first_result = first.seconds + result.seconds if result.how is Waited.MARKER else None
             return Vm(console, image, accel, port, ready, first.seconds + result.seconds + ready.seconds,
                       first_result)
-        if attempt == BOOT_ATTEMPTS:
-            _give_up(console, f"{why}, {attempt} boots in a row: an infrastructure failure, "
-                              "not a verdict on the kernel")
         attempt += 1
         log.warning("boot: %s; not a verdict on the kernel: booting again (attempt %d of %d)",
                     why, attempt, BOOT_ATTEMPTS)
