@@ -321,7 +321,6 @@ def test_qemu_crashing_itself_on_every_boot_is_an_infrastructure_failure(default
     assert last in stderr
 
 
-
 STALLING = "vm: {accel: tcg}\ntimeouts: {boot: 20}\n"
 STALLED = "the guest stalled while booting under TCG: not ready within 20 s, not a console line for the last"
 
@@ -346,6 +345,7 @@ def test_a_boot_that_stalls_every_time_is_the_kernels_hang(default_kernel, tmp_p
     boot = json.loads((out / "results.json").read_text())["groups"][0]
     assert boot["name"] == "boot" and boot["status"] == "error", boot
     assert "the guest was not ready within 20 s" in boot["diagnostics"], boot
+
 
 OOM_HOG = r"""
 #include <stdio.h>

@@ -135,18 +135,24 @@ def test_qemu_command_line_of_each_example_spec_is_golden(name, accel):
 
 
 @contextlib.contextmanager
-def ended_console(tmp_path, argv, kill, before):
-    """A real process run as QEMU by a Console, killed -9 from outside when `kill` (`before`
-    holds while it runs), read until it ends; closed afterwards."""
+def fake_qemu(tmp_path, argv):
+    """A real process run as QEMU by a Console (no crash table); closed afterwards."""
     console = Console(argv, tmp_path / "console.log", CrashWatch(re.compile("(?!)"), lambda lines: []))
     try:
+        yield console
+    finally:
+        console.close()
+
+
+@contextlib.contextmanager
+def ended_console(tmp_path, argv, kill, before):
+    """fake_qemu, killed -9 from outside when `kill` (`before` holds while it runs), read until it ends."""
+    with fake_qemu(tmp_path, argv) as console:
         assert before(console) or not kill
         if kill:
             os.kill(console.pid, signal.SIGKILL)
         console.wait_for(None, timeout=10)
         yield console
-    finally:
-        console.close()
 
 
 @pytest.mark.parametrize("argv, kill, signum", [
@@ -177,12 +183,9 @@ def test_how_qemu_ended_is_said(tmp_path, argv, kill, note):
 ])
 def test_a_boot_that_times_out_stalled_only_if_the_console_went_silent(tmp_path, script, stalled):
     """A real process as QEMU, never ready within 2 s: booted again only if it printed nothing for half of that."""
-    console = Console(["sh", "-c", script], tmp_path / "console.log", CrashWatch(re.compile("(?!)"), lambda lines: []))
-    try:
+    with fake_qemu(tmp_path, ["sh", "-c", script]) as console:
         ready = console.wait_for(qemu.READY, timeout=2)
         why = qemu._why_boot_again(console, ready, "tcg", boot_timeout=2)
-    finally:
-        console.close()
     assert ready.how is qemu.Waited.TIMEOUT
     assert (why is not None) == stalled, why
     assert why is None or why.startswith("the guest stalled while booting under TCG: not ready within 2 s")
